@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* The skb local storage API as BPF programs see it.
+ *
+ * The declarations are the RFC's, so programs written for it build here
+ * unchanged: the kfuncs take the kernel struct sk_buff, which skb programs
+ * get from bpf_cast_to_kern_ctx(ctx).
+ */
+#ifndef __LAB_SKB_STORAGE_H
+#define __LAB_SKB_STORAGE_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+
+extern void *bpf_skb_storage_get(struct bpf_map *map, struct sk_buff *skb,
+				 void *value, __u32 value__szk, __u64 flags) __ksym;
+extern int bpf_skb_storage_delete(struct bpf_map *map, struct sk_buff *skb) __ksym;
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+#ifndef ENOENT
+#define ENOENT 2
+#endif
+#ifndef EINVAL
+#define EINVAL 22
+#endif
+#ifndef EOPNOTSUPP
+#define EOPNOTSUPP 95
+#endif
+
+#define TC_ACT_OK 0
+#define TC_ACT_SHOT 2
+
+#endif /* __LAB_SKB_STORAGE_H */

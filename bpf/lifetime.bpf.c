@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Writers and observers for the lifetime tests: put storage on a packet at
+ * one tc hook, look for it at a later one. tests/lab/test_lifetime.py
+ * attaches them around clones, veth pairs and tunnels; every event carries
+ * the sk_buff's address, so a test can tell the same skb from another one.
+ */
+#include "lab_observe.h"
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SKB_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct lab_value);
+} storage SEC(".maps");
+
+/* Set by the test after load (the .data map): where clone_writer sends its clone. */
+__u32 clone_ifindex = 0;
+/* What bpf_clone_redirect() answered, last time. */
+__s64 clone_ret = 1;
+__u64 freed;
+
+/* Proves (with an observer further on): storage created here travels, or not. */
+SEC("tc")
+int writer_ingress(struct __sk_buff *ctx)
+{
+	if (lab_packet_token(ctx))
+		lab_write(&storage, ctx, LAB_HOOK_TC_INGRESS, ctx->ifindex);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int writer_egress(struct __sk_buff *ctx)
+{
+	if (lab_packet_token(ctx))
+		lab_write(&storage, ctx, LAB_HOOK_TC_EGRESS, ctx->ifindex);
+	return TC_ACT_OK;
+}
+
+/* Reports present, absent or refused for every test packet it sees. */
+SEC("tc")
+int observe_ingress(struct __sk_buff *ctx)
+{
+	if (lab_packet_token(ctx))
+		lab_observe(&storage, ctx, LAB_HOOK_TC_INGRESS, ctx->ifindex);
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int observe_egress(struct __sk_buff *ctx)
+{
+	if (lab_packet_token(ctx))
+		lab_observe(&storage, ctx, LAB_HOOK_TC_EGRESS, ctx->ifindex);
+	return TC_ACT_OK;
+}
+
+/* Proves: bpf_clone_redirect() makes a clone that shares the extension
+ * block. Writes storage, clones the packet out of clone_ifindex (where
+ * observe_egress sees the clone), then looks at the original again while
+ * the clone may still be alive.
+ */
+SEC("tc")
+int clone_writer(struct __sk_buff *ctx)
+{
+	if (!lab_packet_token(ctx))
+		return TC_ACT_OK;
+	lab_write(&storage, ctx, LAB_HOOK_TC_INGRESS, ctx->ifindex);
+	clone_ret = bpf_clone_redirect(ctx, clone_ifindex, 0);
+	lab_observe(&storage, ctx, LAB_HOOK_AFTER_CLONE, ctx->ifindex);
+	return TC_ACT_OK;
+}
+
+/* Counts storages freed with their extension block. */
+SEC("kprobe/bpf_skb_storage_free")
+int BPF_KPROBE(on_storage_free, struct skb_ext_bpf_storage *ext)
+{
+	if (BPF_CORE_READ(ext, storage))
+		__sync_fetch_and_add(&freed, 1);
+	return 0;
+}

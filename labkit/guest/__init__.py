@@ -1,0 +1,1 @@
+"""What runs inside the lab VM: ``init`` (PID 1) and ``agent`` (the command server)."""

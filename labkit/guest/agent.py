@@ -1,0 +1,223 @@
+"""The command server inside the lab VM.
+
+Started by ``init`` as the last step of boot, it speaks JSON lines with the
+host over the virtio-serial port named ``labkit.0``:
+
+host -> guest
+    ``{"op": "run", "id": N, "argv": [...], "cwd": "/path", "env": {...}, "bind": ["/path", ...]}``
+    ``{"op": "kill", "id": N}``     kill the command's process group
+    ``{"op": "ping"}``               answered with ``{"ev": "pong"}``
+    ``{"op": "reboot"}``             sync and stop the VM (QEMU runs with -no-reboot)
+guest -> host
+    ``{"ev": "ready", "release": ..., "uptime": ...}`` once, when the agent is up
+    ``{"ev": "out", "id": N, "fd": 1|2, "data": base64}``
+    ``{"ev": "exit", "id": N, "code": C}``   C is the exit status, 128+signal if killed
+
+Guest Python is slow to start under TCG, so this file imports only what
+CPython has built in and starts with ``python -S``.
+"""
+
+import binascii
+import json
+import os
+import select
+import signal
+import sys
+import time
+
+HOST_RW = "/run/labkit/host"
+
+
+def find_port(name="labkit.0"):
+    base = "/sys/class/virtio-ports"
+    for _ in range(200):
+        try:
+            for port in os.listdir(base):
+                with open(f"{base}/{port}/name") as fh:
+                    if fh.read().strip() == name:
+                        return f"/dev/{port}"
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"labkit agent: no virtio port named {name}")
+
+
+class Agent:
+    def __init__(self, port):
+        self.fd = os.open(port, os.O_RDWR)
+        self.inbuf = b""
+        self.procs = {}  # id -> {"pid": pid, "fds": {fd: stream}}
+        self.fd_owner = {}  # child fd -> id
+        self.bound = []
+
+    # -- channel ------------------------------------------------------------
+
+    def send(self, msg):
+        data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+        while data:
+            try:
+                n = os.write(self.fd, data)
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            data = data[n:]
+
+    def handle(self, msg):
+        op = msg.get("op")
+        if op == "run":
+            self.start(msg)
+        elif op == "kill":
+            proc = self.procs.get(msg.get("id"))
+            if proc:
+                try:
+                    os.killpg(proc["pid"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        elif op == "ping":
+            self.send({"ev": "pong", "id": msg.get("id")})
+        elif op == "reboot":
+            os.sync()
+            # LINUX_REBOOT_CMD_RESTART: QEMU runs with -no-reboot and exits.
+            import ctypes
+
+            ctypes.CDLL(None).reboot(0x01234567)
+
+    # -- commands -------------------------------------------------------------
+
+    def ensure_writable(self, path):
+        """Bind the host's read-write view of path over the read-only one."""
+        path = os.path.normpath(path)
+        if path == "/" or not os.path.isdir(path):
+            return
+        if path.startswith(("/proc", "/sys", "/dev", "/run")):
+            return
+        for b in self.bound:
+            if path == b or path.startswith(b + "/"):
+                return
+        src = HOST_RW + path
+        if not os.path.isdir(src):
+            return
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.execvp("mount", ["mount", "--bind", src, path])
+            finally:
+                os._exit(127)
+        _, status = os.waitpid(pid, 0)
+        if status == 0:
+            self.bound.append(path)
+
+    def start(self, msg):
+        cid = msg["id"]
+        for path in msg.get("bind", []):
+            self.ensure_writable(path)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            try:
+                os.setsid()
+                null = os.open("/dev/null", os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(out_w, 1)
+                os.dup2(err_w, 2)
+                for fd in (null, out_r, out_w, err_r, err_w, self.fd):
+                    if fd > 2:
+                        os.close(fd)
+                os.chdir(msg.get("cwd") or "/")
+                env = dict(msg.get("env") or {})
+                os.execvpe(msg["argv"][0], msg["argv"], env)
+            except BaseException as exc:  # noqa: BLE001 - report any exec failure
+                try:
+                    os.write(2, f"labkit: cannot run {msg['argv'][0]!r} in the guest: {exc}\n".encode())
+                finally:
+                    os._exit(127)
+        os.close(out_w)
+        os.close(err_w)
+        self.procs[cid] = {"pid": pid, "fds": {out_r: 1, err_r: 2}}
+        self.fd_owner[out_r] = cid
+        self.fd_owner[err_r] = cid
+
+    def child_output(self, fd):
+        cid = self.fd_owner[fd]
+        proc = self.procs[cid]
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            data = b""
+        if data:
+            self.send({"ev": "out", "id": cid, "fd": proc["fds"][fd],
+                       "data": binascii.b2a_base64(data, newline=False).decode()})
+            return
+        os.close(fd)
+        del self.fd_owner[fd]
+        del proc["fds"][fd]
+        if not proc["fds"]:
+            status = proc.get("status")
+            if status is None:
+                _, status = os.waitpid(proc["pid"], 0)
+            code = os.waitstatus_to_exitcode(status)
+            if code < 0:
+                code = 128 - code
+            del self.procs[cid]
+            self.send({"ev": "exit", "id": cid, "code": code})
+
+    # -- loop ---------------------------------------------------------------------
+
+    def serve(self):
+        poller = select.poll
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        self.send({"ev": "ready", "release": os.uname().release, "uptime": uptime, "pid": os.getpid()})
+        while True:
+            p = poller()
+            p.register(self.fd, select.POLLIN)
+            for fd in self.fd_owner:
+                p.register(fd, select.POLLIN)
+            for fd, events in p.poll(1000):
+                if fd == self.fd:
+                    if events & select.POLLIN:
+                        try:
+                            data = os.read(self.fd, 65536)
+                        except OSError:
+                            data = b""
+                        if data:
+                            self.inbuf += data
+                            while b"\n" in self.inbuf:
+                                line, self.inbuf = self.inbuf.split(b"\n", 1)
+                                if line.strip():
+                                    self.handle(json.loads(line))
+                            continue
+                    # POLLHUP or EOF: nobody on the host end right now.
+                    self.inbuf = b""
+                    time.sleep(0.05)
+                else:
+                    self.child_output(fd)
+            self.reap_orphans()
+
+    def reap_orphans(self):
+        # The agent is PID 1: orphans of the commands end up here. A command
+        # of ours reaped early keeps its status until its pipes are drained.
+        try:
+            while True:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+                for proc in self.procs.values():
+                    if proc["pid"] == pid:
+                        proc["status"] = status
+        except ChildProcessError:
+            pass
+
+
+def main():
+    agent = Agent(find_port())
+    try:
+        agent.serve()
+    except BaseException as exc:  # noqa: BLE001
+        sys.stderr.write(f"labkit agent died: {exc!r}\n")
+        raise
+
+
+if __name__ == "__main__":
+    main()

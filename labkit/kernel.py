@@ -1,0 +1,374 @@
+"""Build the lab kernel and find it again.
+
+The recipe, each step named in progress and in errors:
+
+1. ``source``: Debian's ``linux-source-6.12`` tarball (installed with apt
+   when missing and we are root).
+2. ``unpack``: into ``<cache>/kernel/<key>/src``.
+3. ``patch``: the series in ``kernel/series`` (``kernel/patches/*.patch``).
+4. ``configure``: ``tinyconfig`` + ``kvm_guest.config`` + ``kernel/lab.config``,
+   then a check that every option the fragment asks for made it.
+5. ``build``: ``make vmlinux`` out of tree, with BTF.
+6. ``export``: ``out/vmlinux`` (debug info stripped, BTF kept), ``out/vmlinux.h``
+   from ``bpftool btf dump`` and ``out/build.json``.
+
+The cache key is a hash of the source package version, the patches in
+series order, the config fragment and this recipe's version, so a second
+call with nothing changed returns at once. When the key changes (a patch
+was edited), the previous tree and build directory are reused: the old
+patches are reversed and the new ones applied, and make rebuilds only what
+they touch.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from labkit import paths, tools
+from labkit.errors import KernelBuildFailed, KernelNotBuilt, MissingTool
+from labkit.progress import Progress
+
+RECIPE_VERSION = "1"
+SOURCE_PACKAGE = "linux-source-6.12"
+SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
+
+
+# ---- what to build -----------------------------------------------------------
+
+
+def series(kernel_dir: Path = paths.KERNEL_SRC_DIR) -> list[Path]:
+    """The patches of ``kernel/series``, in order."""
+    names = []
+    for line in (kernel_dir / "series").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(line)
+    patches = [kernel_dir / "patches" / name for name in names]
+    for p in patches:
+        if not p.is_file():
+            raise KernelBuildFailed(f"kernel/series names {p.name}, which is not in kernel/patches")
+    return patches
+
+
+def fragment_options(text: str) -> dict[str, str]:
+    """``CONFIG_X`` -> value ("n" for ``# CONFIG_X is not set``) from a config fragment."""
+    options = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("CONFIG_") and "=" in line:
+            key, value = line.split("=", 1)
+            options[key] = value
+        elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+            options[line[2:-len(" is not set")]] = "n"
+    return options
+
+
+def missing_options(fragment: dict[str, str], config: dict[str, str]) -> list[str]:
+    """Options the fragment asks for that the final config does not have."""
+    missing = []
+    for key, want in fragment.items():
+        have = config.get(key, "n")
+        if have != want:
+            missing.append(f"{key}={want} (got {have})")
+    return missing
+
+
+def source_version() -> str:
+    """The installed linux-source package version, or the tarball's identity."""
+    tarball = source_tarball()
+    try:
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", SOURCE_PACKAGE],
+            capture_output=True, text=True, check=False,
+        )
+        if out.returncode == 0 and out.stdout.strip():
+            return f"{SOURCE_PACKAGE} {out.stdout.strip()}"
+    except FileNotFoundError:
+        pass
+    st = tarball.stat()
+    return f"{tarball.name} {st.st_size} {int(st.st_mtime)}"
+
+
+def source_tarball() -> Path:
+    override = os.environ.get("LABKIT_KERNEL_SOURCE")
+    tarball = Path(override) if override else SOURCE_TARBALL
+    if not tarball.is_file():
+        raise MissingTool(
+            f"kernel source {tarball} not found",
+            fix=f"install it: sudo apt-get install {SOURCE_PACKAGE} (labkit kernel build does this when run as root)",
+        )
+    return tarball
+
+
+def cache_key(version: str, patches: list[Path], fragment: bytes) -> str:
+    h = hashlib.sha256()
+    h.update(f"recipe {RECIPE_VERSION}\n{version}\n".encode())
+    for p in patches:
+        h.update(p.name.encode() + b"\n" + p.read_bytes())
+    h.update(fragment)
+    return h.hexdigest()[:16]
+
+
+def current_key() -> str:
+    fragment = (paths.KERNEL_SRC_DIR / "lab.config").read_bytes()
+    return cache_key(source_version(), series(), fragment)
+
+
+def kernel_root() -> Path:
+    return paths.cache_dir() / "kernel"
+
+
+def kernel_path() -> Path:
+    """The directory with ``vmlinux`` and ``vmlinux.h`` of the current lab kernel.
+
+    ``$LABKIT_KERNEL_DIR`` overrides the cache (a kernel built elsewhere).
+    """
+    override = os.environ.get("LABKIT_KERNEL_DIR")
+    if override:
+        out = Path(override)
+        if not (out / "vmlinux").is_file():
+            raise KernelNotBuilt(
+                f"LABKIT_KERNEL_DIR={out} has no vmlinux",
+                fix="point it at the output of `labkit kernel path`, or unset it",
+            )
+        return out
+    out = kernel_root() / current_key() / "out"
+    if not (out / "build.json").is_file():
+        raise KernelNotBuilt(
+            "no lab kernel is built for the current patches and config",
+            fix="run: labkit kernel build",
+        )
+    return out
+
+
+# ---- building ----------------------------------------------------------------
+
+
+class Builder:
+    """One run of the recipe; ``progress`` reports each step."""
+
+    def __init__(self, *, verbose=False, jobs=None, progress=None):
+        self.verbose = verbose
+        self.jobs = jobs or os.cpu_count() or 1
+        self.progress = progress or Progress()
+        self.log_path = None
+
+    @contextmanager
+    def step(self, name, what):
+        self.progress.step(name, what)
+        t0 = time.monotonic()
+        try:
+            yield
+        except KernelBuildFailed:
+            raise
+        except MissingTool:
+            raise
+        except (subprocess.CalledProcessError, OSError, RuntimeError) as exc:
+            tail = _tail(self.log_path) if self.log_path else ""
+            raise KernelBuildFailed(
+                f"kernel build failed at step '{name}': {exc}",
+                fix=f"see {self.log_path}" if self.log_path else "re-run with --verbose",
+                details=tail,
+            ) from None
+        self.progress.done(name, time.monotonic() - t0)
+
+    def run(self, argv, *, cwd, log, count_lines=False):
+        """Run argv with output to log (and the terminal when verbose)."""
+        self.log_path = log
+        with open(log, "ab") as logf:
+            logf.write(("$ " + " ".join(map(str, argv)) + "\n").encode())
+            logf.flush()
+            proc = subprocess.Popen(
+                [str(a) for a in argv], cwd=cwd, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+            n = 0
+            try:
+                for raw in proc.stdout:
+                    logf.write(raw)
+                    if self.verbose:
+                        sys.stdout.buffer.write(raw)
+                        sys.stdout.flush()
+                    elif count_lines:
+                        line = raw.decode(errors="replace").strip()
+                        if line[:2] in ("CC", "AR", "LD", "AS", "BT") or line.startswith(("CC ", "LD ")):
+                            n += 1
+                            self.progress.tick(n, line.split()[-1])
+                rc = proc.wait()
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+        if rc != 0:
+            raise RuntimeError(f"{Path(str(argv[0])).name} exited with status {rc}")
+
+    def build(self) -> Path:
+        tools.require(*tools.KERNEL_BUILD_TOOLS)
+        with self.step("source", "finding linux-source-6.12"):
+            tarball = ensure_source(self.progress)
+            version = source_version()
+        patches = series()
+        fragment = (paths.KERNEL_SRC_DIR / "lab.config").read_bytes()
+        key = cache_key(version, patches, fragment)
+        root = kernel_root() / key
+        out = root / "out"
+        if (out / "build.json").is_file():
+            self.progress.note(f"cached: {out}")
+            return out
+        root.mkdir(parents=True, exist_ok=True)
+        logs = root / "logs"
+        logs.mkdir(exist_ok=True)
+        src, build = root / "src", root / "build"
+
+        reused = _adopt_previous(root, version)
+        with self.step("unpack", "unpacking the kernel source"):
+            self.log_path = logs / "unpack.log"
+            if reused:
+                self.progress.note(f"reusing the tree of {reused.name}")
+            if not (src / "Makefile").is_file():
+                shutil.rmtree(src, ignore_errors=True)
+                shutil.rmtree(build, ignore_errors=True)
+                src.mkdir()
+                self.run(["tar", "-xf", tarball, "-C", src, "--strip-components=1"], cwd=root, log=self.log_path)
+                (root / "applied").mkdir(exist_ok=True)
+        with self.step("patch", f"applying {len(patches)} patches"):
+            self.log_path = logs / "patch.log"
+            self._sync_patches(root, src, patches)
+        with self.step("configure", "tinyconfig + kvm_guest.config + kernel/lab.config"):
+            self.log_path = logs / "configure.log"
+            build.mkdir(exist_ok=True)
+            frag = root / "lab.config"
+            frag.write_bytes(fragment)
+            self.run(["make", f"O={build}", "tinyconfig"], cwd=src, log=self.log_path)
+            self.run(["scripts/kconfig/merge_config.sh", "-m", "-O", build, build / ".config",
+                      "kernel/configs/kvm_guest.config", frag], cwd=src, log=self.log_path)
+            self.run(["make", f"O={build}", "olddefconfig"], cwd=src, log=self.log_path)
+            config = fragment_options((build / ".config").read_text())
+            missing = missing_options(fragment_options(fragment.decode()), config)
+            if missing:
+                raise KernelBuildFailed(
+                    "kernel build failed at step 'configure': options from kernel/lab.config did not survive olddefconfig",
+                    fix="check their dependencies (make menuconfig, search for the symbol)",
+                    details="\n".join(missing),
+                )
+        with self.step("build", f"make -j{self.jobs} vmlinux (first build: several minutes)"):
+            self.log_path = logs / "build.log"
+            self.run(["make", f"O={build}", f"-j{self.jobs}", "vmlinux"], cwd=src, log=self.log_path,
+                     count_lines=True)
+        with self.step("export", "vmlinux, vmlinux.h"):
+            self.log_path = logs / "export.log"
+            tmp = root / "out.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            # QEMU loads the ELF through its PVH note; DWARF is dead weight
+            # there. BTF lives in an allocated section and stays.
+            self.run(["objcopy", "--strip-debug", build / "vmlinux", tmp / "vmlinux"], cwd=root, log=self.log_path)
+            with open(tmp / "vmlinux.h", "wb") as fh:
+                subprocess.run([tools.which("bpftool"), "btf", "dump", "file", str(tmp / "vmlinux"), "format", "c"],
+                               stdout=fh, stderr=open(self.log_path, "ab"), check=True)
+            shutil.copy(build / ".config", tmp / "config")
+            release = subprocess.run(["make", "-s", f"O={build}", "kernelrelease"], cwd=src,
+                                     capture_output=True, text=True, check=True).stdout.strip()
+            info = {
+                "key": key,
+                "source": version,
+                "release": release,
+                "patches": [p.name for p in patches],
+                "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            (tmp / "build.json").write_text(json.dumps(info, indent=2) + "\n")
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
+        return out
+
+    def _sync_patches(self, root, src, patches):
+        """Make the tree carry exactly ``patches``: reverse the others, apply the new."""
+        applied_dir = root / "applied"
+        applied_dir.mkdir(exist_ok=True)
+        order_file = applied_dir / "order"
+        applied = order_file.read_text().split() if order_file.exists() else []
+        wanted = [(p.name, p.read_bytes()) for p in patches]
+        # Keep the longest common prefix, reverse the rest in reverse order.
+        keep = 0
+        for (name, data), old in zip(wanted, applied):
+            if name != old or (applied_dir / old).read_bytes() != data:
+                break
+            keep += 1
+        for old in reversed(applied[keep:]):
+            self.run(["patch", "-p1", "-R", "--no-backup-if-mismatch", "-i", applied_dir / old], cwd=src,
+                     log=self.log_path)
+            (applied_dir / old).unlink()
+            applied.remove(old)
+            order_file.write_text("\n".join(applied) + "\n")
+        for name, data in wanted[keep:]:
+            (applied_dir / name).write_bytes(data)
+            self.run(["patch", "-p1", "--forward", "--no-backup-if-mismatch", "-i", applied_dir / name], cwd=src,
+                     log=self.log_path)
+            applied.append(name)
+            order_file.write_text("\n".join(applied) + "\n")
+
+
+def _adopt_previous(root: Path, version: str):
+    """Move the tree and build dir of an older key for the same source into root."""
+    if (root / "src").exists():
+        return None
+    candidates = []
+    for other in kernel_root().iterdir():
+        if other == root or not (other / "src" / "Makefile").is_file():
+            continue
+        info = other / "source"
+        if info.exists() and info.read_text() == version:
+            candidates.append(other)
+    (root / "source").write_text(version)
+    if not candidates:
+        return None
+    prev = max(candidates, key=lambda p: p.stat().st_mtime)
+    for name in ("src", "build", "applied"):
+        if (prev / name).exists():
+            (prev / name).rename(root / name)
+    return prev
+
+
+def ensure_source(progress) -> Path:
+    """The source tarball, installing the package first when missing and root."""
+    try:
+        return source_tarball()
+    except MissingTool:
+        if os.environ.get("LABKIT_KERNEL_SOURCE") or os.geteuid() != 0 or not shutil.which("apt-get"):
+            raise
+    progress.note(f"installing {SOURCE_PACKAGE} with apt-get")
+    rc = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", SOURCE_PACKAGE],
+                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if rc.returncode != 0:
+        raise MissingTool(
+            f"apt-get could not install {SOURCE_PACKAGE}",
+            fix="run: sudo apt-get update && sudo apt-get install linux-source-6.12",
+            details=rc.stderr[-2000:],
+        )
+    return source_tarball()
+
+
+def _tail(path, lines=25):
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 16384))
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def build(*, verbose=False, jobs=None, progress=None) -> Path:
+    return Builder(verbose=verbose, jobs=jobs, progress=progress).build()
+
+
+def info(out: Path) -> dict:
+    return json.loads((out / "build.json").read_text())
