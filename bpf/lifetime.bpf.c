@@ -17,10 +17,14 @@ struct {
 	__type(value, struct lab_value);
 } storage SEC(".maps");
 
-/* Set by the test after load (the .data map): where clone_writer sends its clone. */
-__u32 clone_ifindex = 0;
-/* What bpf_clone_redirect() answered, last time. */
-__s64 clone_ret = 1;
+/* The .data map, set and read by the test after load: where clone_writer
+ * sends its clone, and what bpf_clone_redirect() answered last time.
+ */
+struct clone_cfg {
+	__u32 ifindex;
+	__u32 pad;
+	__s64 ret;
+} clone_cfg = { .ret = 1 };
 __u64 freed;
 
 /* Proves (with an observer further on): storage created here travels, or not. */
@@ -68,7 +72,7 @@ int clone_writer(struct __sk_buff *ctx)
 	if (!lab_packet_token(ctx))
 		return TC_ACT_OK;
 	lab_write(&storage, ctx, LAB_HOOK_TC_INGRESS, ctx->ifindex);
-	clone_ret = bpf_clone_redirect(ctx, clone_ifindex, 0);
+	clone_cfg.ret = bpf_clone_redirect(ctx, clone_cfg.ifindex, 0);
 	lab_observe(&storage, ctx, LAB_HOOK_AFTER_CLONE, ctx->ifindex);
 	return TC_ACT_OK;
 }

@@ -288,11 +288,32 @@ class Builder:
         return out
 
     def _sync_patches(self, root, src, patches):
-        """Make the tree carry exactly ``patches``: reverse the others, apply the new."""
+        """Make the tree carry exactly ``patches``: reverse the others, apply the new.
+
+        Files whose content ends up as it was get their old mtime back, so
+        make does not rebuild what only moved out and back in (skbuff.h is
+        included nearly everywhere).
+        """
         applied_dir = root / "applied"
         applied_dir.mkdir(exist_ok=True)
         order_file = applied_dir / "order"
         applied = order_file.read_text().split() if order_file.exists() else []
+        touched = set()
+        for p in [applied_dir / a for a in applied] + list(patches):
+            touched |= patched_files(p.read_bytes())
+        before = {}
+        for rel in touched:
+            f = src / rel
+            if f.is_file():
+                st = f.stat()
+                before[rel] = (hashlib.sha256(f.read_bytes()).digest(), st.st_atime_ns, st.st_mtime_ns)
+        self._apply_series(applied_dir, order_file, applied, src, patches)
+        for rel, (digest, atime, mtime) in before.items():
+            f = src / rel
+            if f.is_file() and hashlib.sha256(f.read_bytes()).digest() == digest:
+                os.utime(f, ns=(atime, mtime))
+
+    def _apply_series(self, applied_dir, order_file, applied, src, patches):
         wanted = [(p.name, p.read_bytes()) for p in patches]
         # Keep the longest common prefix, reverse the rest in reverse order.
         keep = 0
@@ -312,6 +333,15 @@ class Builder:
                      log=self.log_path)
             applied.append(name)
             order_file.write_text("\n".join(applied) + "\n")
+
+
+def patched_files(patch: bytes) -> set[str]:
+    """Paths a git-format patch touches (its ``+++ b/...`` and ``--- a/...`` lines)."""
+    files = set()
+    for line in patch.decode(errors="replace").splitlines():
+        if line.startswith(("+++ b/", "--- a/")):
+            files.add(line[6:].split("\t")[0])
+    return files
 
 
 def _adopt_previous(root: Path, version: str):

@@ -442,19 +442,55 @@ class Link:
         return False
 
 
+def _netns_ino():
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+class _InNetns:
+    """Run a block in the network namespace an fd refers to (then come back)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.back = None
+
+    def __enter__(self):
+        if os.fstat(self.fd).st_ino != _netns_ino():
+            from labkit.netns import _setns
+
+            self.back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+            _setns(self.fd)
+        return self
+
+    def __exit__(self, *exc):
+        if self.back is not None:
+            from labkit.netns import _setns
+
+            _setns(self.back)
+            os.close(self.back)
+        return False
+
+
 class TcFilter:
-    """A tc filter on one clsact hook; the qdisc goes too if we added it."""
+    """A tc filter on one clsact hook; the qdisc goes too if we added it.
+
+    ifindex is resolved in the caller's current network namespace, which
+    the filter remembers: closing it from elsewhere still detaches the
+    right one.
+    """
 
     def __init__(self, prog: Program, ifindex: int, point: int):
+        self.netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         self.hook = bpf_tc_hook(sz=ctypes.sizeof(bpf_tc_hook), ifindex=ifindex, attach_point=point)
         rc = lib().bpf_tc_hook_create(ctypes.byref(self.hook))
         if rc and rc != -errno.EEXIST:
+            os.close(self.netns)
             raise _err(f"create clsact on ifindex {ifindex}", rc)
         self.created_qdisc = rc == 0
         self.opts = bpf_tc_opts(sz=ctypes.sizeof(bpf_tc_opts), prog_fd=prog.fd)
         rc = lib().bpf_tc_attach(ctypes.byref(self.hook), ctypes.byref(self.opts))
         if rc:
             self._drop_qdisc()
+            os.close(self.netns)
             raise _err(f"attach {prog.name} to tc on ifindex {ifindex}", rc)
         self.attached = True
 
@@ -466,12 +502,17 @@ class TcFilter:
             self.created_qdisc = False
 
     def close(self):
-        if self.attached:
-            detach = bpf_tc_opts(sz=ctypes.sizeof(bpf_tc_opts), handle=self.opts.handle,
-                                 priority=self.opts.priority)
-            lib().bpf_tc_detach(ctypes.byref(self.hook), ctypes.byref(detach))  # gone with its device is fine
-            self.attached = False
-        self._drop_qdisc()
+        if self.netns is None:
+            return
+        with _InNetns(self.netns):
+            if self.attached:
+                detach = bpf_tc_opts(sz=ctypes.sizeof(bpf_tc_opts), handle=self.opts.handle,
+                                     priority=self.opts.priority)
+                lib().bpf_tc_detach(ctypes.byref(self.hook), ctypes.byref(detach))  # gone with its device is fine
+                self.attached = False
+            self._drop_qdisc()
+        os.close(self.netns)
+        self.netns = None
 
     def __enter__(self):
         return self

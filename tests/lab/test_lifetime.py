@@ -1,0 +1,214 @@
+"""Lifetime rules with real packets: clones, veth and netns crossings, tunnels.
+
+Writers and observers come from bpf/lifetime.bpf.c. Every event carries the
+sk_buff's address, so "absent" below is said of the very skb that had the
+storage a moment before, not of some other packet.
+"""
+
+import socket
+import struct
+import time
+from contextlib import ExitStack
+
+import pytest
+
+from labkit.bpfbuild import obj_path
+from labkit.libbpf import BpfObject, RingBuffer
+from labkit.netns import NetNS, sh
+from labkit.packets import payload, udp_frame
+from labkit.records import decode_all
+
+ETH_P_ALL = 0x0003
+
+
+def lifetime(*programs):
+    return BpfObject(obj_path("lifetime"), programs=list(programs))
+
+
+def events_of(ring, token, wait_ms=300):
+    deadline = time.monotonic() + wait_ms / 1000
+    while True:
+        ring.drain(50)
+        evs = [e for e in decode_all(ring.records) if token in (e.pkt_token, e.token)]
+        if time.monotonic() > deadline:
+            return evs
+
+
+def send_raw(ns, dev, frame):
+    """Transmit frame out of dev in ns through an AF_PACKET socket (tc egress runs)."""
+    with ns.enter():
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    with s:
+        s.bind((dev, 0))
+        s.send(frame)
+
+
+def tc(obj, prog, ns, dev, ingress):
+    """Attach prog at dev's tc hook inside ns; the object detaches it on close."""
+    with ns.enter():
+        return obj.own(obj.program(prog).attach_tc(socket.if_nametoindex(dev), ingress=ingress))
+
+
+def veth(a_ns, a, b_ns, b):
+    sh("ip", "link", "add", a, "netns", a_ns.name, "type", "veth", "peer", "name", b, "netns", b_ns.name)
+    a_ns.ip("link", "set", a, "up")
+    b_ns.ip("link", "set", b, "up")
+
+
+# ---- netns and veth crossings -------------------------------------------------
+
+
+def test_dropped_across_veth_into_another_netns(token):
+    with ExitStack() as st:
+        obj = st.enter_context(lifetime("writer_egress", "observe_ingress"))
+        ring = obj.own(RingBuffer(obj.map("events")))
+        a = st.enter_context(NetNS())
+        b = st.enter_context(NetNS())
+        veth(a, "lk-a0", b, "lk-b0")
+        tc(obj, "writer_egress", a, "lk-a0", False)
+        tc(obj, "observe_ingress", b, "lk-b0", True)
+        send_raw(a, "lk-a0", udp_frame(token))
+        evs = events_of(ring, token)
+    assert [(e.hook, e.state) for e in evs] == [("tc/egress", "created"), ("tc/ingress", "absent")]
+    assert evs[0].skb == evs[1].skb, "veth delivered another skb than it was given"
+    assert evs[1].err == -2
+
+
+def test_dropped_across_veth_inside_one_netns(token):
+    """skb_scrub_packet(skb, xnet=false) still resets the extensions."""
+    with ExitStack() as st:
+        obj = st.enter_context(lifetime("writer_egress", "observe_ingress"))
+        ring = obj.own(RingBuffer(obj.map("events")))
+        n = st.enter_context(NetNS())
+        veth(n, "lk-c0", n, "lk-c1")
+        tc(obj, "writer_egress", n, "lk-c0", False)
+        tc(obj, "observe_ingress", n, "lk-c1", True)
+        send_raw(n, "lk-c0", udp_frame(token))
+        evs = events_of(ring, token)
+    assert [(e.hook, e.state) for e in evs] == [("tc/egress", "created"), ("tc/ingress", "absent")]
+    assert evs[0].skb == evs[1].skb
+
+
+# ---- clones ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["clone-held-in-queue", "clone-freed-at-once"])
+def test_clone_redirect_shares_the_extension(token, held):
+    """bpf_clone_redirect(): the clone sees no storage; the original is
+    refused while the clone lives (held by a plug qdisc), and has its
+    storage back once the clone is gone (a dummy device frees it at once).
+    """
+    with ExitStack() as st:
+        obj = st.enter_context(lifetime("clone_writer", "observe_egress"))
+        ring = obj.own(RingBuffer(obj.map("events")))
+        n = st.enter_context(NetNS())
+        n.ip("link", "add", "lk-dmy0", "type", "dummy")
+        n.ip("link", "set", "lk-dmy0", "up")
+        if held:
+            n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000")
+        dmy = n.ifindex("lk-dmy0")
+        data = obj.maps[next(k for k in obj.maps if k.endswith(".data"))]
+        raw = bytearray(data.lookup(b"\0\0\0\0"))
+        raw[0:4] = struct.pack("<I", dmy)  # clone_cfg.ifindex
+        data.update(b"\0\0\0\0", bytes(raw))
+        tc(obj, "clone_writer", n, "lo", True)
+        tc(obj, "observe_egress", n, "lk-dmy0", False)
+        with n.enter():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with s:
+            s.sendto(payload(token), ("127.0.0.1", 9))
+        evs = events_of(ring, token)
+        clone_ret = struct.unpack_from("<q", data.lookup(b"\0\0\0\0"), 8)[0]
+    assert clone_ret == 0, f"bpf_clone_redirect answered {clone_ret}"
+    kinds = [(e.hook, e.state) for e in evs]
+    original = [e for e in evs if e.hook in ("tc/ingress", "after_clone")]
+    clone = [e for e in evs if e.hook == "tc/egress"]
+    assert kinds[0] == ("tc/ingress", "created"), kinds
+    assert len(clone) == 1 and clone[0].skb != original[0].skb
+    assert clone[0].state == "refused" and clone[0].err == -95, "the clone did not share the extension"
+    after = next(e for e in evs if e.hook == "after_clone")
+    assert after.skb == original[0].skb
+    if held:
+        assert after.state == "refused", f"original while the clone is queued: {after}"
+        assert after.err == -95
+    else:
+        assert after.state == "present" and after.token == token, f"original after the clone was freed: {after}"
+
+
+# ---- tunnels ----------------------------------------------------------------------
+
+UNDER_A, UNDER_B = "10.99.0.1", "10.99.0.2"
+INNER_A, INNER_B = "10.98.0.1", "10.98.0.2"
+
+
+def tunnel_pair(st, kind):
+    """netns A and B joined by veth, with a tunnel device lk-t of kind in each."""
+    a = st.enter_context(NetNS())
+    b = st.enter_context(NetNS())
+    veth(a, "lk-ua", b, "lk-ub")
+    a.ip("addr", "add", f"{UNDER_A}/24", "dev", "lk-ua")
+    b.ip("addr", "add", f"{UNDER_B}/24", "dev", "lk-ub")
+    for ns, local, remote, inner in ((a, UNDER_A, UNDER_B, INNER_A), (b, UNDER_B, UNDER_A, INNER_B)):
+        if kind in ("gre", "ipip"):
+            ns.ip("link", "add", "lk-t", "type", kind, "local", local, "remote", remote, "ttl", "64")
+        elif kind == "vxlan":
+            ns.ip("link", "add", "lk-t", "type", "vxlan", "id", "42", "local", local, "remote", remote,
+                  "dstport", "4789")
+        elif kind == "geneve":
+            ns.ip("link", "add", "lk-t", "type", "geneve", "id", "42", "remote", remote)
+        ns.ip("addr", "add", f"{inner}/24", "dev", "lk-t")
+        ns.ip("link", "set", "lk-t", "up")
+    # No ARP in the way of the first packet: static neighbours.
+    mac = lambda ns, dev: ns.ip("-br", "link", "show", dev).split()[2]  # noqa: E731
+    a.ip("neigh", "replace", UNDER_B, "lladdr", mac(b, "lk-ub"), "dev", "lk-ua")
+    b.ip("neigh", "replace", UNDER_A, "lladdr", mac(a, "lk-ua"), "dev", "lk-ub")
+    if kind in ("vxlan", "geneve"):
+        a.ip("neigh", "replace", INNER_B, "lladdr", mac(b, "lk-t"), "dev", "lk-t")
+    return a, b
+
+
+def send_udp(ns, dst, token):
+    with ns.enter():
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with s:
+        s.sendto(payload(token), (dst, 9))
+
+
+@pytest.mark.parametrize("kind", ["gre", "ipip", "vxlan", "geneve"])
+def test_dropped_by_tunnel_encap(token, kind):
+    """Storage on the inner packet (tunnel device egress) is gone from the
+    outer packet (underlay egress): the tunnel's xmit path scrubs the skb."""
+    with ExitStack() as st:
+        obj = st.enter_context(lifetime("writer_egress", "observe_egress"))
+        ring = obj.own(RingBuffer(obj.map("events")))
+        a, b = tunnel_pair(st, kind)
+        tc(obj, "writer_egress", a, "lk-t", False)
+        tc(obj, "observe_egress", a, "lk-ua", False)
+        send_udp(a, INNER_B, token)
+        evs = events_of(ring, token)
+    kinds = [(e.hook, e.state) for e in evs]
+    assert kinds[:1] == [("tc/egress", "created")], kinds
+    outer = [e for e in evs[1:] if e.ifindex != evs[0].ifindex]
+    assert outer, f"{kind}: the outer packet never reached the underlay: {kinds}"
+    assert outer[0].state == "absent", f"{kind}: storage survived encap: {outer[0]}"
+    assert outer[0].skb == evs[0].skb, f"{kind}: encap built a new skb instead of scrubbing this one"
+
+
+@pytest.mark.parametrize("kind", ["gre", "ipip", "vxlan", "geneve"])
+def test_dropped_by_tunnel_decap(token, kind):
+    """Storage on the outer packet (underlay ingress) is gone from the inner
+    packet (tunnel device ingress): the tunnel's receive path scrubs it."""
+    with ExitStack() as st:
+        obj = st.enter_context(lifetime("writer_ingress", "observe_ingress"))
+        ring = obj.own(RingBuffer(obj.map("events")))
+        a, b = tunnel_pair(st, kind)
+        tc(obj, "writer_ingress", b, "lk-ub", True)
+        tc(obj, "observe_ingress", b, "lk-t", True)
+        send_udp(a, INNER_B, token)
+        evs = events_of(ring, token)
+    kinds = [(e.hook, e.state) for e in evs]
+    assert kinds[:1] == [("tc/ingress", "created")], kinds
+    inner = [e for e in evs[1:] if e.ifindex != evs[0].ifindex]
+    assert inner, f"{kind}: the inner packet never reached the tunnel device: {kinds}"
+    assert inner[0].state == "absent", f"{kind}: storage survived decap: {inner[0]}"
+    assert inner[0].skb == evs[0].skb, f"{kind}: decap delivered another skb"
