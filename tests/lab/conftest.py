@@ -41,3 +41,12 @@ def _pins():
     import os
 
     return sorted(p for p in os.listdir("/sys/fs/bpf") if p.startswith("lk"))
+
+
+def pytest_report_header(config):
+    import os
+
+    from labkit import preflight
+
+    return ["lab kernel: " + "; ".join(f"{c.name}: {c.detail}" for c in preflight.guest_checks()[:2]),
+            f"uname -r: {os.uname().release}"]

@@ -1,0 +1,63 @@
+"""The pure parts of the kernel build: fragments, cache keys, patch lists."""
+
+from pathlib import Path
+
+from labkit import kernel, paths
+
+
+def test_fragment_options_reads_set_and_unset():
+    text = "# comment\nCONFIG_A=y\nCONFIG_B=\"bpf\"\n# CONFIG_C is not set\n\nCONFIG_D=8\n"
+    assert kernel.fragment_options(text) == {"CONFIG_A": "y", "CONFIG_B": '"bpf"', "CONFIG_C": "n",
+                                             "CONFIG_D": "8"}
+
+
+def test_missing_options_reports_what_did_not_survive():
+    frag = {"CONFIG_A": "y", "CONFIG_B": "y", "CONFIG_C": "n"}
+    config = {"CONFIG_A": "y", "CONFIG_B": "m"}
+    assert kernel.missing_options(frag, config) == ["CONFIG_B=y (got m)"]
+
+
+def test_lab_config_asks_for_the_storage_and_pvh():
+    opts = kernel.fragment_options((paths.KERNEL_SRC_DIR / "lab.config").read_text())
+    for key in ("CONFIG_BPF_SKB_STORAGE", "CONFIG_PVH", "CONFIG_DEBUG_INFO_BTF", "CONFIG_IKHEADERS",
+                "CONFIG_NET_IPGRE", "CONFIG_NET_IPIP", "CONFIG_VXLAN", "CONFIG_GENEVE", "CONFIG_VETH",
+                "CONFIG_NET_ACT_MIRRED", "CONFIG_NET_CLS_BPF", "CONFIG_NET_9P_VIRTIO"):
+        assert opts.get(key) == "y", key
+
+
+def test_lab_config_explains_non_obvious_options():
+    text = (paths.KERNEL_SRC_DIR / "lab.config").read_text()
+    for key in ("CONFIG_PVH", "CONFIG_IKHEADERS", "CONFIG_DEBUG_INFO", "CONFIG_BPF_SKB_STORAGE", "CONFIG_NET_SCH_PLUG"):
+        before = text.split(key + "=")[0].rstrip().splitlines()[-1]
+        assert before.startswith("#"), f"{key} has no comment saying why"
+
+
+def test_cache_key_changes_with_patches_and_config(tmp_path):
+    p1 = tmp_path / "0001-a.patch"
+    p1.write_text("one")
+    k1 = kernel.cache_key("v1", [p1], b"CONFIG_A=y")
+    assert k1 == kernel.cache_key("v1", [p1], b"CONFIG_A=y")
+    assert k1 != kernel.cache_key("v2", [p1], b"CONFIG_A=y")
+    assert k1 != kernel.cache_key("v1", [p1], b"CONFIG_A=n")
+    p1.write_text("two")
+    assert k1 != kernel.cache_key("v1", [p1], b"CONFIG_A=y")
+
+
+def test_series_lists_real_patches_in_order():
+    patches = kernel.series()
+    assert [p.name[:4] for p in patches] == sorted(p.name[:4] for p in patches)
+    for p in patches:
+        text = p.read_text()
+        assert text.startswith("From "), f"{p.name} is not a git format-patch file"
+        assert "Subject: [PATCH" in text
+
+
+def test_patched_files_reads_git_headers():
+    patch = b"--- a/net/core/skbuff.c\n+++ b/net/core/skbuff.c\n--- /dev/null\n+++ b/include/net/new.h\n"
+    assert kernel.patched_files(patch) == {"net/core/skbuff.c", "include/net/new.h"}
+
+
+def test_kernel_path_override(tmp_path, monkeypatch):
+    (tmp_path / "vmlinux").write_bytes(b"")
+    monkeypatch.setenv("LABKIT_KERNEL_DIR", str(tmp_path))
+    assert kernel.kernel_path() == Path(tmp_path)
