@@ -245,10 +245,20 @@ class Builder:
             build.mkdir(exist_ok=True)
             frag = root / "lab.config"
             frag.write_bytes(fragment)
-            self.run(["make", f"O={build}", "tinyconfig"], cwd=src, log=self.log_path)
-            self.run(["scripts/kconfig/merge_config.sh", "-m", "-O", build, build / ".config",
+            # Compose the config in a scratch directory: tinyconfig in the
+            # build directory itself would flip hundreds of symbols there and
+            # back, and make would rebuild everything that depends on them.
+            scratch = root / "config-scratch"
+            scratch.mkdir(exist_ok=True)
+            self.run(["make", f"O={scratch}", "tinyconfig"], cwd=src, log=self.log_path)
+            self.run(["scripts/kconfig/merge_config.sh", "-m", "-O", scratch, scratch / ".config",
                       "kernel/configs/kvm_guest.config", frag], cwd=src, log=self.log_path)
-            self.run(["make", f"O={build}", "olddefconfig"], cwd=src, log=self.log_path)
+            self.run(["make", f"O={scratch}", "olddefconfig"], cwd=src, log=self.log_path)
+            wanted = (scratch / ".config").read_bytes()
+            current = build / ".config"
+            if not current.exists() or current.read_bytes() != wanted:
+                current.write_bytes(wanted)
+                self.run(["make", f"O={build}", "olddefconfig"], cwd=src, log=self.log_path)
             config = fragment_options((build / ".config").read_text())
             missing = missing_options(fragment_options(fragment.decode()), config)
             if missing:
