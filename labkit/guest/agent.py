@@ -87,9 +87,7 @@ class Agent:
     def ensure_writable(self, path):
         """Bind the host's read-write view of path over the read-only one."""
         path = os.path.normpath(path)
-        if path == "/" or not os.path.isdir(path):
-            return
-        if path.startswith(("/proc", "/sys", "/dev", "/run")):
+        if path == "/" or path.startswith(("/proc", "/sys", "/dev", "/run")):
             return
         for b in self.bound:
             if path == b or path.startswith(b + "/"):
@@ -97,6 +95,12 @@ class Agent:
         src = HOST_RW + path
         if not os.path.isdir(src):
             return
+        if not os.path.isdir(path):
+            # Under the guest's own tmpfs (/tmp): make the mount point.
+            try:
+                os.makedirs(path)
+            except OSError:
+                return
         pid = os.fork()
         if pid == 0:
             try:
