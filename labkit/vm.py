@@ -287,6 +287,11 @@ class Lab:
                 self.boot_seconds = time.monotonic() - t0
                 self.release = msg.get("release")
                 return
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=3)  # a closed channel usually means QEMU is exiting
+            except subprocess.TimeoutExpired:
+                pass
         self._fail_boot(f"the lab VM did not come up within {self.boot_timeout:.0f}s"
                         if self.alive() else "the lab VM stopped while booting")
 

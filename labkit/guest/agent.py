@@ -48,7 +48,7 @@ class Agent:
         self.inbuf = b""
         self.procs = {}  # id -> {"pid": pid, "fds": {fd: stream}}
         self.fd_owner = {}  # child fd -> id
-        self.bound = []
+        self.bound = ["/tmp"]  # init binds the host's /tmp, writable
 
     # -- channel ------------------------------------------------------------
 
@@ -95,12 +95,6 @@ class Agent:
         src = HOST_RW + path
         if not os.path.isdir(src):
             return
-        if not os.path.isdir(path):
-            # Under the guest's own tmpfs (/tmp): make the mount point.
-            try:
-                os.makedirs(path)
-            except OSError:
-                return
         pid = os.fork()
         if pid == 0:
             try:
