@@ -110,6 +110,7 @@ def qemu_argv(kernel: Path, rundir: Path, *, accel: str, cpus: int, memory: str,
         f"init={paths.GUEST_DIR / 'init'}",
         "panic=-1", "quiet", "loglevel=4",
         f"labkit.python={python}",
+        f"labkit.bind={paths.PROJECT},{sys.prefix}",
     ])
     accel_opt = "kvm" if accel == "kvm" else "tcg,thread=multi"
     return [

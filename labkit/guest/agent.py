@@ -42,13 +42,21 @@ def find_port(name="labkit.0"):
     raise SystemExit(f"labkit agent: no virtio port named {name}")
 
 
+def boot_binds():
+    with open("/proc/cmdline") as fh:
+        for arg in fh.read().split():
+            if arg.startswith("labkit.bind="):
+                return [p for p in arg[len("labkit.bind="):].split(",") if p]
+    return []
+
+
 class Agent:
     def __init__(self, port):
         self.fd = os.open(port, os.O_RDWR)
         self.inbuf = b""
         self.procs = {}  # id -> {"pid": pid, "fds": {fd: stream}}
         self.fd_owner = {}  # child fd -> id
-        self.bound = ["/tmp"]  # init binds the host's /tmp, writable
+        self.bound = boot_binds()  # what init already bound writable
 
     # -- channel ------------------------------------------------------------
 
@@ -95,6 +103,12 @@ class Agent:
         src = HOST_RW + path
         if not os.path.isdir(src):
             return
+        if not os.path.isdir(path):
+            # Under the guest's own tmpfs (/tmp): make the mount point.
+            try:
+                os.makedirs(path)
+            except OSError:
+                return
         pid = os.fork()
         if pid == 0:
             try:
