@@ -14,12 +14,14 @@ The recipe, each step named in progress and in errors:
 
 The cache key is a hash of the source package version, the patches in
 series order, the config fragment and this recipe's version, so a second
-call with nothing changed returns at once. When the key changes (a patch
-was edited), the previous tree and build directory are reused: the old
-patches are reversed and the new ones applied, and make rebuilds only what
-they touch.
+call with nothing changed returns at once (``<cache>/kernel/<key>/out``).
+The source tree and build directory live at one fixed path per source
+version (``<cache>/kernel/work/<version hash>``); when the key changes (a
+patch was edited), the old patches are reversed, the new ones applied, and
+make rebuilds only what they touch.
 """
 
+import fcntl
 import hashlib
 import json
 import os
@@ -222,33 +224,46 @@ class Builder:
             self.progress.note(f"cached: {out}")
             return out
         root.mkdir(parents=True, exist_ok=True)
+        # One working tree per source version, at a fixed path: kbuild
+        # records absolute paths, so a tree that moved would be rebuilt from
+        # scratch. Builds for other patches or configs reuse it.
+        work = kernel_root() / "work" / hashlib.sha256(version.encode()).hexdigest()[:12]
+        work.mkdir(parents=True, exist_ok=True)
+        lock = open(work / "lock", "w")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return self._build_in(work, root, out, tarball, version, patches, fragment, key)
+        finally:
+            lock.close()
+
+    def _build_in(self, work, root, out, tarball, version, patches, fragment, key):
+        if (out / "build.json").is_file():  # built by another process while we waited
+            return out
         logs = root / "logs"
         logs.mkdir(exist_ok=True)
-        src, build = root / "src", root / "build"
-
-        reused = _adopt_previous(root, version)
+        src, build = work / "src", work / "build"
         with self.step("unpack", "unpacking the kernel source"):
             self.log_path = logs / "unpack.log"
-            if reused:
-                self.progress.note(f"reusing the tree of {reused.name}")
-            if not (src / "Makefile").is_file():
+            if (src / "Makefile").is_file():
+                self.progress.note(f"reusing {src}")
+            else:
                 shutil.rmtree(src, ignore_errors=True)
                 shutil.rmtree(build, ignore_errors=True)
+                shutil.rmtree(work / "applied", ignore_errors=True)
                 src.mkdir()
-                self.run(["tar", "-xf", tarball, "-C", src, "--strip-components=1"], cwd=root, log=self.log_path)
-                (root / "applied").mkdir(exist_ok=True)
+                self.run(["tar", "-xf", tarball, "-C", src, "--strip-components=1"], cwd=work, log=self.log_path)
         with self.step("patch", f"applying {len(patches)} patches"):
             self.log_path = logs / "patch.log"
-            self._sync_patches(root, src, patches)
+            self._sync_patches(work, src, patches)
         with self.step("configure", "tinyconfig + kvm_guest.config + kernel/lab.config"):
             self.log_path = logs / "configure.log"
             build.mkdir(exist_ok=True)
-            frag = root / "lab.config"
+            frag = work / "lab.config"
             frag.write_bytes(fragment)
             # Compose the config in a scratch directory: tinyconfig in the
             # build directory itself would flip hundreds of symbols there and
             # back, and make would rebuild everything that depends on them.
-            scratch = root / "config-scratch"
+            scratch = work / "config-scratch"
             scratch.mkdir(exist_ok=True)
             self.run(["make", f"O={scratch}", "tinyconfig"], cwd=src, log=self.log_path)
             self.run(["scripts/kconfig/merge_config.sh", "-m", "-O", scratch, scratch / ".config",
@@ -352,27 +367,6 @@ def patched_files(patch: bytes) -> set[str]:
         if line.startswith(("+++ b/", "--- a/")):
             files.add(line[6:].split("\t")[0])
     return files
-
-
-def _adopt_previous(root: Path, version: str):
-    """Move the tree and build dir of an older key for the same source into root."""
-    if (root / "src").exists():
-        return None
-    candidates = []
-    for other in kernel_root().iterdir():
-        if other == root or not (other / "src" / "Makefile").is_file():
-            continue
-        info = other / "source"
-        if info.exists() and info.read_text() == version:
-            candidates.append(other)
-    (root / "source").write_text(version)
-    if not candidates:
-        return None
-    prev = max(candidates, key=lambda p: p.stat().st_mtime)
-    for name in ("src", "build", "applied"):
-        if (prev / name).exists():
-            (prev / name).rename(root / name)
-    return prev
 
 
 def ensure_source(progress) -> Path:

@@ -21,9 +21,9 @@ class Check:
 
     def line(self):
         mark = "ok " if self.ok else "!! "
-        text = f"{mark}{self.name:<14} {self.detail}"
+        text = f"{mark}{self.name:<18} {self.detail}"
         if not self.ok and self.fix:
-            text += f"\n   {'':<14} fix: {self.fix}"
+            text += f"\n   {'':<18} fix: {self.fix}"
         return text
 
 

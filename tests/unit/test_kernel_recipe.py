@@ -61,3 +61,20 @@ def test_kernel_path_override(tmp_path, monkeypatch):
     (tmp_path / "vmlinux").write_bytes(b"")
     monkeypatch.setenv("LABKIT_KERNEL_DIR", str(tmp_path))
     assert kernel.kernel_path() == Path(tmp_path)
+
+
+def test_failing_step_names_itself_and_shows_the_log_tail(tmp_path):
+    import pytest
+
+    from labkit.errors import KernelBuildFailed
+    from labkit.progress import Progress
+
+    b = kernel.Builder(progress=Progress(quiet=True))
+    with pytest.raises(KernelBuildFailed) as exc:
+        with b.step("configure", "composing the config"):
+            b.run(["sh", "-c", "echo making; echo 'Makefile:12: the real error' >&2; exit 3"],
+                  cwd=tmp_path, log=tmp_path / "configure.log")
+    err = exc.value
+    assert "failed at step 'configure'" in str(err) and "status 3" in str(err)
+    assert str(tmp_path / "configure.log") in str(err)
+    assert "Makefile:12: the real error" in err.details

@@ -1,0 +1,31 @@
+"""`labkit cleanup` inside the VM removes the lab's leftovers and nothing else."""
+
+import os
+import subprocess
+import sys
+
+from labkit.netns import sh
+
+
+def test_cleanup_sweeps_only_lab_objects():
+    sh("ip", "netns", "add", "lk-sweep")
+    sh("ip", "link", "add", "lk-sweep0", "type", "dummy")
+    os.mkdir("/sys/fs/cgroup/lk-sweep")
+    sh("bpftool", "map", "create", "/sys/fs/bpf/lk-sweep", "type", "array", "key", "4", "value", "4",
+       "entries", "1", "name", "lksweep")
+    sh("ip", "netns", "add", "keep-ns")
+    sh("ip", "link", "add", "keep0", "type", "dummy")
+    try:
+        res = subprocess.run([sys.executable, "-m", "labkit.cli", "cleanup"], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        for what in ("netns lk-sweep", "link lk-sweep0", "cgroup lk-sweep", "pin /sys/fs/bpf/lk-sweep"):
+            assert what in res.stdout, res.stdout
+        assert "lk-sweep" not in os.listdir("/run/netns")
+        assert not os.path.exists("/sys/class/net/lk-sweep0")
+        assert not os.path.exists("/sys/fs/cgroup/lk-sweep")
+        assert not os.path.exists("/sys/fs/bpf/lk-sweep")
+        assert "keep-ns" in os.listdir("/run/netns"), "cleanup removed a namespace it did not make"
+        assert os.path.exists("/sys/class/net/keep0"), "cleanup removed a link it did not make"
+    finally:
+        sh("ip", "netns", "del", "keep-ns", check=False)
+        sh("ip", "link", "del", "keep0", check=False)
