@@ -7,19 +7,9 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-struct {
-	__uint(type, BPF_MAP_TYPE_SKB_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct lab_value);
-} storage SEC(".maps");
+SKB_STORAGE_MAP(storage, struct lab_value);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_SKB_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct lab_value);
-} other SEC(".maps");
+SKB_STORAGE_MAP(other, struct lab_value);
 
 struct api_res {
 	__s64 v[8];

@@ -10,12 +10,7 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-struct {
-	__uint(type, BPF_MAP_TYPE_SKB_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct lab_value);
-} storage SEC(".maps");
+SKB_STORAGE_MAP(storage, struct lab_value);
 
 /* The .data map, set and read by the test after load: where clone_writer
  * sends its clone, and what bpf_clone_redirect() answered last time.

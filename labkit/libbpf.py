@@ -152,6 +152,17 @@ def map_type_name(t: int) -> str:
 # ---- objects -----------------------------------------------------------------
 
 
+class _Closing:
+    """``with`` closes it."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
 class Program:
     def __init__(self, obj, ptr):
         self.obj = obj
@@ -249,7 +260,7 @@ class Map:
         return nk.raw
 
 
-class BpfObject:
+class BpfObject(_Closing):
     """One ``.bpf.o``: ``with BpfObject(path, programs=[...]) as obj: obj.program("x")``.
 
     programs: names to load (None: all). prog_types: {name: (prog_type,
@@ -348,13 +359,6 @@ class BpfObject:
             lib().bpf_object__close(self.ptr)
             self.ptr = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
 
 # ---- verifier errors ------------------------------------------------------------
 
@@ -424,7 +428,7 @@ VerifierError.from_log = classmethod(_from_log)
 # ---- attachments -----------------------------------------------------------------
 
 
-class Link:
+class Link(_Closing):
     def __init__(self, ptr, what):
         self.ptr = ptr
         self.what = what
@@ -433,13 +437,6 @@ class Link:
         if self.ptr:
             lib().bpf_link__destroy(self.ptr)
             self.ptr = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
 
 
 def _netns_ino():
@@ -470,7 +467,7 @@ class _InNetns:
         return False
 
 
-class TcFilter:
+class TcFilter(_Closing):
     """A tc filter on one clsact hook; the qdisc goes too if we added it.
 
     ifindex is resolved in the caller's current network namespace, which
@@ -514,15 +511,8 @@ class TcFilter:
         os.close(self.netns)
         self.netns = None
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-
-class RingBuffer:
+class RingBuffer(_Closing):
     """Records from a BPF_MAP_TYPE_RINGBUF map, as bytes, in order."""
 
     def __init__(self, m: Map):
@@ -549,9 +539,3 @@ class RingBuffer:
             lib().ring_buffer__free(self.ptr)
             self.ptr = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False

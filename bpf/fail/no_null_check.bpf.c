@@ -12,12 +12,7 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-struct {
-	__uint(type, BPF_MAP_TYPE_SKB_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, __u64);
-} storage SEC(".maps");
+SKB_STORAGE_MAP(storage, __u64);
 
 SEC("tc")
 int no_null_check(struct __sk_buff *ctx)

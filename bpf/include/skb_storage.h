@@ -16,6 +16,17 @@ extern void *bpf_skb_storage_get(struct bpf_map *map, struct sk_buff *skb,
 extern int bpf_skb_storage_delete(struct bpf_map *map, struct sk_buff *skb) __ksym;
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
+/* An skb storage map: BPF_F_NO_PREALLOC and an int key, as for every
+ * local storage; the value type is the program's own.
+ */
+#define SKB_STORAGE_MAP(name, value_type)				\
+	struct {							\
+		__uint(type, BPF_MAP_TYPE_SKB_STORAGE);			\
+		__uint(map_flags, BPF_F_NO_PREALLOC);			\
+		__type(key, int);					\
+		__type(value, value_type);				\
+	} name SEC(".maps")
+
 #ifndef ENOENT
 #define ENOENT 2
 #endif
