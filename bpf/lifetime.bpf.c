@@ -56,6 +56,14 @@ int observe_egress(struct __sk_buff *ctx)
 	return TC_ACT_OK;
 }
 
+SEC("cgroup_skb/ingress")
+int observe_cgroup(struct __sk_buff *ctx)
+{
+	if (lab_packet_token(ctx))
+		lab_observe(&storage, ctx, LAB_HOOK_CGROUP_INGRESS, ctx->ifindex);
+	return 1;
+}
+
 /* Proves: bpf_clone_redirect() makes a clone that shares the extension
  * block. Writes storage, clones the packet out of clone_ifindex (where
  * observe_egress sees the clone), then looks at the original again while

@@ -212,3 +212,63 @@ def test_dropped_by_tunnel_decap(token, kind):
     assert inner, f"{kind}: the inner packet never reached the tunnel device: {kinds}"
     assert inner[0].state == "absent", f"{kind}: storage survived decap: {inner[0]}"
     assert inner[0].skb == evs[0].skb, f"{kind}: decap delivered another skb"
+
+
+# ---- extension copy-on-write ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("br_netfilter", [False, True], ids=["shared", "copied-on-write"])
+def test_extension_copy_on_write_leaves_the_storage_behind(token, br_netfilter):
+    """A clone shares the extension block; when br_netfilter adds its own
+    extension (SKB_EXT_BRIDGE_NF) to the original, skb_ext_maybe_cow() gives
+    the original a private copy, and that copy does not carry the storage:
+    the original sees it "absent" instead of "refused". The storage stays
+    with the clone's block and is freed once, with it.
+    """
+    from labkit.cgroup import Cgroup
+
+    with ExitStack() as st:
+        obj = st.enter_context(lifetime("clone_writer", "observe_cgroup", "on_storage_free"))
+        ring = obj.own(RingBuffer(obj.map("events")))
+        obj.own(obj.program("on_storage_free").attach())
+        n = st.enter_context(NetNS())
+        cg = st.enter_context(Cgroup())
+        veth(n, "lk-s0", n, "lk-p0")
+        n.ip("link", "add", "lk-br0", "type", "bridge")
+        n.ip("link", "set", "lk-p0", "master", "lk-br0")
+        n.ip("addr", "add", "10.97.0.1/24", "dev", "lk-br0")
+        n.ip("link", "set", "lk-br0", "up")
+        n.ip("link", "add", "lk-dmy0", "type", "dummy")
+        n.ip("link", "set", "lk-dmy0", "up")
+        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000")
+        n.run("sh", "-c", f"echo {int(br_netfilter)} > /proc/sys/net/bridge/bridge-nf-call-iptables")
+        data = obj.maps[next(k for k in obj.maps if k.endswith(".data"))]
+        raw = bytearray(data.lookup(b"\0\0\0\0"))
+        raw[0:4] = struct.pack("<I", n.ifindex("lk-dmy0"))
+        data.update(b"\0\0\0\0", bytes(raw))
+        tc(obj, "clone_writer", n, "lk-p0", True)
+        obj.own(obj.program("observe_cgroup").attach_cgroup(cg.path))
+        with n.enter(), cg.member():
+            rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with rx:
+            rx.bind(("10.97.0.1", 0))
+            rx.settimeout(5)
+            br_mac = n.ip("-br", "link", "show", "lk-br0").split()[2]
+            s0_mac = n.ip("-br", "link", "show", "lk-s0").split()[2]
+            frame = udp_frame(token, src="10.97.0.2", dst="10.97.0.1", dport=rx.getsockname()[1],
+                              src_mac=s0_mac, dst_mac=br_mac)
+            send_raw(n, "lk-s0", frame)
+            rx.recv(2048)
+            evs = events_of(ring, token)
+            n.run("tc", "qdisc", "del", "dev", "lk-dmy0", "root")  # frees the held clone
+            time.sleep(0.2)
+            freed = struct.unpack("<Q", obj.bss().lookup(b"\0\0\0\0")[:8])[0]
+    kinds = [(e.hook, e.state) for e in evs]
+    assert kinds[:2] == [("tc/ingress", "created"), ("after_clone", "refused")], kinds
+    at_socket = [e for e in evs if e.hook == "cgroup_skb/ingress"]
+    assert len(at_socket) == 1 and at_socket[0].skb == evs[0].skb, kinds
+    if br_netfilter:
+        assert (at_socket[0].state, at_socket[0].err) == ("absent", -2), at_socket[0]
+    else:
+        assert (at_socket[0].state, at_socket[0].err) == ("refused", -95), at_socket[0]
+    assert freed == 1, f"the storage was freed {freed} times"
