@@ -135,6 +135,10 @@ def cmd_vm_run(args):
         cmd = cmd[1:]
     if not cmd:
         raise LabError("no command given", fix="usage: labkit vm run -- CMD [ARGS...]")
+    from labkit import paths
+
+    if paths.in_guest():
+        raise LabError("this is already the lab VM", fix=f"run the command directly: {' '.join(cmd)}")
     with vm.persistent_lock():
         lab, reused = vm.open_lab()
         if not reused:

@@ -223,7 +223,9 @@ class Lab:
         self.chan = None
         self.boot_seconds = None
         self.release = None
-        self._ids = 0
+        # Ids unique across clients: a persistent VM may still send output
+        # of an earlier client's command.
+        self._ids = int.from_bytes(os.urandom(4), "little") << 8
         self._own_rundir = False
 
     # -- lifecycle --
