@@ -174,44 +174,35 @@ def send_udp(ns, dst, token):
         s.sendto(payload(token), (dst, 9))
 
 
-@pytest.mark.parametrize("kind", ["gre", "ipip", "vxlan", "geneve"])
-def test_dropped_by_tunnel_encap(token, kind):
-    """Storage on the inner packet (tunnel device egress) is gone from the
-    outer packet (underlay egress): the tunnel's xmit path scrubs the skb."""
-    with ExitStack() as st:
-        obj = st.enter_context(lifetime("writer_egress", "observe_egress"))
-        ring = obj.own(RingBuffer(obj.map("events")))
-        a, b = tunnel_pair(st, kind)
-        tc(obj, "writer_egress", a, "lk-t", False)
-        tc(obj, "observe_egress", a, "lk-ua", False)
-        send_udp(a, INNER_B, token)
-        evs = events_of(ring, token)
-    kinds = [(e.hook, e.state) for e in evs]
-    assert kinds[:1] == [("tc/egress", "created")], kinds
-    outer = [e for e in evs[1:] if e.ifindex != evs[0].ifindex]
-    assert outer, f"{kind}: the outer packet never reached the underlay: {kinds}"
-    assert outer[0].state == "absent", f"{kind}: storage survived encap: {outer[0]}"
-    assert outer[0].skb == evs[0].skb, f"{kind}: encap built a new skb instead of scrubbing this one"
+# direction -> (writer, its netns and device, observer, its netns and device, tc hook side)
+TUNNEL_PATHS = {
+    # Storage on the inner packet (tunnel device egress) is gone from the
+    # outer packet (underlay egress): the tunnel's xmit path scrubs the skb.
+    "encap": ("writer_egress", "a", "lk-t", "observe_egress", "a", "lk-ua", "tc/egress"),
+    # Storage on the outer packet (underlay ingress) is gone from the inner
+    # packet (tunnel device ingress): the tunnel's receive path scrubs it.
+    "decap": ("writer_ingress", "b", "lk-ub", "observe_ingress", "b", "lk-t", "tc/ingress"),
+}
 
 
+@pytest.mark.parametrize("direction", ["encap", "decap"])
 @pytest.mark.parametrize("kind", ["gre", "ipip", "vxlan", "geneve"])
-def test_dropped_by_tunnel_decap(token, kind):
-    """Storage on the outer packet (underlay ingress) is gone from the inner
-    packet (tunnel device ingress): the tunnel's receive path scrubs it."""
+def test_dropped_by_tunnel(token, kind, direction):
+    writer, w_ns, w_dev, observer, o_ns, o_dev, hook = TUNNEL_PATHS[direction]
     with ExitStack() as st:
-        obj = st.enter_context(lifetime("writer_ingress", "observe_ingress"))
+        obj = st.enter_context(lifetime(writer, observer))
         ring = obj.own(RingBuffer(obj.map("events")))
-        a, b = tunnel_pair(st, kind)
-        tc(obj, "writer_ingress", b, "lk-ub", True)
-        tc(obj, "observe_ingress", b, "lk-t", True)
-        send_udp(a, INNER_B, token)
+        ns = dict(zip("ab", tunnel_pair(st, kind)))
+        tc(obj, writer, ns[w_ns], w_dev, hook == "tc/ingress")
+        tc(obj, observer, ns[o_ns], o_dev, hook == "tc/ingress")
+        send_udp(ns["a"], INNER_B, token)
         evs = events_of(ring, token)
     kinds = [(e.hook, e.state) for e in evs]
-    assert kinds[:1] == [("tc/ingress", "created")], kinds
-    inner = [e for e in evs[1:] if e.ifindex != evs[0].ifindex]
-    assert inner, f"{kind}: the inner packet never reached the tunnel device: {kinds}"
-    assert inner[0].state == "absent", f"{kind}: storage survived decap: {inner[0]}"
-    assert inner[0].skb == evs[0].skb, f"{kind}: decap delivered another skb"
+    assert kinds[:1] == [(hook, "created")], kinds
+    later = [e for e in evs[1:] if e.ifindex != evs[0].ifindex]
+    assert later, f"{kind} {direction}: the packet never reached {o_dev}: {kinds}"
+    assert later[0].state == "absent", f"{kind}: storage survived {direction}: {later[0]}"
+    assert later[0].skb == evs[0].skb, f"{kind} {direction} went on with another skb instead of scrubbing this one"
 
 
 # ---- extension copy-on-write ---------------------------------------------------------
