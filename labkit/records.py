@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 LAB_MAGIC = 0x4C4B5342
 
-HOOKS = {1: "tc/ingress", 2: "tc/egress", 3: "cgroup_skb/ingress", 4: "socket_filter", 5: "after_clone"}
+HOOKS = {1: "tc/ingress", 2: "tc/egress", 3: "cgroup_skb/ingress", 4: "socket_filter", 5: "after_clone",
+         6: "sock_ops", 7: "kfree_skb"}
 STATES = {0: "absent", 1: "present", 2: "refused", 3: "created", 4: "failed"}
 
 # struct lab_event: u64 skb, u64 t_ns, u32 hook, ifindex, state, token, writes,

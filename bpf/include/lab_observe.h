@@ -59,8 +59,8 @@ static __always_inline void lab_emit(struct sk_buff *skb, __u32 hook, __u32 ifin
  * extensions with a clone; delete tells the two apart (-ENOENT against
  * -EOPNOTSUPP) and, with nothing there, has nothing to delete.
  */
-#define lab_observe(map, ctx, hook, ifindex) ({					\
-	struct sk_buff *__skb = bpf_cast_to_kern_ctx(ctx);			\
+#define lab_observe_skb(map, skb, hook, ifindex, mark, pkt_token) ({		\
+	struct sk_buff *__skb = (skb);						\
 	struct lab_value *__v = bpf_skb_storage_get(map, __skb, NULL, 0, 0);	\
 	int __err = 0;								\
 	__u32 __state = LAB_PRESENT;						\
@@ -68,10 +68,14 @@ static __always_inline void lab_emit(struct sk_buff *skb, __u32 hook, __u32 ifin
 		__err = bpf_skb_storage_delete(map, __skb);			\
 		__state = __err == -EOPNOTSUPP ? LAB_REFUSED : LAB_ABSENT;	\
 	}									\
-	lab_emit(__skb, hook, ifindex, __state, __v, __err, (ctx)->mark,	\
-		 lab_packet_token(ctx));					\
+	lab_emit(__skb, hook, ifindex, __state, __v, __err, mark, pkt_token);	\
 	__state;								\
 })
+
+/* The same for programs whose context is a __sk_buff. */
+#define lab_observe(map, ctx, hook, ifindex)					\
+	lab_observe_skb(map, bpf_cast_to_kern_ctx(ctx), hook, ifindex,		\
+			(ctx)->mark, lab_packet_token(ctx))
 
 /* Create (or find) map's storage on the packet and stamp the token in. */
 #define lab_write(map, ctx, hook, ifindex) ({					\

@@ -18,6 +18,8 @@ enum lab_hook {
 	LAB_HOOK_CGROUP_INGRESS = 3,
 	LAB_HOOK_SOCKET_FILTER = 4,
 	LAB_HOOK_AFTER_CLONE = 5, /* the original, right after bpf_clone_redirect */
+	LAB_HOOK_SOCK_OPS = 6,    /* sock_ops, TCP header option parsing */
+	LAB_HOOK_KFREE_SKB = 7,   /* tp_btf/kfree_skb: the packet is dropped */
 };
 
 /* What the storage looked like there. */
