@@ -45,7 +45,7 @@ def test_sock_ops_reads_the_storage_of_the_packet_tcp_parses(token):
         plain_evs = events_of(ring, plain)
         cli.send(payload(token), socket.MSG_OOB)
         assert conn.recv(64)[4:8] == payload(token)[4:8]
-        evs = events_of(ring, token)
+        evs = events_of(ring, token, want=2)
     plain_kinds = [(e.hook, e.state) for e in plain_evs]
     assert plain_kinds == [("tc/ingress", "created")], f"fast-path segment: {plain_kinds}"
     kinds = [(e.hook, e.state) for e in evs]
@@ -66,7 +66,7 @@ def test_kfree_skb_tracepoint_sees_the_storage_of_a_dropped_packet(token):
         with n.enter():
             s = st.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
         s.sendto(payload(token), ("127.0.0.1", 9))  # nobody listens: dropped, NO_SOCKET
-        evs = events_of(ring, token)
+        evs = events_of(ring, token, want=2)
     kinds = [(e.hook, e.state) for e in evs]
     assert kinds[:1] == [("tc/ingress", "created")], kinds
     dropped = [e for e in evs if e.hook == "kfree_skb"]

@@ -25,11 +25,16 @@ def lifetime(*programs):
     return BpfObject(obj_path("lifetime"), programs=list(programs))
 
 
-def events_of(ring, token, wait_ms=300):
-    deadline = time.monotonic() + wait_ms / 1000
+def events_of(ring, token, want=None, wait_ms=300):
+    """The events about token: after wait_ms, or once there are want of them
+    (waiting up to 5 s, then 50 ms more for any that would follow)."""
+    deadline = time.monotonic() + (5.0 if want else wait_ms / 1000)
     while True:
         ring.drain(50)
         evs = [e for e in decode_all(ring.records) if token in (e.pkt_token, e.token)]
+        if want and len(evs) >= want:
+            ring.drain(50)
+            return [e for e in decode_all(ring.records) if token in (e.pkt_token, e.token)]
         if time.monotonic() > deadline:
             return evs
 
@@ -68,7 +73,7 @@ def test_dropped_across_veth_into_another_netns(token):
         tc(obj, "writer_egress", a, "lk-a0", False)
         tc(obj, "observe_ingress", b, "lk-b0", True)
         send_raw(a, "lk-a0", udp_frame(token))
-        evs = events_of(ring, token)
+        evs = events_of(ring, token, want=2)
     assert [(e.hook, e.state) for e in evs] == [("tc/egress", "created"), ("tc/ingress", "absent")]
     assert evs[0].skb == evs[1].skb, "veth delivered another skb than it was given"
     assert evs[1].err == -2
@@ -84,7 +89,7 @@ def test_dropped_across_veth_inside_one_netns(token):
         tc(obj, "writer_egress", n, "lk-c0", False)
         tc(obj, "observe_ingress", n, "lk-c1", True)
         send_raw(n, "lk-c0", udp_frame(token))
-        evs = events_of(ring, token)
+        evs = events_of(ring, token, want=2)
     assert [(e.hook, e.state) for e in evs] == [("tc/egress", "created"), ("tc/ingress", "absent")]
     assert evs[0].skb == evs[1].skb
 
@@ -117,7 +122,7 @@ def test_clone_redirect_shares_the_extension(token, held):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         with s:
             s.sendto(payload(token), ("127.0.0.1", 9))
-        evs = events_of(ring, token)
+        evs = events_of(ring, token, want=3)
         clone_ret = struct.unpack_from("<q", data.lookup(b"\0\0\0\0"), 8)[0]
     assert clone_ret == 0, f"bpf_clone_redirect answered {clone_ret}"
     kinds = [(e.hook, e.state) for e in evs]
@@ -196,7 +201,7 @@ def test_dropped_by_tunnel(token, kind, direction):
         tc(obj, writer, ns[w_ns], w_dev, hook == "tc/ingress")
         tc(obj, observer, ns[o_ns], o_dev, hook == "tc/ingress")
         send_udp(ns["a"], INNER_B, token)
-        evs = events_of(ring, token)
+        evs = events_of(ring, token, want=2)
     kinds = [(e.hook, e.state) for e in evs]
     assert kinds[:1] == [(hook, "created")], kinds
     later = [e for e in evs[1:] if e.ifindex != evs[0].ifindex]
@@ -250,7 +255,7 @@ def test_extension_copy_on_write_leaves_the_storage_behind(token, br_netfilter):
                               src_mac=s0_mac, dst_mac=br_mac)
             send_raw(n, "lk-s0", frame)
             rx.recv(2048)
-            evs = events_of(ring, token)
+            evs = events_of(ring, token, want=3)
             n.run("tc", "qdisc", "del", "dev", "lk-dmy0", "root")  # frees the held clone
             time.sleep(0.2)
             freed = struct.unpack("<Q", obj.bss().lookup(b"\0\0\0\0")[:8])[0]
