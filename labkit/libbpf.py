@@ -15,7 +15,7 @@ import ctypes.util
 import errno
 import os
 import re
-from ctypes import (CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int, c_size_t, c_uint, c_uint32,
+from ctypes import (CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int, c_size_t, c_uint32,
                     c_uint64, c_void_p)
 
 from labkit.errors import LabError, VerifierError

@@ -6,7 +6,6 @@ QEMU process outlives it.
 
 import json
 import re
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import time
 
 import pytest
 
-from labkit.errors import GuestTimeout, VMError
+from labkit.errors import GuestTimeout
 from tests.host.conftest import PROJECT, labkit, lab_qemus
 
 
