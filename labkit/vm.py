@@ -246,6 +246,7 @@ class Lab:
         vmlinux = self.kernel_dir / "vmlinux"
         if not vmlinux.is_file():
             raise VMError(f"no vmlinux in {self.kernel_dir}", fix="run: labkit kernel build")
+        tools.require("qemu-system-x86_64")  # before anything is created on disk
         if self.accel is None:
             self.accel, self.accel_why = choose_accel(self.kernel_dir)
         if self.rundir is None:
@@ -253,23 +254,20 @@ class Lab:
             base.mkdir(parents=True, exist_ok=True)
             self.rundir = Path(tempfile.mkdtemp(prefix="run-", dir=base))
             self._own_rundir = True
-        argv = qemu_argv(vmlinux, self.rundir, accel=self.accel, cpus=self.cpus,
-                         memory=self.memory, python=_guest_python())
-        t0 = time.monotonic()
-        log = open(self.rundir / "qemu.log", "wb")
         try:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=None if self.persistent else _die_with_parent,
-                start_new_session=self.persistent,
-            )
-        finally:
-            log.close()
-        self.pid = self.proc.pid
-        try:
+            argv = qemu_argv(vmlinux, self.rundir, accel=self.accel, cpus=self.cpus,
+                             memory=self.memory, python=_guest_python())
+            t0 = time.monotonic()
+            with open(self.rundir / "qemu.log", "wb") as log:
+                self.proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    preexec_fn=None if self.persistent else _die_with_parent,
+                    start_new_session=self.persistent,
+                )
+            self.pid = self.proc.pid
             self._await_ready(t0)
         except BaseException:
-            self.kill()
+            self.kill()  # QEMU, if it started, and the run directory
             raise
 
     def _await_ready(self, t0):

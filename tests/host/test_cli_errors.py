@@ -40,12 +40,15 @@ def test_missing_qemu(tmp_path):
     kdir = tmp_path / "kernel"
     kdir.mkdir()
     (kdir / "vmlinux").write_bytes(b"\x7fELF")
+    cache = tmp_path / "cache"
     res = labkit("vm", "run", "--", "true",
-                 env={"PATH": str(tmp_path), "LABKIT_KERNEL_DIR": str(kdir), "LABKIT_ACCEL": "tcg"})
+                 env={"PATH": str(tmp_path), "LABKIT_KERNEL_DIR": str(kdir), "LABKIT_ACCEL": "tcg",
+                      "LABKIT_CACHE": str(cache)})
     assert res.returncode == 2
     line = one_line_error(res)
     assert "qemu-system-x86_64 not found" in line and "apt-get install qemu-system-x86" in line
     assert not lab_qemus()
+    assert not list(cache.glob("vm/run-*")), "a failed start left its run directory behind"
 
 
 def test_load_on_the_host_points_at_the_vm():
