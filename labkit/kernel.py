@@ -167,10 +167,8 @@ class Builder:
         t0 = time.monotonic()
         try:
             yield
-        except KernelBuildFailed:
-            raise
-        except MissingTool:
-            raise
+        except (KernelBuildFailed, MissingTool):
+            raise  # already say which step and what to do
         except (subprocess.CalledProcessError, OSError, RuntimeError) as exc:
             tail = _tail(self.log_path) if self.log_path else ""
             raise KernelBuildFailed(

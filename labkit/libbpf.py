@@ -336,12 +336,15 @@ class BpfObject(_Closing):
     def map(self, name) -> Map:
         return self.maps[name]
 
-    def bss(self):
-        """The .bss map (global variables), by its libbpf name suffix."""
+    def section(self, suffix=".bss"):
+        """The map libbpf made for a global-variable section (.bss, .data), by name suffix."""
         for name, m in self.maps.items():
-            if name.endswith(".bss"):
+            if name.endswith(suffix):
                 return m
-        raise KeyError(".bss")
+        raise KeyError(suffix)
+
+    def bss(self):
+        return self.section(".bss")
 
     def own(self, closer):
         """Close closer (a context manager) when the object closes."""

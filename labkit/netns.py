@@ -61,6 +61,10 @@ class NetNS:
     def run(self, *argv, check=True):
         return sh("ip", "netns", "exec", self.name, *argv, check=check)
 
+    def mac(self, dev) -> str:
+        """dev's MAC address, as ip prints it."""
+        return self.ip("-br", "link", "show", dev).split()[2]
+
     def ifindex(self, dev) -> int:
         with self.enter():
             return socket_if_nametoindex(dev)

@@ -54,6 +54,19 @@ def tc(obj, prog, ns, dev, ingress):
         return obj.own(obj.program(prog).attach_tc(socket.if_nametoindex(dev), ingress=ingress))
 
 
+def set_clone_target(obj, ifindex):
+    """Point clone_writer's bpf_clone_redirect() at ifindex (clone_cfg.ifindex in .data)."""
+    data = obj.section(".data")
+    raw = bytearray(data.lookup(b"\0\0\0\0"))
+    raw[0:4] = struct.pack("<I", ifindex)
+    data.update(b"\0\0\0\0", bytes(raw))
+
+
+def clone_ret(obj):
+    """What bpf_clone_redirect() answered last (clone_cfg.ret)."""
+    return struct.unpack_from("<q", obj.section(".data").lookup(b"\0\0\0\0"), 8)[0]
+
+
 def veth(a_ns, a, b_ns, b):
     sh("ip", "link", "add", a, "netns", a_ns.name, "type", "veth", "peer", "name", b, "netns", b_ns.name)
     a_ns.ip("link", "set", a, "up")
@@ -63,12 +76,14 @@ def veth(a_ns, a, b_ns, b):
 # ---- netns and veth crossings -------------------------------------------------
 
 
-def test_dropped_across_veth_into_another_netns(token):
+@pytest.mark.parametrize("same_netns", [False, True], ids=["into-another-netns", "inside-one-netns"])
+def test_dropped_across_veth(token, same_netns):
+    """Into another netns and, with skb_scrub_packet(skb, xnet=false), inside one."""
     with ExitStack() as st:
         obj = st.enter_context(lifetime("writer_egress", "observe_ingress"))
         ring = obj.own(RingBuffer(obj.map("events")))
         a = st.enter_context(NetNS())
-        b = st.enter_context(NetNS())
+        b = a if same_netns else st.enter_context(NetNS())
         veth(a, "lk-a0", b, "lk-b0")
         tc(obj, "writer_egress", a, "lk-a0", False)
         tc(obj, "observe_ingress", b, "lk-b0", True)
@@ -77,21 +92,6 @@ def test_dropped_across_veth_into_another_netns(token):
     assert [(e.hook, e.state) for e in evs] == [("tc/egress", "created"), ("tc/ingress", "absent")]
     assert evs[0].skb == evs[1].skb, "veth delivered another skb than it was given"
     assert evs[1].err == -2
-
-
-def test_dropped_across_veth_inside_one_netns(token):
-    """skb_scrub_packet(skb, xnet=false) still resets the extensions."""
-    with ExitStack() as st:
-        obj = st.enter_context(lifetime("writer_egress", "observe_ingress"))
-        ring = obj.own(RingBuffer(obj.map("events")))
-        n = st.enter_context(NetNS())
-        veth(n, "lk-c0", n, "lk-c1")
-        tc(obj, "writer_egress", n, "lk-c0", False)
-        tc(obj, "observe_ingress", n, "lk-c1", True)
-        send_raw(n, "lk-c0", udp_frame(token))
-        evs = events_of(ring, token, want=2)
-    assert [(e.hook, e.state) for e in evs] == [("tc/egress", "created"), ("tc/ingress", "absent")]
-    assert evs[0].skb == evs[1].skb
 
 
 # ---- clones ---------------------------------------------------------------------
@@ -111,11 +111,7 @@ def test_clone_redirect_shares_the_extension(token, held):
         n.ip("link", "set", "lk-dmy0", "up")
         if held:
             n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000")
-        dmy = n.ifindex("lk-dmy0")
-        data = obj.maps[next(k for k in obj.maps if k.endswith(".data"))]
-        raw = bytearray(data.lookup(b"\0\0\0\0"))
-        raw[0:4] = struct.pack("<I", dmy)  # clone_cfg.ifindex
-        data.update(b"\0\0\0\0", bytes(raw))
+        set_clone_target(obj, n.ifindex("lk-dmy0"))
         tc(obj, "clone_writer", n, "lo", True)
         tc(obj, "observe_egress", n, "lk-dmy0", False)
         with n.enter():
@@ -123,8 +119,8 @@ def test_clone_redirect_shares_the_extension(token, held):
         with s:
             s.sendto(payload(token), ("127.0.0.1", 9))
         evs = events_of(ring, token, want=3)
-        clone_ret = struct.unpack_from("<q", data.lookup(b"\0\0\0\0"), 8)[0]
-    assert clone_ret == 0, f"bpf_clone_redirect answered {clone_ret}"
+        answered = clone_ret(obj)
+    assert answered == 0, f"bpf_clone_redirect answered {answered}"
     kinds = [(e.hook, e.state) for e in evs]
     original = [e for e in evs if e.hook in ("tc/ingress", "after_clone")]
     clone = [e for e in evs if e.hook == "tc/egress"]
@@ -164,11 +160,10 @@ def tunnel_pair(st, kind):
         ns.ip("addr", "add", f"{inner}/24", "dev", "lk-t")
         ns.ip("link", "set", "lk-t", "up")
     # No ARP in the way of the first packet: static neighbours.
-    mac = lambda ns, dev: ns.ip("-br", "link", "show", dev).split()[2]  # noqa: E731
-    a.ip("neigh", "replace", UNDER_B, "lladdr", mac(b, "lk-ub"), "dev", "lk-ua")
-    b.ip("neigh", "replace", UNDER_A, "lladdr", mac(a, "lk-ua"), "dev", "lk-ub")
+    a.ip("neigh", "replace", UNDER_B, "lladdr", b.mac("lk-ub"), "dev", "lk-ua")
+    b.ip("neigh", "replace", UNDER_A, "lladdr", a.mac("lk-ua"), "dev", "lk-ub")
     if kind in ("vxlan", "geneve"):
-        a.ip("neigh", "replace", INNER_B, "lladdr", mac(b, "lk-t"), "dev", "lk-t")
+        a.ip("neigh", "replace", INNER_B, "lladdr", b.mac("lk-t"), "dev", "lk-t")
     return a, b
 
 
@@ -238,10 +233,7 @@ def test_extension_copy_on_write_leaves_the_storage_behind(token, br_netfilter):
         n.ip("link", "set", "lk-dmy0", "up")
         n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000")
         n.run("sh", "-c", f"echo {int(br_netfilter)} > /proc/sys/net/bridge/bridge-nf-call-iptables")
-        data = obj.maps[next(k for k in obj.maps if k.endswith(".data"))]
-        raw = bytearray(data.lookup(b"\0\0\0\0"))
-        raw[0:4] = struct.pack("<I", n.ifindex("lk-dmy0"))
-        data.update(b"\0\0\0\0", bytes(raw))
+        set_clone_target(obj, n.ifindex("lk-dmy0"))
         tc(obj, "clone_writer", n, "lk-p0", True)
         obj.own(obj.program("observe_cgroup").attach_cgroup(cg.path))
         with n.enter(), cg.member():
@@ -249,10 +241,8 @@ def test_extension_copy_on_write_leaves_the_storage_behind(token, br_netfilter):
         with rx:
             rx.bind(("10.97.0.1", 0))
             rx.settimeout(5)
-            br_mac = n.ip("-br", "link", "show", "lk-br0").split()[2]
-            s0_mac = n.ip("-br", "link", "show", "lk-s0").split()[2]
             frame = udp_frame(token, src="10.97.0.2", dst="10.97.0.1", dport=rx.getsockname()[1],
-                              src_mac=s0_mac, dst_mac=br_mac)
+                              src_mac=n.mac("lk-s0"), dst_mac=n.mac("lk-br0"))
             send_raw(n, "lk-s0", frame)
             rx.recv(2048)
             evs = events_of(ring, token, want=3)
