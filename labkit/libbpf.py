@@ -211,8 +211,9 @@ class Program:
             os.close(fd)
         return Link(link, f"{self.name} on {cgroup_path}")
 
-    def attach_tc(self, ifindex: int, ingress=True):
-        return TcFilter(self, ifindex, BPF_TC_INGRESS if ingress else BPF_TC_EGRESS)
+    def attach_tc(self, ifindex: int, ingress=True, priority=0):
+        """A direct-action filter on the clsact hook (priority 0: the kernel picks)."""
+        return TcFilter(self, ifindex, BPF_TC_INGRESS if ingress else BPF_TC_EGRESS, priority)
 
 
 class Map:
@@ -478,7 +479,7 @@ class TcFilter(_Closing):
     right one.
     """
 
-    def __init__(self, prog: Program, ifindex: int, point: int):
+    def __init__(self, prog: Program, ifindex: int, point: int, priority: int = 0):
         self.netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         self.hook = bpf_tc_hook(sz=ctypes.sizeof(bpf_tc_hook), ifindex=ifindex, attach_point=point)
         rc = lib().bpf_tc_hook_create(ctypes.byref(self.hook))
@@ -486,7 +487,7 @@ class TcFilter(_Closing):
             os.close(self.netns)
             raise _err(f"create clsact on ifindex {ifindex}", rc)
         self.created_qdisc = rc == 0
-        self.opts = bpf_tc_opts(sz=ctypes.sizeof(bpf_tc_opts), prog_fd=prog.fd)
+        self.opts = bpf_tc_opts(sz=ctypes.sizeof(bpf_tc_opts), prog_fd=prog.fd, priority=priority)
         rc = lib().bpf_tc_attach(ctypes.byref(self.hook), ctypes.byref(self.opts))
         if rc:
             self._drop_qdisc()

@@ -16,16 +16,17 @@ struct {
 
 /* Look for LAB_MAGIC at the offsets where a UDP payload sits for the
  * encapsulations the lab uses, relative to what this hook calls offset 0:
- * 8 (socket filter: UDP header), 28 (IP), 42 (Ethernet + IP), 62 (IPIP),
+ * 8 (socket filter: UDP header), 20 (socket filter: TCP header), 28 (IP),
+ * 40 (IP + TCP), 42 (Ethernet + IP), 54 (Ethernet + IP + TCP), 62 (IPIP),
  * 66 (GRE), 92 (VXLAN and GENEVE outer headers + inner Ethernet).
  */
 static __always_inline __u32 lab_packet_token(struct __sk_buff *ctx)
 {
-	const __u32 offsets[] = { 8, 28, 42, 62, 66, 92 };
+	const __u32 offsets[] = { 8, 20, 28, 40, 42, 54, 62, 66, 92 };
 	__u32 hdr[2];
 
 #pragma unroll
-	for (int i = 0; i < 6; i++) {
+	for (int i = 0; i < 9; i++) {
 		if (bpf_skb_load_bytes(ctx, offsets[i], hdr, sizeof(hdr)))
 			continue;
 		if (bpf_ntohl(hdr[0]) == LAB_MAGIC)

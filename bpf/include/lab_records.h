@@ -20,6 +20,8 @@ enum lab_hook {
 	LAB_HOOK_AFTER_CLONE = 5, /* the original, right after bpf_clone_redirect */
 	LAB_HOOK_SOCK_OPS = 6,    /* sock_ops, TCP header option parsing */
 	LAB_HOOK_KFREE_SKB = 7,   /* tp_btf/kfree_skb: the packet is dropped */
+	LAB_HOOK_AF_PACKET = 8,   /* socket filter on an AF_PACKET tap */
+	LAB_HOOK_CONSUME_SKB = 9, /* tp_btf/consume_skb: the packet is done with */
 };
 
 /* What the storage looked like there. */
@@ -50,6 +52,61 @@ struct lab_event {
 	__s32 err;       /* delete's answer when get returned NULL, else 0 */
 	__u32 mark;      /* skb->mark */
 	__u32 pkt_token; /* token found in the packet itself, 0 if none */
+};
+
+/* ---- The runtime's records (labkit/runtime.py, bpf/observe.bpf.c) ------------
+ *
+ * One lab_record per observation or lifecycle step of a tracked skb. A skb
+ * is tracked once a hook has seen the test token in it; its clones inherit
+ * the packet id (the token).
+ */
+enum lab_kind {
+	LAB_K_HOOK = 1,          /* seen at a hook: every slot's state */
+	LAB_K_CLONE = 2,         /* skb_clone(): skb is the clone, other the original */
+	LAB_K_SCRUB = 3,         /* skb_scrub_packet(): flags = xnet, stack = its callers */
+	LAB_K_FREE = 4,          /* skb_release_head_state(): the skb is being freed */
+	LAB_K_STORAGE_FREE = 5,  /* bpf_skb_storage_free(): ext = the extension block */
+	LAB_K_STASH_CLEAN = 6,   /* the side stash entry removed at consume_skb/kfree_skb */
+};
+
+/* What a hook is asked to do to a test packet before it observes it. */
+#define LAB_SLOTS 3     /* 0: skb storage A, 1: skb storage B, 2: side stash (hash by skb) */
+#define LAB_STACK 6
+
+struct lab_point {
+	__u32 netns;    /* inode of the network namespace */
+	__u32 ifindex;
+	__u32 hook;     /* enum lab_hook */
+};
+
+struct lab_action {
+	__u32 write;          /* bit per slot: create (or update) and store value */
+	__u32 del;            /* bit per slot: delete */
+	__u32 mark;           /* if non-zero: set skb->mark */
+	__u32 clone_ifindex;  /* bpf_clone_redirect() to this device (egress) */
+	__u32 redirect_peer;  /* return bpf_redirect_peer() to this device */
+	__u32 value[LAB_SLOTS]; /* what to store; 0 means the packet's token */
+};
+
+struct lab_record {
+	__u64 skb;              /* kernel address of the sk_buff */
+	__u64 t_ns;
+	__u64 other;            /* clone: the original; scrub: return address */
+	__u64 ext;              /* skb->extensions (storage free: the block) */
+	__u64 stack[LAB_STACK]; /* scrub: kernel return addresses, innermost first */
+	__u32 kind;             /* enum lab_kind */
+	__u32 hook;             /* enum lab_hook, for LAB_K_HOOK */
+	__u32 ifindex;
+	__u32 netns;            /* inode of the device's network namespace */
+	__u32 packet;           /* the test token: the packet id clones share */
+	__u32 mark;             /* skb->mark */
+	__u32 flags;            /* scrub: xnet; hook: clone_redirect's answer + 1 */
+	__u32 cpu;              /* bpf_get_smp_processor_id() */
+	__u32 state[LAB_SLOTS]; /* enum lab_state per slot */
+	__u32 value[LAB_SLOTS]; /* the stored value when present or created */
+	__s32 err[LAB_SLOTS];   /* delete's answer when get returned NULL */
+	__u32 pad2;
+	char ifname[16];
 };
 
 #endif /* __LAB_RECORDS_H */

@@ -1,0 +1,371 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The runtime's observer: the one object labkit.runtime loads for every
+ * scenario. It proves nothing by itself; it reports what the kernel did.
+ *
+ * - lab_tc_ingress / lab_tc_egress, lab_cgroup_ingress, lab_sock_filter and
+ *   lab_tap_filter see each test packet (one carrying LAB_MAGIC), first do
+ *   what the scenario asked of that hook (the "actions" map: write or
+ *   delete a slot, set the mark, clone the packet, redirect it to a peer),
+ *   then report every slot's state: skb storage A, skb storage B and the
+ *   side stash, a hash map keyed by the skb's address.
+ * - Lifecycle observers follow every skb a hook has seen (the "tracked"
+ *   map) and its clones: skb_clone(), skb_scrub_packet() with its callers,
+ *   the skb's release, the storage's release with the extension block, and
+ *   the side stash's clean-up at the consume_skb/kfree_skb tracepoints.
+ */
+#include "lab_observe.h"
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define TC_ACT_UNSPEC (-1)
+
+SKB_STORAGE_MAP(storage_a, struct lab_value);
+SKB_STORAGE_MAP(storage_b, struct lab_value);
+
+/* The design that needs no kernel change: a hash keyed by the skb pointer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct lab_value);
+} stash SEC(".maps");
+
+/* skb address -> packet id, for the lifecycle observers. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} tracked SEC(".maps");
+
+/* What the scenario asks of each hook, set by the runtime before traffic. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct lab_point);
+	__type(value, struct lab_action);
+} actions SEC(".maps");
+
+static __always_inline struct lab_record *lab_reserve(__u32 kind, struct sk_buff *skb)
+{
+	struct lab_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	struct net_device *dev;
+
+	if (!r)
+		return NULL;
+	__builtin_memset(r, 0, sizeof(*r));
+	r->kind = kind;
+	r->skb = (__u64)(unsigned long)skb;
+	r->t_ns = bpf_ktime_get_ns();
+	r->cpu = bpf_get_smp_processor_id();
+	r->ext = (__u64)(unsigned long)BPF_CORE_READ(skb, extensions);
+	r->mark = BPF_CORE_READ(skb, mark);
+	dev = BPF_CORE_READ(skb, dev);
+	if (dev) {
+		r->ifindex = BPF_CORE_READ(dev, ifindex);
+		r->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+		bpf_probe_read_kernel_str(r->ifname, sizeof(r->ifname), dev->name);
+	}
+	return r;
+}
+
+static __always_inline __u32 *lab_tracked(struct sk_buff *skb)
+{
+	__u64 key = (__u64)(unsigned long)skb;
+
+	return bpf_map_lookup_elem(&tracked, &key);
+}
+
+/* Slot i of a storage map: present (with its value), absent or refused. */
+#define lab_slot_storage(map, i, skb, r)					\
+	do {									\
+		struct lab_value *__v = bpf_skb_storage_get(map, skb, NULL, 0, 0); \
+		if (__v) {							\
+			r->state[i] = LAB_PRESENT;				\
+			r->value[i] = __v->token;				\
+		} else {							\
+			r->err[i] = bpf_skb_storage_delete(map, skb);		\
+			r->state[i] = r->err[i] == -EOPNOTSUPP ? LAB_REFUSED : LAB_ABSENT; \
+		}								\
+	} while (0)
+
+#define lab_write_storage(map, i, skb, val, created)				\
+	do {									\
+		struct lab_value __init = { .token = val, .t_ns = bpf_ktime_get_ns() }; \
+		struct lab_value *__v = bpf_skb_storage_get(map, skb, NULL, 0, 0); \
+		if (!__v) {							\
+			__v = bpf_skb_storage_get(map, skb, &__init, sizeof(__init), \
+						  BPF_LOCAL_STORAGE_GET_F_CREATE); \
+			if (__v)						\
+				created |= 1 << i;				\
+		}								\
+		if (__v) {							\
+			__v->token = val;					\
+			__v->writes++;						\
+		}								\
+	} while (0)
+
+static __always_inline void lab_report(struct sk_buff *skb, __u32 hook, __u32 ifindex, __u32 pkt,
+				       __u32 created, __u32 flags)
+{
+	struct lab_record *r = lab_reserve(LAB_K_HOOK, skb);
+	__u64 key = (__u64)(unsigned long)skb;
+	struct lab_value *sv;
+
+	if (!r)
+		return;
+	r->hook = hook;
+	if (ifindex)
+		r->ifindex = ifindex;
+	r->packet = pkt;
+	r->flags = flags;
+	lab_slot_storage(&storage_a, 0, skb, r);
+	lab_slot_storage(&storage_b, 1, skb, r);
+	sv = bpf_map_lookup_elem(&stash, &key);
+	if (sv) {
+		r->state[2] = LAB_PRESENT;
+		r->value[2] = sv->token;
+	}
+#pragma unroll
+	for (int i = 0; i < LAB_SLOTS; i++)
+		if ((created & (1 << i)) && r->state[i] == LAB_PRESENT)
+			r->state[i] = LAB_CREATED;
+	bpf_ringbuf_submit(r, 0);
+}
+
+/* Everything a hook does to a test packet; 'tc' is a constant per caller. */
+static __always_inline int lab_hook(struct __sk_buff *ctx, __u32 hook, int tc, int pass)
+{
+	__u32 tok = lab_packet_token(ctx);
+	struct sk_buff *skb;
+	struct lab_point pt = {};
+	struct lab_action *act;
+	__u32 created = 0;
+	__u64 key;
+
+	if (!tok)
+		return pass;
+	skb = bpf_cast_to_kern_ctx(ctx);
+	key = (__u64)(unsigned long)skb;
+	bpf_map_update_elem(&tracked, &key, &tok, BPF_ANY);
+
+	pt.ifindex = ctx->ifindex;
+	pt.hook = hook;
+	{
+		struct net_device *dev = BPF_CORE_READ(skb, dev);
+
+		if (dev)
+			pt.netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	}
+	act = bpf_map_lookup_elem(&actions, &pt);
+	if (act) {
+		__u32 va = act->value[0] ? act->value[0] : tok;
+		__u32 vb = act->value[1] ? act->value[1] : tok;
+		__u32 vs = act->value[2] ? act->value[2] : tok;
+
+		if (act->write & 1)
+			lab_write_storage(&storage_a, 0, skb, va, created);
+		if (act->write & 2)
+			lab_write_storage(&storage_b, 1, skb, vb, created);
+		if (act->write & 4) {
+			struct lab_value v = { .token = vs, .t_ns = bpf_ktime_get_ns() };
+
+			if (!bpf_map_lookup_elem(&stash, &key))
+				created |= 4;
+			bpf_map_update_elem(&stash, &key, &v, BPF_ANY);
+		}
+		if (act->del & 1)
+			bpf_skb_storage_delete(&storage_a, skb);
+		if (act->del & 2)
+			bpf_skb_storage_delete(&storage_b, skb);
+		if (act->del & 4)
+			bpf_map_delete_elem(&stash, &key);
+		if (tc && act->mark)
+			ctx->mark = act->mark;
+	}
+	lab_report(skb, hook, ctx->ifindex, tok, created, 0);
+	if (!tc || !act)
+		return pass;
+	if (act->clone_ifindex) {
+		long ret = bpf_clone_redirect(ctx, act->clone_ifindex, 0);
+
+		lab_report(skb, LAB_HOOK_AFTER_CLONE, ctx->ifindex, tok, 0, (__u32)(ret + 1));
+	}
+	if (act->redirect_peer)
+		return bpf_redirect_peer(act->redirect_peer, 0);
+	return pass;
+}
+
+SEC("tc")
+int lab_tc_ingress(struct __sk_buff *ctx)
+{
+	return lab_hook(ctx, LAB_HOOK_TC_INGRESS, 1, TC_ACT_UNSPEC);
+}
+
+SEC("tc")
+int lab_tc_egress(struct __sk_buff *ctx)
+{
+	return lab_hook(ctx, LAB_HOOK_TC_EGRESS, 1, TC_ACT_UNSPEC);
+}
+
+SEC("cgroup_skb/ingress")
+int lab_cgroup_ingress(struct __sk_buff *ctx)
+{
+	return lab_hook(ctx, LAB_HOOK_CGROUP_INGRESS, 0, 1);
+}
+
+/* On the receiving socket; returning the length keeps the whole packet. */
+SEC("socket")
+int lab_sock_filter(struct __sk_buff *ctx)
+{
+	lab_hook(ctx, LAB_HOOK_SOCKET_FILTER, 0, 0);
+	return ctx->len;
+}
+
+/* On an AF_PACKET tap: it runs on the original, before the tap clones it. */
+SEC("socket")
+int lab_tap_filter(struct __sk_buff *ctx)
+{
+	lab_hook(ctx, LAB_HOOK_AF_PACKET, 0, 0);
+	return ctx->len;
+}
+
+/* A cls_bpf classifier (not direct-action) that matches test packets, for
+ * tc actions such as mirred to act on them: -1 selects the filter's class.
+ */
+SEC("tc")
+int lab_match(struct __sk_buff *ctx)
+{
+	return lab_packet_token(ctx) ? -1 : 0;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------ */
+
+SEC("fexit/skb_clone")
+int BPF_PROG(lab_on_clone, struct sk_buff *skb, gfp_t pri, struct sk_buff *ret)
+{
+	struct lab_record *r;
+	__u32 *pkt = lab_tracked(skb);
+	__u64 key = (__u64)(unsigned long)ret;
+	__u32 p;
+
+	if (!pkt || !ret)
+		return 0;
+	p = *pkt;
+	bpf_map_update_elem(&tracked, &key, &p, BPF_ANY);
+	r = lab_reserve(LAB_K_CLONE, ret);
+	if (!r)
+		return 0;
+	r->other = (__u64)(unsigned long)skb;
+	r->packet = p;
+	bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);
+	bpf_ringbuf_submit(r, 0);
+	return 0;
+}
+
+SEC("kprobe/skb_scrub_packet")
+int BPF_KPROBE(lab_on_scrub, struct sk_buff *skb, bool xnet)
+{
+	struct lab_record *r;
+	__u32 *pkt = lab_tracked(skb);
+
+	if (!pkt)
+		return 0;
+	r = lab_reserve(LAB_K_SCRUB, skb);
+	if (!r)
+		return 0;
+	r->packet = *pkt;
+	r->flags = xnet;
+	bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);
+	bpf_ringbuf_submit(r, 0);
+	return 0;
+}
+
+static __always_inline void lab_freed(void *ctx, struct sk_buff *skb)
+{
+	struct lab_record *r;
+	__u32 *pkt = lab_tracked(skb);
+	__u64 key = (__u64)(unsigned long)skb;
+
+	if (!pkt)
+		return;
+	r = lab_reserve(LAB_K_FREE, skb);
+	if (r) {
+		r->packet = *pkt;
+		bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);
+		bpf_ringbuf_submit(r, 0);
+	}
+	bpf_map_delete_elem(&tracked, &key);
+}
+
+/* Most frees release the head state (extensions included) first ... */
+SEC("kprobe/skb_release_head_state")
+int BPF_KPROBE(lab_on_release, struct sk_buff *skb)
+{
+	lab_freed(ctx, skb);
+	return 0;
+}
+
+/* ... stateless ones (a UDP socket's consumed skbs) go straight here. */
+SEC("kprobe/kfree_skbmem")
+int BPF_KPROBE(lab_on_kfree_skbmem, struct sk_buff *skb)
+{
+	lab_freed(ctx, skb);
+	return 0;
+}
+
+SEC("kprobe/bpf_skb_storage_free")
+int BPF_KPROBE(lab_on_storage_free, struct skb_ext_bpf_storage *ext)
+{
+	struct lab_record *r;
+
+	if (!BPF_CORE_READ(ext, storage))
+		return 0;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r)
+		return 0;
+	__builtin_memset(r, 0, sizeof(*r));
+	r->kind = LAB_K_STORAGE_FREE;
+	r->t_ns = bpf_ktime_get_ns();
+	r->cpu = bpf_get_smp_processor_id();
+	r->ext = (__u64)(unsigned long)ext;
+	bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);
+	bpf_ringbuf_submit(r, 0);
+	return 0;
+}
+
+static __always_inline void lab_stash_clean(struct sk_buff *skb, __u32 hook)
+{
+	__u64 key = (__u64)(unsigned long)skb;
+	struct lab_value *v = bpf_map_lookup_elem(&stash, &key);
+	struct lab_record *r;
+	__u32 val;
+
+	if (!v)
+		return;
+	val = v->token;
+	bpf_map_delete_elem(&stash, &key);
+	r = lab_reserve(LAB_K_STASH_CLEAN, skb);
+	if (!r)
+		return;
+	r->hook = hook;
+	r->packet = val;
+	r->value[2] = val;
+	bpf_ringbuf_submit(r, 0);
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(lab_stash_kfree, struct sk_buff *skb)
+{
+	lab_stash_clean(skb, LAB_HOOK_KFREE_SKB);
+	return 0;
+}
+
+SEC("tp_btf/consume_skb")
+int BPF_PROG(lab_stash_consume, struct sk_buff *skb)
+{
+	lab_stash_clean(skb, LAB_HOOK_CONSUME_SKB);
+	return 0;
+}

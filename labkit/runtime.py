@@ -1,0 +1,478 @@
+"""Realise a ``Scenario`` inside the lab VM and record what the kernel does.
+
+Runs as root in the guest (the lab tests call it directly; the host's
+``Lab.run_scenario`` reaches it through the guest worker). Every object a
+run creates is owned by one ``ExitStack`` and removed on the way out, on
+success, error or interrupt: namespaces (and with them their devices),
+cgroups, tc filters, sockets and the BPF object.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+import select
+import socket
+import time
+from contextlib import ExitStack, contextmanager
+
+from labkit import traffic
+from labkit.errors import LabError
+from labkit.events import EventLog, header
+from labkit.records import HOOK_IDS, POINT, ACTION, RECORD_SIZE, Record
+from labkit.scenario import SLOTS, Scenario, Sink, Tunnel, Veth
+
+PREFIX = "lk-"
+SO_ATTACH_BPF = 50
+ETH_P_ALL = 0x0003
+LIFECYCLE = ("lab_on_clone", "lab_on_scrub", "lab_on_release", "lab_on_kfree_skbmem", "lab_on_storage_free",
+             "lab_stash_kfree", "lab_stash_consume")
+QUIET_MS = 120       # the ring is drained until it stays empty this long
+SETTLE_LIMIT_S = 3.0
+
+
+class RunError(LabError):
+    """A scenario could not be realised or run in the VM."""
+
+
+def ns_name(short: str) -> str:
+    return PREFIX + short
+
+
+# ---- kernel symbols -------------------------------------------------------------------
+
+
+class Symbols:
+    """/proc/kallsyms, for naming the callers of skb_scrub_packet and skb_clone."""
+
+    _cache = None
+
+    def __init__(self):
+        addrs, names = [], []
+        with open("/proc/kallsyms") as fh:
+            for line in fh:
+                a, t, name = line.split()[:3]
+                if t in "tTwW":
+                    addrs.append(int(a, 16))
+                    names.append(name)
+        order = sorted(range(len(addrs)), key=addrs.__getitem__)
+        self.addrs = [addrs[i] for i in order]
+        self.names = [names[i] for i in order]
+
+    @classmethod
+    def get(cls):
+        if cls._cache is None:
+            cls._cache = cls()
+        return cls._cache
+
+    def name(self, addr: int) -> str:
+        i = bisect.bisect_right(self.addrs, addr) - 1
+        return self.names[i] if i >= 0 and self.addrs[i] else hex(addr)
+
+
+SKIP_FRAMES = ("skb_scrub_packet", "skb_clone", "kfree_skbmem", "skb_release_head_state", "skb_release_all",
+               "__skb_ext_put", "skb_ext_put", "bpf_", "__bpf", "kprobe", "ftrace", "arch_ftrace",
+               "fentry", "bpf_trampoline")
+
+
+def _callers(stack):
+    syms = Symbols.get()
+    names = [syms.name(a) for a in stack]
+    out = [n for n in names if not n.startswith(SKIP_FRAMES)]
+    return out
+
+
+# ---- records -> events --------------------------------------------------------------------
+
+
+def to_events(records: list[Record], tokens: list[int], netns_names: dict) -> list[dict]:
+    """Turn decoded lab_records into the log's events (see labkit.events)."""
+    number = {tok: i + 1 for i, tok in enumerate(tokens)}
+    t0 = records[0].t_ns if records else 0
+    events = []
+    blocks = {}  # skb->extensions -> the last event that had it
+    for r in records:
+        e = {"seq": len(events), "t_us": round((r.t_ns - t0) / 1000, 1), "kind": r.kind}
+        if r.kind == "storage_free":
+            # r.ext is the storage's chunk inside an extension block some
+            # skb pointed at: the nearest block below it.
+            below = [b for b in blocks if b <= r.ext < b + 256]
+            owner = blocks[max(below)] if below else None
+            callers = _callers(r.stack)
+            e.update({"packet": owner["packet"] if owner else None, "token": owner.get("token") if owner else None,
+                      "skb": owner["skb"] if owner else None, "where": callers[0] if callers else None,
+                      "stack": callers[:5]})
+            events.append(e)
+            continue
+        e.update({"packet": number.get(r.packet), "token": r.packet, "skb": hex(r.skb),
+                  "ifname": r.ifname or None, "ns": netns_names.get(r.netns), "mark": r.mark})
+        if r.kind == "hook":
+            e["hook"] = r.hook
+            e["maps"] = {slot: ({"state": r.state[i], "value": r.value[i]} if r.state[i] in ("present", "created")
+                                else {"state": r.state[i]}) for i, slot in enumerate(SLOTS)}
+            if r.hook == "after_clone":
+                e["clone_ret"] = r.flags - 1
+        elif r.kind == "clone":
+            e["parent"] = hex(r.other)
+            callers = _callers(r.stack)
+            e["where"] = callers[0] if callers else None
+            e["stack"] = callers[:5]
+        elif r.kind == "scrub":
+            e["xnet"] = bool(r.flags)
+            callers = _callers(r.stack)
+            e["where"] = callers[0] if callers else None
+            e["stack"] = callers[:5]
+        elif r.kind == "free":
+            callers = _callers(r.stack)
+            e["where"] = callers[0] if callers else None
+            e["stack"] = callers[:5]
+        elif r.kind == "stash_clean":
+            e["hook"] = r.hook
+        if r.ext:
+            blocks[r.ext] = e
+        events.append(e)
+    return events
+
+
+def series_id() -> str:
+    from labkit import kernel
+
+    h = hashlib.sha256()
+    for p in kernel.series():
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+# ---- realising a topology with pyroute2 ------------------------------------------------------
+
+
+class Built:
+    """What a realised topology knows: per namespace an IPRoute, inodes, ifindexes."""
+
+    def __init__(self):
+        self.ipr = {}      # short ns -> IPRoute in it
+        self.inode = {}    # short ns -> netns inode
+
+    def ifindex(self, ns, dev) -> int:
+        found = self.ipr[ns].link_lookup(ifname=dev)
+        if not found:
+            raise RunError(f"device {dev} does not exist in namespace {ns_name(ns)}",
+                           fix="check the scenario's device names (labkit show describes it)")
+        return found[0]
+
+    def mac(self, ns, dev) -> str:
+        link = self.ipr[ns].get_links(self.ifindex(ns, dev))[0]
+        return link.get("IFLA_ADDRESS")
+
+
+def _netlink(what, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # pyroute2 raises NetlinkError and friends
+        raise RunError(f"{what}: {exc}") from None
+
+
+def _remove_netns(name):
+    from pyroute2 import netns
+
+    try:
+        netns.remove(name)
+    except OSError:
+        pass
+
+
+def build_topology(st: ExitStack, scenario: Scenario) -> Built:
+    from pyroute2 import IPRoute
+
+    topo = scenario.topology
+    b = Built()
+    for ns in topo.netns:
+        name = ns_name(ns)
+        if os.path.exists(f"/run/netns/{name}"):
+            raise RunError(f"namespace {name} already exists (left by an earlier run?)",
+                           fix="run: labkit cleanup")
+        st.callback(_remove_netns, name)
+        ipr = _netlink(f"create namespace {name}", IPRoute, netns=name, flags=os.O_CREAT)
+        st.callback(ipr.close)
+        b.ipr[ns] = ipr
+        b.inode[ns] = os.stat(f"/run/netns/{name}").st_ino
+        _netlink("bring up lo", ipr.link, "set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+
+    def addr(ns, dev, cidr):
+        ip, plen = cidr.split("/")
+        _netlink(f"address {cidr} on {dev}", b.ipr[ns].addr, "add", index=b.ifindex(ns, dev), address=ip,
+                 prefixlen=int(plen))
+
+    def up(ns, dev):
+        _netlink(f"bring up {dev}", b.ipr[ns].link, "set", index=b.ifindex(ns, dev), state="up")
+
+    def neigh(ns, dev, ip, mac):
+        _netlink(f"neighbour {ip} on {dev}", b.ipr[ns].neigh, "replace", dst=ip, lladdr=mac,
+                 ifindex=b.ifindex(ns, dev), state=0x80)  # NUD_PERMANENT
+
+    for v in topo.veths:
+        peer = {"ifname": v.b}
+        if v.ns_b != v.ns_a:
+            peer["net_ns_fd"] = ns_name(v.ns_b)
+        _netlink(f"veth {v.a}/{v.b}", b.ipr[v.ns_a].link, "add", ifname=v.a, kind="veth", peer=peer)
+        for ns, dev, cidr in ((v.ns_a, v.a, v.addr_a), (v.ns_b, v.b, v.addr_b)):
+            if cidr:
+                addr(ns, dev, cidr)
+            up(ns, dev)
+        if v.addr_a and v.addr_b:  # no ARP in the way of the first packet
+            neigh(v.ns_a, v.a, v.addr_b.split("/")[0], b.mac(v.ns_b, v.b))
+            neigh(v.ns_b, v.b, v.addr_a.split("/")[0], b.mac(v.ns_a, v.a))
+    for t in topo.tunnels:
+        for ns, local, remote, cidr in ((t.ns_a, t.under_a, t.under_b, t.addr_a),
+                                        (t.ns_b, t.under_b, t.under_a, t.addr_b)):
+            spec = {"gre": dict(gre_local=local, gre_remote=remote, gre_ttl=64),
+                    "ipip": dict(ipip_local=local, ipip_remote=remote, ipip_ttl=64),
+                    "vxlan": dict(vxlan_id=t.vni, vxlan_local=local, vxlan_group=remote, vxlan_port=4789),
+                    "geneve": dict(geneve_id=t.vni, geneve_remote=remote)}[t.kind]
+            _netlink(f"{t.kind} tunnel {t.name} in {ns_name(ns)}", b.ipr[ns].link, "add", ifname=t.name,
+                     kind=t.kind, **spec)
+            addr(ns, t.name, cidr)
+            up(ns, t.name)
+        if t.kind in ("vxlan", "geneve"):
+            neigh(t.ns_a, t.name, t.addr_b.split("/")[0], b.mac(t.ns_b, t.name))
+            neigh(t.ns_b, t.name, t.addr_a.split("/")[0], b.mac(t.ns_a, t.name))
+    for s in topo.sinks:
+        _netlink(f"dummy {s.name}", b.ipr[s.ns].link, "add", ifname=s.name, kind="dummy")
+        up(s.ns, s.name)
+        if s.hold:
+            _netlink(f"plug qdisc on {s.name}", b.ipr[s.ns].tc, "add", "plug", index=b.ifindex(s.ns, s.name),
+                     limit=10000)
+    return b
+
+
+@contextmanager
+def in_netns(name):
+    from labkit.netns import NetNS
+
+    with NetNS(name).enter():
+        yield
+
+
+# ---- one run ------------------------------------------------------------------------------
+
+
+class Run:
+    """One scenario run: realise, attach, send, collect; then tear down."""
+
+    def __init__(self, scenario: Scenario, packets=None, *, obj_path=None):
+        self.scenario = scenario.validate()
+        self.packets = packets  # [(src ns, bytes)] built on the host, or None to build here
+        self.obj_path = obj_path
+        self.records = []
+
+    def _drain_until_quiet(self, ring, expect_more=True):
+        deadline = time.monotonic() + SETTLE_LIMIT_S
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            got = ring.drain(20)
+            if got:
+                quiet_since = time.monotonic()
+            elif (time.monotonic() - quiet_since) * 1000 >= QUIET_MS:
+                break
+
+    def execute(self) -> EventLog:
+        from labkit.bpfbuild import obj_path
+        from labkit.cgroup import Cgroup
+        from labkit.libbpf import BpfObject, RingBuffer
+
+        sc = self.scenario
+        packets = self.packets if self.packets is not None else build_packets(sc)
+        tokens = [traffic.token_of(p) for _, p in packets]
+        with ExitStack() as st:
+            obj = st.enter_context(BpfObject(self.obj_path or obj_path("observe")))
+            ring = obj.own(RingBuffer(obj.map("events")))
+            for prog in LIFECYCLE:
+                obj.own(obj.program(prog).attach())
+            built = build_topology(st, sc)
+            actions = obj.map("actions")
+            cgroup = None
+            for h in sc.hooks:
+                if h.at.startswith("tc/"):
+                    ifx = built.ifindex(h.ns, h.dev)
+                    prog = "lab_tc_ingress" if h.at == "tc/ingress" else "lab_tc_egress"
+                    with in_netns(ns_name(h.ns)):
+                        st.callback(obj.program(prog).attach_tc(ifx, ingress=h.at == "tc/ingress",
+                                                                priority=1).close)
+                elif h.at == "cgroup_skb/ingress" and cgroup is None:
+                    cgroup = st.enter_context(Cgroup())
+                    st.callback(obj.program("lab_cgroup_ingress").attach_cgroup(cgroup.path).close)
+                key = self._point(built, h)
+                if key is not None:
+                    actions.update(key, self._action(built, h))
+            for m in sc.mirrors:
+                self._mirror(st, obj, built, m)
+            socks = self._receivers(st, obj, built, cgroup)
+            taps = []
+            for t in sc.taps:
+                taps.append(self._tap(st, obj, t))
+            senders = {}
+            for src, data in packets:
+                if src not in senders:
+                    s = traffic.raw_sender(ns_name(src))
+                    st.callback(s.close)
+                    senders[src] = s
+                traffic.send(senders[src], data)
+                ring.drain(0)
+            self._drain_until_quiet(ring)
+            # Let go of what keeps clones alive, so their ends are in the log too.
+            for s in socks + taps:
+                _consume(s)
+            for s in taps:
+                s.close()
+            for sink in sc.topology.sinks:
+                if sink.hold:
+                    try:
+                        built.ipr[sink.ns].tc("del", "plug", index=built.ifindex(sink.ns, sink.name))
+                    except Exception:  # noqa: BLE001 - gone with its device is fine
+                        pass
+            self._drain_until_quiet(ring)
+            self.records = [Record.decode(r) for r in ring.records if len(r) >= RECORD_SIZE]
+            names = {ino: ns for ns, ino in built.inode.items()}
+            stash_left = _count(obj.map("stash"))
+        events = to_events(self.records, tokens, names)
+        head = header(sc, kernel=os.uname().release, series=series_id(), tokens=tokens, stash_left=stash_left)
+        return EventLog(events, head)
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _point(built, h):
+        if h.at.startswith("tc/"):
+            ifx = built.ifindex(h.ns, h.dev)
+        else:
+            return None  # cgroup and socket hooks only observe
+        return POINT.pack(built.inode[h.ns], ifx, HOOK_IDS[h.at])
+
+    @staticmethod
+    def _action(built, h):
+        write = sum(1 << SLOTS.index(s) for s in h.write)
+        delete = sum(1 << SLOTS.index(s) for s in h.delete)
+        clone = built.ifindex(h.ns, h.clone_to) if h.clone_to else 0
+        peer = built.ifindex(h.ns, h.redirect_peer) if h.redirect_peer else 0
+        return ACTION.pack(write, delete, h.mark, clone, peer, 0, 0, 0)
+
+    @staticmethod
+    def _mirror(st, obj, built, m):
+        ipr = built.ipr[m.ns]
+        ifx = built.ifindex(m.ns, m.dev)
+        parent = 0xFFFFFFF2 if m.ingress else 0xFFFFFFF3  # clsact ingress / egress
+        _netlink(f"mirred mirror on {m.dev}", ipr.tc, "add-filter", "bpf", index=ifx, handle=2, prio=2,
+                 parent=parent, fd=obj.program("lab_match").fd, name="lab_match", classid=1,
+                 action={"kind": "mirred", "direction": "egress", "action": "mirror",
+                         "ifindex": built.ifindex(m.ns, m.to)})
+
+    def _receivers(self, st, obj, built, cgroup):
+        """A socket on each destination (so the packet is delivered, and the
+        cgroup_skb and socket filter hooks have one to run on)."""
+        from pyroute2 import netns as prnetns
+
+        sc = self.scenario
+        addrs = sc.topology.addresses()
+        filters = {h.ns for h in sc.hooks if h.at == "socket_filter"}
+        socks, done = [], set()
+        for p in sc.packets:
+            ns, _ = addrs[p.dst]
+            key = (p.dst, p.proto, p.port)
+            if p.proto == "icmp" or key in done:
+                continue
+            done.add(key)
+            kind = socket.SOCK_DGRAM if p.proto == "udp" else socket.SOCK_STREAM
+            with (cgroup.member() if cgroup else _nothing()):
+                s = prnetns.create_socket(ns_name(ns), socket.AF_INET, kind, flags=0)
+            st.callback(s.close)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((p.dst, p.port))
+            if p.proto == "tcp":
+                s.listen(64)
+            if ns in filters:
+                s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, obj.program("lab_sock_filter").fd)
+            s.setblocking(False)
+            socks.append(s)
+        return socks
+
+    @staticmethod
+    def _tap(st, obj, t):
+        from pyroute2 import netns as prnetns
+
+        s = prnetns.create_socket(ns_name(t.ns), socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL),
+                                  flags=0)
+        st.callback(s.close)
+        s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, obj.program("lab_tap_filter").fd)
+        with in_netns(ns_name(t.ns)):
+            s.bind((t.dev, 0))
+        s.setblocking(False)
+        return s
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def _consume(s):
+    """Read (or accept) what a socket holds, without blocking."""
+    try:
+        while select.select([s], [], [], 0)[0]:
+            if s.type == socket.SOCK_STREAM:
+                c, _ = s.accept()
+                c.close()
+            else:
+                s.recv(65536)
+    except OSError:
+        pass
+
+
+def _count(m) -> int:
+    n, key = 0, None
+    while True:
+        try:
+            key = m.get_next_key(key, key_size=8)
+        except OSError:
+            return n
+        n += 1
+        if n > 100000:
+            return n
+
+
+def build_packets(scenario: Scenario) -> list:
+    """[(source ns, bytes)] for every packet of the scenario, with fresh tokens."""
+    out = []
+    for p in scenario.packets:
+        src = source_address(scenario, p)
+        for _ in range(p.count):
+            out.append((p.src, traffic.build(p.proto, src, p.dst, traffic.new_token(), size=p.size, port=p.port)))
+    return out
+
+
+def source_address(scenario: Scenario, p) -> str:
+    """The address in p.src on the destination's subnet (else any address there)."""
+    import ipaddress
+
+    mine = []
+    for v in scenario.topology.veths:
+        for ns, cidr in ((v.ns_a, v.addr_a), (v.ns_b, v.addr_b)):
+            if ns == p.src and cidr:
+                mine.append(cidr)
+    for t in scenario.topology.tunnels:
+        mine += [c for ns, c in ((t.ns_a, t.addr_a), (t.ns_b, t.addr_b)) if ns == p.src]
+    for cidr in mine:
+        if ipaddress.IPv4Address(p.dst) in ipaddress.IPv4Interface(cidr).network:
+            return cidr.split("/")[0]
+    if mine:
+        return mine[0].split("/")[0]
+    return "127.0.0.1"
+
+
+def run(scenario: Scenario, packets=None) -> EventLog:
+    """Run scenario once in this (guest) kernel and return its EventLog.
+
+    An interrupt (KeyboardInterrupt) during the run tears the topology down
+    before it goes on.
+    """
+    return Run(scenario, packets).execute()

@@ -1,0 +1,25 @@
+"""basic: storage created at tc ingress, read at cgroup_skb ingress and by
+a socket filter on the receiving socket: all three see the same skb."""
+
+from labkit.events import at
+from labkit.scenario import Hook, Packet, Scenario
+
+from ._common import B_IP, pair
+
+PARAMS = {"proto": ("udp", "tcp")}
+
+
+def build(proto="udp"):
+    return Scenario(
+        name="basic",
+        description="tc ingress writes; cgroup_skb ingress and a socket filter read",
+        topology=pair(),
+        hooks=(Hook("tc/ingress", "b", "lk-b0", write=("storage_a",)),
+               Hook("cgroup_skb/ingress", "b"),
+               Hook("socket_filter", "b")),
+        packets=(Packet("a", B_IP, proto=proto, count=2),),
+        expect=(at("tc/ingress", "lk-b0", storage_a="created"),
+                at("cgroup_skb/ingress", storage_a="present", same_skb=True),
+                at("socket_filter", storage_a="present", same_skb=True)),
+        params={"proto": proto},
+    ).validate()
