@@ -151,7 +151,7 @@ static __always_inline int lab_hook(struct __sk_buff *ctx, __u32 hook, int tc, i
 	key = (__u64)(unsigned long)skb;
 	bpf_map_update_elem(&tracked, &key, &tok, BPF_ANY);
 
-	pt.ifindex = ctx->ifindex;
+	pt.ifindex = tc ? ctx->ifindex : 0; /* socket-side hooks: one action per namespace */
 	pt.hook = hook;
 	{
 		struct net_device *dev = BPF_CORE_READ(skb, dev);
@@ -243,6 +243,30 @@ int lab_match(struct __sk_buff *ctx)
 
 /* ---- lifecycle ------------------------------------------------------------------ */
 
+/* The stack of a BPF trampoline does not unwind to the caller, so the
+ * kprobe at skb_clone's entry keeps the callers for the fexit below.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64[LAB_STACK]);
+} clone_stack SEC(".maps");
+
+SEC("kprobe/skb_clone")
+int BPF_KPROBE(lab_on_clone_entry, struct sk_buff *skb)
+{
+	__u32 zero = 0;
+	__u64 *st;
+
+	if (!lab_tracked(skb))
+		return 0;
+	st = bpf_map_lookup_elem(&clone_stack, &zero);
+	if (st)
+		bpf_get_stack(ctx, st, sizeof(__u64) * LAB_STACK, 0);
+	return 0;
+}
+
 SEC("fexit/skb_clone")
 int BPF_PROG(lab_on_clone, struct sk_buff *skb, gfp_t pri, struct sk_buff *ret)
 {
@@ -260,7 +284,15 @@ int BPF_PROG(lab_on_clone, struct sk_buff *skb, gfp_t pri, struct sk_buff *ret)
 		return 0;
 	r->other = (__u64)(unsigned long)skb;
 	r->packet = p;
-	bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);
+	{
+		__u32 zero = 0;
+		__u64 *st = bpf_map_lookup_elem(&clone_stack, &zero);
+
+		if (st) {
+			__builtin_memcpy(r->stack, st, sizeof(r->stack));
+			__builtin_memset(st, 0, sizeof(__u64) * LAB_STACK);
+		}
+	}
 	bpf_ringbuf_submit(r, 0);
 	return 0;
 }

@@ -26,7 +26,7 @@ from labkit.scenario import SLOTS, Scenario, Sink, Tunnel, Veth
 PREFIX = "lk-"
 SO_ATTACH_BPF = 50
 ETH_P_ALL = 0x0003
-LIFECYCLE = ("lab_on_clone", "lab_on_scrub", "lab_on_release", "lab_on_kfree_skbmem", "lab_on_storage_free",
+LIFECYCLE = ("lab_on_clone_entry", "lab_on_clone", "lab_on_scrub", "lab_on_release", "lab_on_kfree_skbmem", "lab_on_storage_free",
              "lab_stash_kfree", "lab_stash_consume")
 QUIET_MS = 120       # the ring is drained until it stays empty this long
 SETTLE_LIMIT_S = 3.0
@@ -59,6 +59,8 @@ class Symbols:
         order = sorted(range(len(addrs)), key=addrs.__getitem__)
         self.addrs = [addrs[i] for i in order]
         self.names = [names[i] for i in order]
+        end = [a for a, n in zip(addrs, names) if n == "_etext"]
+        self.etext = end[0] if end else None
 
     @classmethod
     def get(cls):
@@ -67,13 +69,15 @@ class Symbols:
         return cls._cache
 
     def name(self, addr: int) -> str:
+        if self.etext and addr >= self.etext and addr < self.etext + (1 << 30):
+            return "bpf_jit"  # past the kernel's text: a BPF program or trampoline
         i = bisect.bisect_right(self.addrs, addr) - 1
         return self.names[i] if i >= 0 and self.addrs[i] else hex(addr)
 
 
 SKIP_FRAMES = ("skb_scrub_packet", "skb_clone", "kfree_skbmem", "skb_release_head_state", "skb_release_all",
-               "__skb_ext_put", "skb_ext_put", "bpf_", "__bpf", "kprobe", "ftrace", "arch_ftrace",
-               "fentry", "bpf_trampoline")
+               "__skb_ext_put", "skb_ext_put", "bpf_skb_storage_free", "bpf_jit", "bpf_trampoline", "bpf_prog",
+               "__bpf_prog", "kprobe", "ftrace", "arch_ftrace", "fentry")
 
 
 def _callers(stack):
@@ -237,6 +241,8 @@ def build_topology(st: ExitStack, scenario: Scenario) -> Built:
         if t.kind in ("vxlan", "geneve"):
             neigh(t.ns_a, t.name, t.addr_b.split("/")[0], b.mac(t.ns_b, t.name))
             neigh(t.ns_b, t.name, t.addr_a.split("/")[0], b.mac(t.ns_a, t.name))
+    for n in topo.neighbours:
+        neigh(n.ns, n.dev, n.ip, b.mac(n.mac_ns, n.mac_dev))
     for s in topo.sinks:
         _netlink(f"dummy {s.name}", b.ipr[s.ns].link, "add", ifname=s.name, kind="dummy")
         up(s.ns, s.name)
@@ -312,12 +318,18 @@ class Run:
             for t in sc.taps:
                 taps.append(self._tap(st, obj, t))
             senders = {}
-            for src, data in packets:
-                if src not in senders:
-                    s = traffic.raw_sender(ns_name(src))
+            for (src, data), p in zip(packets, self._packet_specs()):
+                via = p.via
+                if (src, via) not in senders:
+                    s = traffic.raw_sender(ns_name(src)) if not via else self._frame_sender(st, built, src, via)
                     st.callback(s.close)
-                    senders[src] = s
-                traffic.send(senders[src], data)
+                    senders[(src, via)] = s
+                if via:
+                    ns, dev = sc.topology.addresses()[p.dst]
+                    frame = traffic.ether(built.mac(ns, dev), built.mac(src, via), data)
+                    senders[(src, via)].send(frame)
+                else:
+                    traffic.send(senders[(src, via)], data)
                 ring.drain(0)
             self._drain_until_quiet(ring)
             # Let go of what keeps clones alive, so their ends are in the log too.
@@ -341,12 +353,22 @@ class Run:
 
     # -- pieces ---------------------------------------------------------------------------
 
+    def _packet_specs(self):
+        return [p for p in self.scenario.packets for _ in range(p.count)]
+
+    @staticmethod
+    def _frame_sender(st, built, ns, dev):
+        from pyroute2 import netns as prnetns
+
+        s = prnetns.create_socket(ns_name(ns), socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL),
+                                  flags=0)
+        with in_netns(ns_name(ns)):
+            s.bind((dev, 0))
+        return s
+
     @staticmethod
     def _point(built, h):
-        if h.at.startswith("tc/"):
-            ifx = built.ifindex(h.ns, h.dev)
-        else:
-            return None  # cgroup and socket hooks only observe
+        ifx = built.ifindex(h.ns, h.dev) if h.at.startswith("tc/") else 0
         return POINT.pack(built.inode[h.ns], ifx, HOOK_IDS[h.at])
 
     @staticmethod
@@ -444,7 +466,7 @@ def build_packets(scenario: Scenario) -> list:
     """[(source ns, bytes)] for every packet of the scenario, with fresh tokens."""
     out = []
     for p in scenario.packets:
-        src = source_address(scenario, p)
+        src = p.src_ip or source_address(scenario, p)
         for _ in range(p.count):
             out.append((p.src, traffic.build(p.proto, src, p.dst, traffic.new_token(), size=p.size, port=p.port)))
     return out

@@ -125,6 +125,19 @@ class Packet:
     size: int = 32
     port: int = 7000
     count: int = 1
+    via: str | None = None     # send as an Ethernet frame out of this device (AF_PACKET)
+    src_ip: str | None = None  # source address (default: src's address on dst's subnet)
+
+
+@dataclass(frozen=True)
+class Neigh:
+    """A static neighbour: in ns, on dev, ip is at the MAC of mac_dev in mac_ns."""
+
+    ns: str
+    dev: str
+    ip: str
+    mac_ns: str
+    mac_dev: str
 
 
 @dataclass
@@ -133,6 +146,7 @@ class Topology:
     veths: tuple = ()
     tunnels: tuple = ()
     sinks: tuple = ()
+    neighbours: tuple = ()
 
     def devices(self) -> dict:
         """(ns, device name) -> what makes it."""
@@ -243,6 +257,12 @@ class Scenario:
             seen.add((s.ns, s.name))
 
         devices = topo.devices()
+        for n in topo.neighbours:
+            check_addr(n.ip, "neighbour", prefix=False)
+            for ns, dev in ((n.ns, n.dev), (n.mac_ns, n.mac_dev)):
+                known_ns(ns, "neighbour")
+                if (ns, dev) not in devices:
+                    _bad(f"scenario {self.name}: neighbour names device {dev!r}, which {ns} does not have")
 
         def known_dev(ns, dev, what):
             known_ns(ns, what)
@@ -292,6 +312,10 @@ class Scenario:
                 _bad(f"scenario {self.name}: packet size {p.size} out of range", "use 8 to 1400 bytes of payload")
             if not 1 <= p.count <= 1000:
                 _bad(f"scenario {self.name}: packet count {p.count} out of range", "send 1 to 1000 packets")
+            if p.via and (p.src, p.via) not in devices:
+                _bad(f"scenario {self.name}: packet sent via {p.via!r}, which namespace {p.src} does not have")
+            if p.src_ip:
+                check_addr(p.src_ip, "packet source", prefix=False)
             if p.dst not in addrs:
                 _bad(f"scenario {self.name}: no device has the destination address {p.dst}",
                      f"addresses: {', '.join(sorted(addrs))}")
@@ -332,7 +356,8 @@ class Scenario:
         for t in self.taps:
             lines.append(f"  AF_PACKET tap on {t.dev} in {t.ns}")
         for p in self.packets:
-            lines.append(f"  send {p.count} x {p.proto} ({p.size} bytes) from {p.src} to {p.dst}")
+            via = f" out of {p.via}" if p.via else ""
+            lines.append(f"  send {p.count} x {p.proto} ({p.size} bytes) from {p.src}{via} to {p.dst}")
         return "\n".join(lines)
 
     # -- JSON ------------------------------------------------------------------------
@@ -357,7 +382,8 @@ class Scenario:
 
         t = d.get("topology") or {}
         topo = Topology(netns=tuple(t.get("netns", ())), veths=build(Veth, t.get("veths")),
-                        tunnels=build(Tunnel, t.get("tunnels")), sinks=build(Sink, t.get("sinks")))
+                        tunnels=build(Tunnel, t.get("tunnels")), sinks=build(Sink, t.get("sinks")),
+                        neighbours=build(Neigh, t.get("neighbours")))
         return cls(name=d["name"], description=d.get("description", ""), topology=topo,
                    hooks=build(Hook, d.get("hooks")), packets=build(Packet, d.get("packets")),
                    mirrors=build(Mirror, d.get("mirrors")), taps=build(Tap, d.get("taps")),

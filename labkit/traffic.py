@@ -67,6 +67,11 @@ def raw_sender(netns: str | None) -> socket.socket:
     return prnetns.create_socket(netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW, flags=0)
 
 
+def ether(dst_mac: str, src_mac: str, packet: bytes) -> bytes:
+    """An Ethernet frame around an IPv4 packet."""
+    return bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x00" + packet
+
+
 def send(sock: socket.socket, packet: bytes) -> None:
     dst = socket.inet_ntoa(packet[16:20])
     sock.sendto(packet, (dst, 0))

@@ -34,15 +34,13 @@ def get(name: str, **params):
 
 
 def variants():
-    """(name, params) for every scenario and each value of its main parameter."""
+    """(name, params) for every scenario and every combination of its parameters."""
+    import itertools
+
     out = []
     for name in NAMES:
-        mod = module(name)
-        params = getattr(mod, "PARAMS", {})
-        if not params:
-            out.append((name, {}))
-            continue
-        first = next(iter(params))
-        for value in params[first]:
-            out.append((name, {first: value}))
+        params = getattr(module(name), "PARAMS", {})
+        keys = list(params)
+        for combo in itertools.product(*(params[k] for k in keys)):
+            out.append((name, dict(zip(keys, combo))))
     return out
