@@ -139,6 +139,63 @@ def to_events(records: list[Record], tokens: list[int], netns_names: dict) -> li
     return events
 
 
+# ---- the observer object ---------------------------------------------------------------
+
+_warm = None  # (path, BpfObject, RingBuffer) kept loaded by a long-lived worker
+KEEP_LOADED = False
+
+
+def observer(st: ExitStack, path):
+    """The observer object and its ring buffer, with empty maps.
+
+    With KEEP_LOADED (the worker sets it) the object and its lifecycle
+    programs stay loaded between runs: loading and verifying it is the
+    slowest step of a run under TCG. Otherwise it goes with st.
+    """
+    global _warm
+    from labkit.libbpf import BpfObject, RingBuffer
+
+    if KEEP_LOADED and _warm and _warm[0] == str(path):
+        _, obj, ring = _warm
+        ring.drain(0)
+        for name in ("actions", "tracked", "stash"):
+            _clear(obj.map(name))
+        ring.drain(0)
+        del ring.records[:]
+        return obj, ring
+    obj = BpfObject(path)
+    try:
+        ring = obj.own(RingBuffer(obj.map("events")))
+        for prog in LIFECYCLE:
+            obj.own(obj.program(prog).attach())
+    except BaseException:
+        obj.close()
+        raise
+    if KEEP_LOADED:
+        if _warm:
+            _warm[1].close()
+        _warm = (str(path), obj, ring)
+    else:
+        st.enter_context(obj)
+    return obj, ring
+
+
+def _clear(m):
+    key_size = {"actions": 12}.get(m.name, 8)
+    keys, key = [], None
+    while True:
+        try:
+            key = m.get_next_key(key, key_size=key_size)
+        except OSError:
+            break
+        keys.append(key)
+    for k in keys:
+        try:
+            m.delete(k)
+        except OSError:
+            pass
+
+
 def series_id() -> str:
     from labkit import kernel
 
@@ -271,6 +328,13 @@ class Run:
         self.packets = packets  # [(src ns, bytes)] built on the host, or None to build here
         self.obj_path = obj_path
         self.records = []
+        self.timings = {}
+        self._t = time.monotonic()
+
+    def _lap(self, what):
+        now = time.monotonic()
+        self.timings[what] = round(now - self._t, 3)
+        self._t = now
 
     def _drain_until_quiet(self, ring, expect_more=True):
         deadline = time.monotonic() + SETTLE_LIMIT_S
@@ -285,17 +349,14 @@ class Run:
     def execute(self) -> EventLog:
         from labkit.bpfbuild import obj_path
         from labkit.cgroup import Cgroup
-        from labkit.libbpf import BpfObject, RingBuffer
-
         sc = self.scenario
         packets = self.packets if self.packets is not None else build_packets(sc)
         tokens = [traffic.token_of(p) for _, p in packets]
         with ExitStack() as st:
-            obj = st.enter_context(BpfObject(self.obj_path or obj_path("observe")))
-            ring = obj.own(RingBuffer(obj.map("events")))
-            for prog in LIFECYCLE:
-                obj.own(obj.program(prog).attach())
+            obj, ring = observer(st, self.obj_path or obj_path("observe"))
+            self._lap("load")
             built = build_topology(st, sc)
+            self._lap("topology")
             actions = obj.map("actions")
             cgroup = None
             for h in sc.hooks:
@@ -317,6 +378,7 @@ class Run:
             taps = []
             for t in sc.taps:
                 taps.append(self._tap(st, obj, t))
+            self._lap("hooks")
             senders = {}
             for (src, data), p in zip(packets, self._packet_specs()):
                 via = p.via
@@ -331,7 +393,9 @@ class Run:
                 else:
                     traffic.send(senders[(src, via)], data)
                 ring.drain(0)
+            self._lap("send")
             self._drain_until_quiet(ring)
+            self._lap("settle")
             # Let go of what keeps clones alive, so their ends are in the log too.
             for s in socks + taps:
                 _consume(s)
@@ -344,11 +408,14 @@ class Run:
                     except Exception:  # noqa: BLE001 - gone with its device is fine
                         pass
             self._drain_until_quiet(ring)
+            self._lap("release")
             self.records = [Record.decode(r) for r in ring.records if len(r) >= RECORD_SIZE]
             names = {ino: ns for ns, ino in built.inode.items()}
             stash_left = _count(obj.map("stash"))
+        self._lap("teardown")
         events = to_events(self.records, tokens, names)
-        head = header(sc, kernel=os.uname().release, series=series_id(), tokens=tokens, stash_left=stash_left)
+        head = header(sc, kernel=os.uname().release, series=series_id(), tokens=tokens, stash_left=stash_left,
+                      timings=self.timings)
         return EventLog(events, head)
 
     # -- pieces ---------------------------------------------------------------------------

@@ -6,6 +6,9 @@ host over the virtio-serial port named ``labkit.0``:
 host -> guest
     ``{"op": "run", "id": N, "argv": [...], "cwd": "/path", "env": {...}, "bind": ["/path", ...]}``
     ``{"op": "kill", "id": N}``     kill the command's process group
+    ``{"op": "input", "id": N, "data": text}``  write to the stdin of a command
+                                     started with ``"stdin": true``
+    ``{"op": "signal", "id": N, "sig": S}``     send signal S to the command
     ``{"op": "ping"}``               answered with ``{"ev": "pong"}``
     ``{"op": "reboot"}``             sync and stop the VM (QEMU runs with -no-reboot)
 guest -> host
@@ -81,6 +84,22 @@ class Agent:
                     os.killpg(proc["pid"], signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        elif op == "input":
+            proc = self.procs.get(msg.get("id"))
+            if proc and proc.get("stdin") is not None:
+                data = msg.get("data", "").encode()
+                try:
+                    while data:
+                        data = data[os.write(proc["stdin"], data):]
+                except OSError:
+                    pass
+        elif op == "signal":
+            proc = self.procs.get(msg.get("id"))
+            if proc:
+                try:
+                    os.kill(proc["pid"], int(msg.get("sig", signal.SIGINT)))
+                except ProcessLookupError:
+                    pass
         elif op == "ping":
             self.send({"ev": "pong", "id": msg.get("id")})
         elif op == "reboot":
@@ -125,16 +144,17 @@ class Agent:
             self.ensure_writable(path)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        in_r, in_w = os.pipe() if msg.get("stdin") else (None, None)
         pid = os.fork()
         if pid == 0:  # child
             try:
                 os.setsid()
                 null = os.open("/dev/null", os.O_RDONLY)
-                os.dup2(null, 0)
+                os.dup2(in_r if in_r is not None else null, 0)
                 os.dup2(out_w, 1)
                 os.dup2(err_w, 2)
-                for fd in (null, out_r, out_w, err_r, err_w, self.fd):
-                    if fd > 2:
+                for fd in (null, out_r, out_w, err_r, err_w, in_r, in_w, self.fd):
+                    if fd is not None and fd > 2:
                         os.close(fd)
                 os.chdir(msg.get("cwd") or "/")
                 env = dict(msg.get("env") or {})
@@ -146,7 +166,9 @@ class Agent:
                     os._exit(127)
         os.close(out_w)
         os.close(err_w)
-        self.procs[cid] = {"pid": pid, "fds": {out_r: 1, err_r: 2}}
+        if in_r is not None:
+            os.close(in_r)
+        self.procs[cid] = {"pid": pid, "fds": {out_r: 1, err_r: 2}, "stdin": in_w}
         self.fd_owner[out_r] = cid
         self.fd_owner[err_r] = cid
 
@@ -171,6 +193,8 @@ class Agent:
             code = os.waitstatus_to_exitcode(status)
             if code < 0:
                 code = 128 - code
+            if proc.get("stdin") is not None:
+                os.close(proc["stdin"])
             del self.procs[cid]
             self.send({"ev": "exit", "id": cid, "code": code})
 

@@ -1,0 +1,116 @@
+"""The scenario worker: a long-lived process in the lab VM.
+
+Started by ``labkit.session.Session`` through the agent, it imports what
+scenario runs need once (pyroute2, libbpf, the runtime; that alone takes
+seconds under TCG) and then serves requests, one JSON line each on stdin,
+answering one JSON line each on stdout:
+
+``{"id": N, "op": "run", "scenario": {...}, "packets": [[ns, base64], ...]}``
+    -> ``{"id": N, "ok": true, "log": "<EventLog as JSON lines>"}``
+``{"id": N, "op": "state"}``
+    -> what the lab holds in the guest now (namespaces, links, cgroups,
+       pins, tc filters), the worker's open fds and the guest's memory
+``{"id": N, "op": "cleanup"}``
+    -> sweep what lab runs left behind
+
+A failure answers ``{"ok": false, "error": one line, "details": ..., "kind":
+...}``. SIGINT interrupts the run in progress: the run tears down what it
+built and the worker answers ``kind: interrupted`` and goes on serving.
+"""
+
+import base64
+import json
+import os
+import sys
+import time
+import traceback
+
+T0 = time.monotonic()
+
+
+def emit(msg):
+    sys.stdout.write(json.dumps(msg) + "\n")
+    sys.stdout.flush()
+
+
+def state():
+    from labkit.cgroup import lab_cgroups
+    from labkit.netns import lab_namespaces, sh
+
+    links = [ln.split(":")[1].strip().split("@")[0] for ln in sh("ip", "-o", "link", "show", check=False).splitlines()]
+    mem = {}
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            k, v = line.split(":")
+            mem[k] = int(v.split()[0])
+    with open("/proc/self/status") as fh:
+        rss = next(int(ln.split()[1]) for ln in fh if ln.startswith("VmRSS:"))
+    return {"netns": lab_namespaces(), "links": [n for n in links if n.startswith("lk")],
+            "cgroups": lab_cgroups(), "pins": sorted(p for p in os.listdir("/sys/fs/bpf") if p.startswith("lk")),
+            "tc_root": sh("tc", "filter", "show", "dev", "lo", "ingress", check=False).strip(),
+            "fds": len(os.listdir("/proc/self/fd")), "rss_kb": rss,
+            "mem_used_kb": mem["MemTotal"] - mem["MemAvailable"]}
+
+
+def handle(req):
+    op = req.get("op")
+    if op == "run":
+        from labkit import runtime
+        from labkit.scenario import Scenario
+
+        sc = Scenario.from_dict(req["scenario"])
+        packets = [(ns, base64.b64decode(b)) for ns, b in req["packets"]] if req.get("packets") else None
+        log = runtime.run(sc, packets)
+        return {"ok": True, "log": log.dumps()}
+    if op == "state":
+        return {"ok": True, "state": state()}
+    if op == "cleanup":
+        from labkit.cleanup import guest_sweep
+
+        return {"ok": True, "done": guest_sweep()}
+    return {"ok": False, "error": f"unknown request {op!r}", "kind": "protocol"}
+
+
+def main():
+    from labkit.errors import LabError
+
+    # Warm up what every run needs, then clear what a killed worker left.
+    import pyroute2  # noqa: F401
+    from labkit import runtime  # noqa: F401
+    from labkit.cleanup import guest_sweep
+    from labkit.libbpf import lib
+
+    lib()
+    runtime.Symbols.get()
+    runtime.KEEP_LOADED = True
+    swept = [d for d in guest_sweep() if d != "nothing to clean"]
+    emit({"ready": True, "pid": os.getpid(), "start_s": round(time.monotonic() - T0, 2), "swept": swept})
+    while True:
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            continue
+        if not line:
+            return
+        if not line.strip():
+            continue
+        req = {}
+        try:
+            req = json.loads(line)
+            resp = handle(req)
+        except KeyboardInterrupt:
+            resp = {"ok": False, "kind": "interrupted", "error": "interrupted; the run's namespaces, links, "
+                    "tc hooks and programs were removed"}
+        except LabError as exc:
+            resp = {"ok": False, "kind": type(exc).__name__, "error": exc.headline(), "details": exc.details}
+        except Exception as exc:  # noqa: BLE001 - report, keep serving
+            resp = {"ok": False, "kind": "internal", "error": f"{type(exc).__name__}: {exc}",
+                    "details": traceback.format_exc()}
+        try:
+            emit({"id": req.get("id"), **resp})
+        except KeyboardInterrupt:
+            emit({"id": req.get("id"), **resp})
+
+
+if __name__ == "__main__":
+    main()
