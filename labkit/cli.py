@@ -7,6 +7,9 @@
     labkit bpf load OBJ           (in the VM) load an object, show verifier errors
     labkit vm run -- CMD ...      run CMD as root in the lab VM, in this directory
     labkit vm start|stop|status   keep one lab VM running for `vm run` to reuse
+    labkit scenario list|describe NAME   the scenario library, without a VM
+    labkit record NAME [--param k=v] -o FILE   run a scenario in the lab VM, save its event log
+    labkit show FILE [--packet N]  a recorded event log as a text timeline
     labkit demo                   boot the VM, run doctor and one storage program
     labkit cleanup                stop lab VMs and remove what they left behind
 
@@ -37,6 +40,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write("labkit: interrupted; the lab VM it started was stopped\n")
         return 130
+    except BrokenPipeError:
+        return 0
 
 
 def _parser():
@@ -44,6 +49,7 @@ def _parser():
     sub = p.add_subparsers()
 
     d = sub.add_parser("doctor", help="check the machine")
+    d.add_argument("--vm", action="store_true", help="also boot the lab VM and start its scenario worker")
     d.add_argument("--no-probe", action="store_true", help="do not probe-boot under KVM")
     d.set_defaults(func=cmd_doctor)
 
@@ -72,6 +78,25 @@ def _parser():
     v.add_parser("stop", help="stop the lab VM that stays up").set_defaults(func=cmd_vm_stop)
     v.add_parser("status", help="is a lab VM up").set_defaults(func=cmd_vm_status)
 
+    sc = sub.add_parser("scenario", help="the scenario library").add_subparsers()
+    sc.add_parser("list", help="list scenarios and their parameters").set_defaults(func=cmd_scenario_list)
+    sd = sc.add_parser("describe", help="describe a scenario (no VM needed)")
+    sd.add_argument("name")
+    sd.add_argument("--param", "-p", action="append", default=[], metavar="K=V")
+    sd.set_defaults(func=cmd_scenario_describe)
+
+    rec = sub.add_parser("record", help="run a scenario in the lab VM and save its event log")
+    rec.add_argument("name")
+    rec.add_argument("--param", "-p", action="append", default=[], metavar="K=V")
+    rec.add_argument("-o", "--output", required=True, help="the .jsonl file to write")
+    rec.add_argument("--timeout", type=float, default=60.0)
+    rec.set_defaults(func=cmd_record)
+
+    sh = sub.add_parser("show", help="print a recorded event log as a timeline")
+    sh.add_argument("file")
+    sh.add_argument("--packet", type=int, default=None)
+    sh.set_defaults(func=cmd_show)
+
     sub.add_parser("demo", help="boot the lab VM, run doctor and one storage program").set_defaults(func=cmd_demo)
     sub.add_parser("cleanup", help="stop lab VMs and remove leftovers").set_defaults(func=cmd_cleanup)
     return p
@@ -84,8 +109,37 @@ def cmd_doctor(args):
         checks = preflight.guest_checks()
     else:
         checks = preflight.host_checks(probe_kvm=not args.no_probe)
+        if getattr(args, "vm", False) and all(c.ok for c in checks):
+            checks.append(_agent_check())
     print(preflight.report(checks))
     return 0 if all(c.ok for c in checks) else 1
+
+
+def _agent_check():
+    """Boot (or reach) the lab VM, start the scenario worker, time both."""
+    from labkit import vm
+    from labkit.preflight import Check
+    from labkit.session import Session
+
+    try:
+        with vm.persistent_lock():
+            lab, reused = vm.open_lab()
+            t0 = time.monotonic()
+            s = Session(lab)
+            try:
+                s.start()
+                boot = "reused the running VM" if reused else f"booted in {lab.boot_seconds:.1f}s"
+                detail = (f"{boot}; scenario worker ready in {time.monotonic() - t0:.1f}s "
+                          f"(its imports {s.ready.get('start_s')}s)")
+            finally:
+                s.close()
+                if not reused:
+                    lab.close()
+                elif lab.chan:
+                    lab.chan.close()
+        return Check("lab VM agent", True, detail)
+    except LabError as exc:
+        return Check("lab VM agent", False, exc.message, exc.fix)
 
 
 def cmd_kernel_build(args):
@@ -184,6 +238,77 @@ def cmd_demo(args):
     from labkit import demo
 
     return demo.run()
+
+
+def _params(pairs):
+    out = {}
+    for kv in pairs:
+        if "=" not in kv:
+            raise LabError(f"--param {kv!r} is not K=V", fix="write it like --param kind=gre")
+        k, v = kv.split("=", 1)
+        out[k] = v
+    return out
+
+
+def cmd_scenario_list(args):
+    from labkit import scenarios
+
+    for name in scenarios.NAMES:
+        mod = scenarios.module(name)
+        params = " ".join(f"{k}={'|'.join(map(str, v))}" for k, v in getattr(mod, "PARAMS", {}).items())
+        first = (mod.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:<16} {params}\n    {first}")
+
+
+def cmd_scenario_describe(args):
+    from labkit import scenarios
+
+    print(scenarios.get(args.name, **_params(args.param)).describe())
+
+
+def cmd_record(args):
+    from labkit import paths, scenarios
+    from labkit.events import ExpectationError, expect
+
+    sc = scenarios.get(args.name, **_params(args.param))
+    t0 = time.monotonic()
+    if paths.in_guest():
+        from labkit import runtime
+
+        log = runtime.run(sc)
+    else:
+        from labkit import vm
+        from labkit.session import Session
+
+        with vm.persistent_lock():
+            lab, reused = vm.open_lab()
+            if not reused:
+                sys.stderr.write("booting the lab VM (labkit vm start keeps one up between commands)\n")
+            try:
+                with Session(lab) as s:
+                    log = s.run(sc, timeout=args.timeout)
+            finally:
+                if not reused:
+                    lab.close()
+                elif lab.chan:
+                    lab.chan.close()
+    path = log.save(args.output)
+    print(log.timeline())
+    sys.stderr.write(f"{len(log)} events from {len(log.packets())} packets in {time.monotonic() - t0:.1f}s, "
+                     f"saved to {path}\n")
+    try:
+        for p in log.packets():
+            expect(log, sc.expect, packet=p)
+    except ExpectationError as exc:
+        sys.stderr.write(f"labkit: the kernel did not take the scenario's expected path: {exc}\n")
+        return 1
+    return 0
+
+
+def cmd_show(args):
+    from labkit.events import EventLog
+
+    print(EventLog.load(args.file).timeline(packet=args.packet))
 
 
 def cmd_cleanup(args):

@@ -374,6 +374,8 @@ class Run:
                     actions.update(key, self._action(built, h))
             for m in sc.mirrors:
                 self._mirror(st, obj, built, m)
+            for a in sc.attach:
+                cgroup = self._attach_own(st, built, a, cgroup)
             socks = self._receivers(st, obj, built, cgroup)
             taps = []
             for t in sc.taps:
@@ -445,6 +447,23 @@ class Run:
         clone = built.ifindex(h.ns, h.clone_to) if h.clone_to else 0
         peer = built.ifindex(h.ns, h.redirect_peer) if h.redirect_peer else 0
         return ACTION.pack(write, delete, h.mark, clone, peer, 0, 0, 0)
+
+    @staticmethod
+    def _attach_own(st, built, a, cgroup):
+        """Load and attach a program of the user's; a verifier reject raises VerifierError."""
+        from labkit.cgroup import Cgroup
+        from labkit.libbpf import BpfObject
+
+        own = st.enter_context(BpfObject(a.obj, programs=[a.prog]))
+        if a.at.startswith("tc/"):
+            ifx = built.ifindex(a.ns, a.dev)
+            with in_netns(ns_name(a.ns)):
+                st.callback(own.program(a.prog).attach_tc(ifx, ingress=a.at == "tc/ingress", priority=2).close)
+        else:
+            if cgroup is None:
+                cgroup = st.enter_context(Cgroup())
+            st.callback(own.program(a.prog).attach_cgroup(cgroup.path).close)
+        return cgroup
 
     @staticmethod
     def _mirror(st, obj, built, m):

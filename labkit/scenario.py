@@ -116,6 +116,18 @@ class Hook:
 
 
 @dataclass(frozen=True)
+class Attach:
+    """A program of your own (a .bpf.o and the program's name) at a tc hook
+    (after the lab's observer) or on the namespace's cgroup."""
+
+    obj: str
+    prog: str
+    at: str
+    ns: str
+    dev: str | None = None
+
+
+@dataclass(frozen=True)
 class Packet:
     """count packets of proto from namespace src to address dst."""
 
@@ -185,6 +197,7 @@ class Scenario:
     packets: tuple = ()
     mirrors: tuple = ()
     taps: tuple = ()
+    attach: tuple = ()
     expect: tuple = ()  # steps for labkit.events.expect, checked per packet
     params: dict = field(default_factory=dict)
 
@@ -301,6 +314,12 @@ class Scenario:
                 _bad(f"scenario {self.name}: mirror on {m.dev} needs a tc hook there to see the packet first")
         for t in self.taps:
             known_dev(t.ns, t.dev, "AF_PACKET tap")
+        for a in self.attach:
+            if a.at not in ("tc/ingress", "tc/egress", "cgroup_skb/ingress"):
+                _bad(f"scenario {self.name}: your program {a.prog} can attach at tc/ingress, tc/egress or "
+                     f"cgroup_skb/ingress, not {a.at!r}")
+            if a.at.startswith("tc/"):
+                known_dev(a.ns, a.dev or "", f"your program {a.prog}")
         if not self.packets:
             _bad(f"scenario {self.name}: no packets to send")
         for p in self.packets:
@@ -387,4 +406,5 @@ class Scenario:
         return cls(name=d["name"], description=d.get("description", ""), topology=topo,
                    hooks=build(Hook, d.get("hooks")), packets=build(Packet, d.get("packets")),
                    mirrors=build(Mirror, d.get("mirrors")), taps=build(Tap, d.get("taps")),
+                   attach=build(Attach, d.get("attach")),
                    expect=tuple(d.get("expect", ())), params=dict(d.get("params") or {}))

@@ -36,6 +36,23 @@ def test_header_and_python_agree():
     assert len(re.findall(r"__[us]64", fields)) * 8 + len(re.findall(r"__[us]32", fields)) * 4 == EVENT_SIZE
 
 
+def test_lab_record_matches_the_header():
+    from labkit.records import KINDS, RECORD_SIZE, SLOTS, STACK
+
+    header = (paths.BPF_DIR / "include" / "lab_records.h").read_text()
+    kinds = {int(v): k.lower() for k, v in re.findall(r"LAB_K_(\w+) = (\d+)", header)}
+    assert kinds == KINDS
+    assert int(re.search(r"#define LAB_SLOTS (\d+)", header).group(1)) == len(SLOTS)
+    assert int(re.search(r"#define LAB_STACK (\d+)", header).group(1)) == STACK
+    body = re.search(r"struct lab_record \{(.*?)\};", header, re.S).group(1)
+    size = 0
+    for typ, arr in re.findall(r"(__[us]64|__[us]32|char) \w+(?:\[(\w+)\])?;", body):
+        consts = {"LAB_SLOTS": len(SLOTS), "LAB_STACK": STACK}
+        n = consts[arr] if arr in consts else int(arr or 1)
+        size += n * {"char": 1}.get(typ, 8 if "64" in typ else 4)
+    assert size == RECORD_SIZE == 168
+
+
 def test_payload_carries_magic_and_token():
     p = payload(0x12345678, size=40)
     assert len(p) == 40
