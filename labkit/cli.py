@@ -19,6 +19,7 @@ guest command's status.
 """
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -86,9 +87,10 @@ def _parser():
     sd.set_defaults(func=cmd_scenario_describe)
 
     rec = sub.add_parser("record", help="run a scenario in the lab VM and save its event log")
-    rec.add_argument("name")
+    rec.add_argument("name", nargs="?")
     rec.add_argument("--param", "-p", action="append", default=[], metavar="K=V")
-    rec.add_argument("-o", "--output", required=True, help="the .jsonl file to write")
+    rec.add_argument("-o", "--output", help="the .jsonl file to write")
+    rec.add_argument("--all", action="store_true", help="record every scenario variant into notebooks/data/")
     rec.add_argument("--timeout", type=float, default=60.0)
     rec.set_defaults(func=cmd_record)
 
@@ -270,39 +272,58 @@ def cmd_record(args):
     from labkit import paths, scenarios
     from labkit.events import ExpectationError, expect
 
-    sc = scenarios.get(args.name, **_params(args.param))
+    if args.all:
+        jobs = [(scenarios.get(n, **p), scenarios.recording_path(n, p)) for n, p in scenarios.variants()]
+    elif args.name and args.output:
+        jobs = [(scenarios.get(args.name, **_params(args.param)), args.output)]
+    else:
+        raise LabError("say what to record", fix="labkit record NAME [-p K=V] -o FILE, or labkit record --all")
     t0 = time.monotonic()
+    status = 0
+    with _runner() as run:
+        for sc, out in jobs:
+            log = run(sc, args.timeout)
+            path = log.save(out)
+            if not args.all:
+                print(log.timeline())
+            sys.stderr.write(f"{sc.name} {sc.params}: {len(log)} events from {len(log.packets())} packets, "
+                             f"saved to {path}\n")
+            try:
+                for p in log.packets():
+                    expect(log, sc.expect, packet=p)
+            except ExpectationError as exc:
+                sys.stderr.write(f"labkit: the kernel did not take the scenario's expected path: {exc}\n")
+                status = 1
+    sys.stderr.write(f"done in {time.monotonic() - t0:.1f}s\n")
+    return status
+
+
+@contextlib.contextmanager
+def _runner():
+    """run(scenario, timeout) -> EventLog: in this kernel inside the VM, else
+    through a scenario worker in the persistent VM or a fresh one."""
+    from labkit import paths
+
     if paths.in_guest():
         from labkit import runtime
 
-        log = runtime.run(sc)
-    else:
-        from labkit import vm
-        from labkit.session import Session
+        yield lambda sc, timeout: runtime.run(sc)
+        return
+    from labkit import vm
+    from labkit.session import Session
 
-        with vm.persistent_lock():
-            lab, reused = vm.open_lab()
+    with vm.persistent_lock():
+        lab, reused = vm.open_lab()
+        if not reused:
+            sys.stderr.write("booting the lab VM (labkit vm start keeps one up between commands)\n")
+        try:
+            with Session(lab) as s:
+                yield lambda sc, timeout: s.run(sc, timeout=timeout)
+        finally:
             if not reused:
-                sys.stderr.write("booting the lab VM (labkit vm start keeps one up between commands)\n")
-            try:
-                with Session(lab) as s:
-                    log = s.run(sc, timeout=args.timeout)
-            finally:
-                if not reused:
-                    lab.close()
-                elif lab.chan:
-                    lab.chan.close()
-    path = log.save(args.output)
-    print(log.timeline())
-    sys.stderr.write(f"{len(log)} events from {len(log.packets())} packets in {time.monotonic() - t0:.1f}s, "
-                     f"saved to {path}\n")
-    try:
-        for p in log.packets():
-            expect(log, sc.expect, packet=p)
-    except ExpectationError as exc:
-        sys.stderr.write(f"labkit: the kernel did not take the scenario's expected path: {exc}\n")
-        return 1
-    return 0
+                lab.close()
+            elif lab.chan:
+                lab.chan.close()
 
 
 def cmd_show(args):

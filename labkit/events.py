@@ -142,6 +142,25 @@ class EventLog:
 
     # -- reading -------------------------------------------------------------------
 
+    def signature(self, packet=None) -> list:
+        """What the kernel did, without addresses and times: per event its
+        kind, place and storage states, skbs numbered in order of appearance.
+        Frees are left out (when a freed skb's memory is reused is the
+        allocator's business); two runs of a scenario agree on the rest."""
+        names, out = {}, []
+        for e in self.events:
+            if packet is not None and e.get("packet") != packet:
+                continue
+            if e["kind"] not in ("hook", "scrub", "clone"):
+                continue
+            for k in ("skb", "parent"):
+                if e.get(k) and e[k] not in names:
+                    names[e[k]] = len(names) + 1
+            states = tuple(((e.get("maps") or {}).get(s) or {}).get("state") for s in SLOTS)
+            out.append((e["kind"], e.get("hook"), e.get("ifname"), e.get("ns"), names.get(e.get("skb")),
+                        names.get(e.get("parent")), states, e.get("where"), e.get("xnet"), e.get("mark")))
+        return out
+
     def timeline(self, packet=None) -> str:
         """A text timeline for a terminal."""
         names = {}

@@ -113,7 +113,9 @@ class Session:
         packets = [[ns, base64.b64encode(data).decode()] for ns, data in runtime.build_packets(scenario)]
         resp = self.request({"op": "run", "scenario": scenario.to_dict(), "packets": packets}, timeout=timeout,
                             what=f"scenario {scenario.name}")
-        return EventLog.loads(resp["log"], source=f"scenario {scenario.name}")
+        log = EventLog.loads(resp["log"], source=f"scenario {scenario.name}")
+        log.header["recorded"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # the guest has no RTC sync
+        return log
 
     def state(self, timeout=20.0) -> dict:
         return self.request({"op": "state"}, timeout=timeout, what="state")["state"]

@@ -44,3 +44,11 @@ def variants():
         for combo in itertools.product(*(params[k] for k in keys)):
             out.append((name, dict(zip(keys, combo))))
     return out
+
+
+def recording_path(name: str, params: dict):
+    """Where the recording of a variant lives: notebooks/data/NAME[-VALUE...].jsonl."""
+    from labkit import paths
+
+    stem = "-".join([name] + [str(v) for v in params.values()])
+    return paths.PROJECT / "notebooks" / "data" / f"{stem}.jsonl"
