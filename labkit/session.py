@@ -114,7 +114,7 @@ class Session:
         resp = self.request({"op": "run", "scenario": scenario.to_dict(), "packets": packets}, timeout=timeout,
                             what=f"scenario {scenario.name}")
         log = EventLog.loads(resp["log"], source=f"scenario {scenario.name}")
-        log.header["recorded"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # the guest has no RTC sync
+        log.header["recorded"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # when it reached the host
         return log
 
     def state(self, timeout=20.0) -> dict:

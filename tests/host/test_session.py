@@ -1,0 +1,188 @@
+"""Scenario runs from the host through one warm worker, and their faults.
+
+Every fault must give a one-line error and leave nothing behind: no lab
+namespace, link, cgroup or pin in the guest (asked of the worker itself)
+and no QEMU process on the host.
+"""
+
+import base64
+import dataclasses
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from labkit import paths, runtime, scenarios
+from labkit.errors import GuestTimeout, VerifierError, VMError
+from labkit.scenario import Attach, Hook, Packet, ScenarioError
+from labkit.session import Interrupted, ScenarioFailed, Session
+from tests.conftest import need
+from tests.host.conftest import labkit, lab_qemus
+
+CLEAN = {"netns": [], "links": [], "cgroups": [], "pins": []}
+
+
+def _ready():
+    from labkit import kernel, tools
+    from labkit.errors import LabError
+
+    try:
+        tools.require("qemu-system-x86_64")
+        kernel.kernel_path()
+    except LabError as exc:
+        need(False, exc.message, exc.fix or "run: ./lab setup")
+    need((paths.BPF_BUILD_DIR / "observe.bpf.o").exists(), "BPF objects are not built", "run: labkit bpf build")
+
+
+@pytest.fixture(scope="module")
+def session():
+    _ready()
+    before = set(lab_qemus())
+    with Session() as s:
+        yield s
+    assert not set(lab_qemus()) - before, "QEMU left behind"
+
+
+def left_in_guest(s):
+    st = s.state()
+    return {k: st[k] for k in CLEAN}
+
+
+def one_line(exc):
+    text = str(exc)
+    assert "\n" not in text and "Traceback" not in text, text
+    return text
+
+
+def test_one_worker_serves_many_runs(session):
+    pid = session.ready["pid"]
+    fds = []
+    for name, params in [("basic", {}), ("tunnel", {"kind": "vxlan"}), ("clone", {"kind": "mirred"}),
+                         ("basic", {})]:
+        sc = scenarios.get(name, **params)
+        log = session.run(sc)
+        assert log.packets(), log.timeline()
+        assert log.header["kernel"].endswith("-labkit")
+        assert left_in_guest(session) == CLEAN
+        fds.append(session.state()["fds"])
+    assert len(set(fds)) == 1, f"the worker's open fds grow: {fds}"
+    assert session.ready["pid"] == pid
+
+
+def test_verifier_reject_shows_the_verifier_and_the_source_line(session):
+    sc = scenarios.get("basic")
+    bad = dataclasses.replace(sc, attach=(Attach(str(paths.BPF_BUILD_DIR / "fail" / "no_null_check.bpf.o"),
+                                                 "no_null_check", "tc/ingress", "b", "lk-b0"),))
+    with pytest.raises(VerifierError) as err:
+        session.run(bad)
+    one_line(err.value)
+    assert "no_null_check" in str(err.value)
+    assert "no_null_check.bpf.c:" in err.value.details, err.value.details
+    assert left_in_guest(session) == CLEAN
+    assert session.run(sc).packets()  # the worker goes on
+
+
+def test_a_device_that_does_not_exist(session):
+    sc = scenarios.get("basic")
+    bad = dataclasses.replace(sc, hooks=(Hook("tc/ingress", "b", "lk-nope0"),))
+    with pytest.raises(ScenarioError) as err:
+        session.run(bad)  # refused on the host, before the VM is asked
+    assert "lk-nope0" in one_line(err.value)
+    # The guest checks too: the same scenario sent without the host's check.
+    raw = bad.to_dict()
+    with pytest.raises(ScenarioFailed) as err:
+        session.request({"op": "run", "scenario": raw}, timeout=30, what="scenario basic")
+    assert "lk-nope0" in one_line(err.value)
+    assert left_in_guest(session) == CLEAN
+
+
+@pytest.mark.parametrize("args,message", [
+    (["tunnel", "-p", "kind=wireguard"], "kind=wireguard is not one of gre, ipip, vxlan, geneve"),
+    (["nope"], "no scenario named 'nope'"),
+])
+def test_invalid_scenario_on_the_command_line(args, message, tmp_path):
+    res = labkit("record", *args, "-o", str(tmp_path / "x.jsonl"))
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()], res.stderr
+    assert message in res.stderr
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_invalid_address_never_reaches_the_vm(session):
+    sc = scenarios.get("basic")
+    bad = dataclasses.replace(sc, packets=(Packet("a", "10.0.0.256"),))
+    with pytest.raises(ScenarioError, match="bad IPv4 address '10.0.0.256'"):
+        session.run(bad)
+
+
+def test_interrupt_during_traffic(session):
+    # 1000 packets through a GENEVE tunnel: sending starts about 0.45 s into
+    # the run and takes about 0.5 s; the run as a whole takes seconds.
+    sc = scenarios.get("tunnel", kind="geneve")
+    many = dataclasses.replace(sc, packets=(dataclasses.replace(sc.packets[0], count=1000),))
+    packets = [[ns, base64.b64encode(d).decode()] for ns, d in runtime.build_packets(many)]
+    session.run(sc)  # warm
+    timer = threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT))
+    t0 = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(Interrupted) as err:
+            session.request({"op": "run", "scenario": many.to_dict(), "packets": packets}, timeout=60,
+                            what="scenario tunnel")
+    finally:
+        timer.cancel()
+    assert time.monotonic() - t0 < 10
+    assert "removed" in one_line(err.value)
+    assert left_in_guest(session) == CLEAN
+    assert session.run(sc).packets()
+
+
+def test_deadline_restarts_the_worker_and_sweeps(session):
+    sc = scenarios.get("tunnel", kind="gre")
+    old = session.ready["pid"]
+    with pytest.raises(GuestTimeout) as err:
+        session.run(sc, timeout=0.3)
+    assert "did not finish within 0.3s; the worker was restarted" in one_line(err.value)
+    assert session.ready["pid"] != old
+    assert left_in_guest(session) == CLEAN
+    assert session.run(sc).packets()
+
+
+def test_vm_killed_mid_run():
+    _ready()
+    before = set(lab_qemus())
+    dirs = set((paths.cache_dir() / "vm").glob("run-*"))
+    s = Session().start()
+    try:
+        s.run(scenarios.get("basic"))
+        pid = s.lab.pid
+        timer = threading.Timer(0.4, os.kill, (pid, signal.SIGKILL))
+        timer.start()
+        with pytest.raises(VMError) as err:
+            s.run(scenarios.get("tunnel", kind="geneve"))
+        timer.cancel()
+        assert "the lab VM stopped during scenario tunnel" in one_line(err.value)
+    finally:
+        s.close()
+    assert not set(lab_qemus()) - before, "QEMU left behind"
+    assert set((paths.cache_dir() / "vm").glob("run-*")) <= dirs, "run directory left behind"
+
+
+def test_record_and_show(tmp_path):
+    _ready()
+    out = tmp_path / "veth.jsonl"
+    res = labkit("record", "netns", "-p", "path=veth", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    shown = labkit("show", str(out))
+    assert shown.returncode == 0
+    assert "skb_scrub_packet(xnet=1) from __dev_forward_skb2" in shown.stdout
+    assert "storage_a=created" in shown.stdout and "storage_a=absent" in shown.stdout
+
+
+def test_doctor_reaches_the_worker():
+    _ready()
+    res = labkit("doctor", "--vm", "--no-probe")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "lab VM agent" in res.stdout and "scenario worker ready in" in res.stdout
