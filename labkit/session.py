@@ -133,6 +133,8 @@ class Session:
             resp = self._reply(lambda m: m.get("id") == rid, timeout, what)
         except KeyboardInterrupt:
             resp = self._interrupt(rid, what)
+            if resp.get("ok"):  # it finished before the signal landed; Ctrl-C still means stop
+                raise Interrupted(f"{what}: interrupted; the run had finished and removed what it built") from None
         if resp.get("ok"):
             return resp
         if resp.get("kind") == "interrupted":
