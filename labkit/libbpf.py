@@ -517,22 +517,34 @@ class TcFilter(_Closing):
 
 
 class RingBuffer(_Closing):
-    """Records from a BPF_MAP_TYPE_RINGBUF map, as bytes, in order."""
+    """Records from a BPF_MAP_TYPE_RINGBUF map, as bytes, in order.
 
-    def __init__(self, m: Map):
+    At most ``limit`` records are kept: past that the callback stops
+    libbpf's consume loop (which otherwise runs for as long as programs
+    keep producing, for ever in a packet loop) and ``overflow`` is set.
+    """
+
+    def __init__(self, m: Map, limit=200_000):
         self.records = []
+        self.limit = limit
+        self.overflow = False
         self._cb = _SAMPLE_FN(self._sample)
         self.ptr = lib().ring_buffer__new(m.fd, self._cb, None, None)
         if not self.ptr:
             raise _err(f"ring buffer on {m.name}")
 
     def _sample(self, ctx, data, size):
+        if len(self.records) >= self.limit:
+            self.overflow = True
+            return -1
         self.records.append(ctypes.string_at(data, size))
         return 0
 
     def drain(self, timeout_ms=0):
         """Consume what is there (waiting up to timeout_ms for the first); return new records."""
         before = len(self.records)
+        if self.overflow:
+            return []
         if timeout_ms:
             lib().ring_buffer__poll(self.ptr, timeout_ms)
         lib().ring_buffer__consume(self.ptr)

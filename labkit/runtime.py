@@ -26,10 +26,11 @@ from labkit.scenario import SLOTS, Scenario, Sink, Tunnel, Veth
 PREFIX = "lk-"
 SO_ATTACH_BPF = 50
 ETH_P_ALL = 0x0003
-LIFECYCLE = ("lab_on_clone_entry", "lab_on_clone", "lab_on_scrub", "lab_on_release", "lab_on_kfree_skbmem", "lab_on_storage_free",
+LIFECYCLE = ("lab_on_clone_entry", "lab_on_clone", "lab_on_scrub", "lab_on_release", "lab_on_kfree_skbmem", "lab_on_storage_free", "lab_on_storage_alloc",
              "lab_stash_kfree", "lab_stash_consume")
 QUIET_MS = 120       # the ring is drained until it stays empty this long
 SETTLE_LIMIT_S = 3.0
+MAP_WALK_LIMIT = 20000  # the observer's hash maps hold far fewer
 
 
 class RunError(LabError):
@@ -96,17 +97,21 @@ def to_events(records: list[Record], tokens: list[int], netns_names: dict) -> li
     t0 = records[0].t_ns if records else 0
     events = []
     blocks = {}  # skb->extensions -> the last event that had it
+    pending = []  # storage_alloc events waiting for the hook event that shows their block
     for r in records:
         e = {"seq": len(events), "t_us": round((r.t_ns - t0) / 1000, 1), "kind": r.kind}
-        if r.kind == "storage_free":
+        if r.kind in ("storage_free", "storage_alloc"):
             # r.ext is the storage's chunk inside an extension block some
-            # skb pointed at: the nearest block below it.
-            below = [b for b in blocks if b <= r.ext < b + 256]
-            owner = blocks[max(below)] if below else None
+            # skb points at: the nearest block below it. An allocation comes
+            # before the hook event that shows the block, a free after.
             callers = _callers(r.stack)
-            e.update({"packet": owner["packet"] if owner else None, "token": owner.get("token") if owner else None,
-                      "skb": owner["skb"] if owner else None, "where": callers[0] if callers else None,
-                      "stack": callers[:5]})
+            e.update({"packet": None, "token": None, "skb": None, "where": callers[0] if callers else None,
+                      "stack": callers[:5], "chunk": r.ext})
+            if r.kind == "storage_alloc":
+                e["map"] = r.ifname
+                pending.append(e)
+            else:
+                _own(e, blocks)
             events.append(e)
             continue
         e.update({"packet": number.get(r.packet), "token": r.packet, "skb": hex(r.skb),
@@ -135,8 +140,23 @@ def to_events(records: list[Record], tokens: list[int], netns_names: dict) -> li
             e["hook"] = r.hook
         if r.ext:
             blocks[r.ext] = e
+            for p in list(pending):
+                if _own(p, {r.ext: e}):
+                    pending.remove(p)
         events.append(e)
+    for e in events:
+        e.pop("chunk", None)
     return events
+
+
+def _own(e, blocks) -> bool:
+    """Give a storage event the skb whose extension block holds its chunk."""
+    below = [b for b in blocks if b <= e["chunk"] < b + 256]
+    if not below:
+        return False
+    owner = blocks[max(below)]
+    e.update(packet=owner["packet"], token=owner.get("token"), skb=owner["skb"])
+    return True
 
 
 # ---- the observer object ---------------------------------------------------------------
@@ -157,6 +177,8 @@ def observer(st: ExitStack, path):
 
     if KEEP_LOADED and _warm and _warm[0] == str(path):
         _, obj, ring = _warm
+        del ring.records[:]
+        ring.overflow = False
         ring.drain(0)
         for name in ("actions", "tracked", "stash"):
             _clear(obj.map(name))
@@ -181,17 +203,20 @@ def observer(st: ExitStack, path):
 
 
 def _clear(m):
+    """Empty a hash map, also while programs add and remove entries.
+
+    Always deleting the first key is safe against concurrent deletes
+    (get_next_key on a vanished key restarts the walk); the bound keeps a
+    map that refills as fast as it empties from holding the run up.
+    """
     key_size = {"actions": 12}.get(m.name, 8)
-    keys, key = [], None
-    while True:
+    for _ in range(MAP_WALK_LIMIT):
         try:
-            key = m.get_next_key(key, key_size=key_size)
+            key = m.get_next_key(None, key_size=key_size)
         except OSError:
-            break
-        keys.append(key)
-    for k in keys:
+            return
         try:
-            m.delete(k)
+            m.delete(key)
         except OSError:
             pass
 
@@ -411,6 +436,9 @@ class Run:
                         pass
             self._drain_until_quiet(ring)
             self._lap("release")
+            if ring.overflow:
+                raise RunError(f"the run produced more than {ring.limit} events (a packet loop?); it was torn down",
+                               fix="check the scenario's redirects and mirrors (labkit scenario describe)")
             self.records = [Record.decode(r) for r in ring.records if len(r) >= RECORD_SIZE]
             names = {ino: ns for ns, ino in built.inode.items()}
             stash_left = _count(obj.map("stash"))
@@ -537,15 +565,15 @@ def _consume(s):
 
 
 def _count(m) -> int:
+    """Entries in a hash map keyed by 8 bytes (at most MAP_WALK_LIMIT)."""
     n, key = 0, None
-    while True:
+    while n < MAP_WALK_LIMIT:
         try:
             key = m.get_next_key(key, key_size=8)
         except OSError:
-            return n
+            break
         n += 1
-        if n > 100000:
-            return n
+    return n
 
 
 def build_packets(scenario: Scenario) -> list:
