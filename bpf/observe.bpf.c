@@ -10,7 +10,8 @@
  *   side stash, a hash map keyed by the skb's address.
  * - Lifecycle observers follow every skb a hook has seen (the "tracked"
  *   map) and its clones: skb_clone(), skb_scrub_packet() with its callers,
- *   the skb's release, the storage's release with the extension block, and
+ *   the skb's release, each map's element allocated on an skb (with the
+ *   map's name), the storage's release with the extension block, and
  *   the side stash's clean-up at the consume_skb/kfree_skb tracepoints.
  */
 #include "lab_observe.h"
@@ -363,6 +364,28 @@ int BPF_KPROBE(lab_on_storage_free, struct skb_ext_bpf_storage *ext)
 	r->t_ns = bpf_ktime_get_ns();
 	r->cpu = bpf_get_smp_processor_id();
 	r->ext = (__u64)(unsigned long)ext;
+	bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);
+	bpf_ringbuf_submit(r, 0);
+	return 0;
+}
+
+/* A map's element allocated on an skb: the first get with CREATE. */
+SEC("kprobe/bpf_selem_alloc")
+int BPF_KPROBE(lab_on_storage_alloc, struct bpf_local_storage_map *smap, void *owner)
+{
+	struct lab_record *r;
+
+	if (BPF_CORE_READ(smap, map.map_type) != BPF_MAP_TYPE_SKB_STORAGE)
+		return 0;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r)
+		return 0;
+	__builtin_memset(r, 0, sizeof(*r));
+	r->kind = LAB_K_STORAGE_ALLOC;
+	r->t_ns = bpf_ktime_get_ns();
+	r->cpu = bpf_get_smp_processor_id();
+	r->ext = (__u64)(unsigned long)owner;
+	bpf_probe_read_kernel_str(r->ifname, sizeof(r->ifname), smap->map.name);
 	bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);
 	bpf_ringbuf_submit(r, 0);
 	return 0;

@@ -5,9 +5,10 @@ Events are plain dicts, in the order the kernel produced them:
 ``seq``      position in the log
 ``t_us``     microseconds since the first event
 ``kind``     ``hook`` (seen at a hook), ``clone``, ``scrub``, ``free`` (the
-             sk_buff is released), ``storage_free`` (the storage goes with
-             its extension block), ``stash_clean`` (the side stash entry is
-             removed at a free tracepoint)
+             sk_buff is released), ``storage_alloc`` (a map's element
+             allocated on the skb; ``map`` names the map), ``storage_free``
+             (the storage goes with its extension block), ``stash_clean``
+             (the side stash entry is removed at a free tracepoint)
 ``packet``   which packet: 1, 2, ... in send order (clones share it)
 ``token``    the random token that packet carried
 ``skb``      the sk_buff's kernel address (hex), ``parent`` for a clone
@@ -213,6 +214,8 @@ def describe(e: dict, names=None) -> str:
         return f"{head} {'free':<20} {where:<14} in {e.get('where')}"
     if kind == "storage_free":
         return f"{head} {'storage freed':<20} {'':<14} with {skb}'s extension block, in {e.get('where')}"
+    if kind == "storage_alloc":
+        return f"{head} {'storage allocated':<20} {'':<14} {e.get('map')} on {skb}, in {e.get('where')}"
     if kind == "stash_clean":
         return f"{head} {'stash entry removed':<20} {where:<14} at {e.get('hook')}"
     return f"{head} {kind}"

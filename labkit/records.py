@@ -52,7 +52,7 @@ def decode_all(records) -> list[Event]:
 
 # ---- the runtime's records: struct lab_record ---------------------------------------
 
-KINDS = {1: "hook", 2: "clone", 3: "scrub", 4: "free", 5: "storage_free", 6: "stash_clean"}
+KINDS = {1: "hook", 2: "clone", 3: "scrub", 4: "free", 5: "storage_free", 6: "stash_clean", 7: "storage_alloc"}
 SLOTS = ("storage_a", "storage_b", "stash")
 STACK = 6
 # u64 skb, t_ns, other, ext, stack[6]; u32 kind, hook, ifindex, netns, packet,

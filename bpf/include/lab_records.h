@@ -67,6 +67,8 @@ enum lab_kind {
 	LAB_K_FREE = 4,          /* skb_release_head_state(): the skb is being freed */
 	LAB_K_STORAGE_FREE = 5,  /* bpf_skb_storage_free(): ext = the extension block */
 	LAB_K_STASH_CLEAN = 6,   /* the side stash entry removed at consume_skb/kfree_skb */
+	LAB_K_STORAGE_ALLOC = 7, /* bpf_selem_alloc() for an skb storage map: ext = the
+				  * extension chunk, ifname = the map's name */
 };
 
 /* What a hook is asked to do to a test packet before it observes it. */

@@ -47,7 +47,7 @@ def state():
         rss = next(int(ln.split()[1]) for ln in fh if ln.startswith("VmRSS:"))
     return {"netns": lab_namespaces(), "links": [n for n in links if n.startswith("lk")],
             "cgroups": lab_cgroups(), "pins": sorted(p for p in os.listdir("/sys/fs/bpf") if p.startswith("lk")),
-            "tc_root": sh("tc", "filter", "show", "dev", "lo", "ingress", check=False).strip(),
+            "tc": [ln for ln in sh("tc", "qdisc", "show", check=False).splitlines() if "clsact" in ln],
             "fds": len(os.listdir("/proc/self/fd")), "rss_kb": rss,
             "mem_used_kb": mem["MemTotal"] - mem["MemAvailable"]}
 

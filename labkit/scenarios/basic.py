@@ -1,12 +1,16 @@
 """basic: storage created at tc ingress, read at cgroup_skb ingress and by
-a socket filter on the receiving socket: all three see the same skb."""
+a socket filter on the receiving socket: all three see the same skb.
 
-from labkit.events import at
+With ``proto=icmp`` there is no socket: the echo request is consumed by
+the kernel, and the storage is freed with it.
+"""
+
+from labkit.events import at, step
 from labkit.scenario import Hook, Packet, Scenario
 
 from ._common import B_IP, pair
 
-PARAMS = {"proto": ("udp", "tcp")}
+PARAMS = {"proto": ("udp", "tcp", "icmp")}
 
 
 def build(proto="udp"):
@@ -18,8 +22,11 @@ def build(proto="udp"):
                Hook("cgroup_skb/ingress", "b"),
                Hook("socket_filter", "b")),
         packets=(Packet("a", B_IP, proto=proto, count=2),),
-        expect=(at("tc/ingress", "lk-b0", storage_a="created"),
+        expect=(step("storage_alloc", map="storage_a"),
+                at("tc/ingress", "lk-b0", storage_a="created", same_skb=True),
                 at("cgroup_skb/ingress", storage_a="present", same_skb=True),
-                at("socket_filter", storage_a="present", same_skb=True)),
+                at("socket_filter", storage_a="present", same_skb=True)) if proto != "icmp" else
+               (step("storage_alloc", map="storage_a"), at("tc/ingress", "lk-b0", storage_a="created", same_skb=True),
+                step("storage_free", same_skb=True)),
         params={"proto": proto},
     ).validate()

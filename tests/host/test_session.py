@@ -21,7 +21,7 @@ from labkit.session import Interrupted, ScenarioFailed, Session
 from tests.conftest import need
 from tests.host.conftest import labkit, lab_qemus
 
-CLEAN = {"netns": [], "links": [], "cgroups": [], "pins": []}
+CLEAN = {"netns": [], "links": [], "cgroups": [], "pins": [], "tc": []}  # tc: clsact qdiscs in the root netns
 
 
 def _ready():
