@@ -362,6 +362,13 @@ class BpfObject(_Closing):
         if self.ptr:
             lib().bpf_object__close(self.ptr)
             self.ptr = None
+        # The verifier log buffers are big (LOG_SIZE per program) and the
+        # programs refer back to the object: free them now, not at the next
+        # cycle collection (a process loading objects in a loop grew by tens
+        # of MB per load until the guest ran out of memory).
+        self._logs = {}
+        self.programs = {}
+        self.maps = {}
 
 
 # ---- verifier errors ------------------------------------------------------------
