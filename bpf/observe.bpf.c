@@ -49,18 +49,29 @@ struct {
 	__type(value, struct lab_action);
 } actions SEC(".maps");
 
-static __always_inline struct lab_record *lab_reserve(__u32 kind, struct sk_buff *skb)
+/* An empty record of this kind, stamped with the time and CPU. */
+static __always_inline struct lab_record *lab_reserve_blank(__u32 kind)
 {
 	struct lab_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-	struct net_device *dev;
 
 	if (!r)
 		return NULL;
 	__builtin_memset(r, 0, sizeof(*r));
 	r->kind = kind;
-	r->skb = (__u64)(unsigned long)skb;
 	r->t_ns = bpf_ktime_get_ns();
 	r->cpu = bpf_get_smp_processor_id();
+	return r;
+}
+
+/* A record about skb: its address, extension block, mark and device. */
+static __always_inline struct lab_record *lab_reserve(__u32 kind, struct sk_buff *skb)
+{
+	struct lab_record *r = lab_reserve_blank(kind);
+	struct net_device *dev;
+
+	if (!r)
+		return NULL;
+	r->skb = (__u64)(unsigned long)skb;
 	r->ext = (__u64)(unsigned long)BPF_CORE_READ(skb, extensions);
 	r->mark = BPF_CORE_READ(skb, mark);
 	dev = BPF_CORE_READ(skb, dev);
@@ -356,13 +367,9 @@ int BPF_KPROBE(lab_on_storage_free, struct skb_ext_bpf_storage *ext)
 
 	if (!BPF_CORE_READ(ext, storage))
 		return 0;
-	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	r = lab_reserve_blank(LAB_K_STORAGE_FREE);
 	if (!r)
 		return 0;
-	__builtin_memset(r, 0, sizeof(*r));
-	r->kind = LAB_K_STORAGE_FREE;
-	r->t_ns = bpf_ktime_get_ns();
-	r->cpu = bpf_get_smp_processor_id();
 	r->ext = (__u64)(unsigned long)ext;
 	bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);
 	bpf_ringbuf_submit(r, 0);
@@ -377,13 +384,9 @@ int BPF_KPROBE(lab_on_storage_alloc, struct bpf_local_storage_map *smap, void *o
 
 	if (BPF_CORE_READ(smap, map.map_type) != BPF_MAP_TYPE_SKB_STORAGE)
 		return 0;
-	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	r = lab_reserve_blank(LAB_K_STORAGE_ALLOC);
 	if (!r)
 		return 0;
-	__builtin_memset(r, 0, sizeof(*r));
-	r->kind = LAB_K_STORAGE_ALLOC;
-	r->t_ns = bpf_ktime_get_ns();
-	r->cpu = bpf_get_smp_processor_id();
 	r->ext = (__u64)(unsigned long)owner;
 	bpf_probe_read_kernel_str(r->ifname, sizeof(r->ifname), smap->map.name);
 	bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);
