@@ -216,6 +216,8 @@ def describe(e: dict, names=None) -> str:
         return f"{head} {'storage freed':<20} {'':<14} with {skb}'s extension block, in {e.get('where')}"
     if kind == "storage_alloc":
         return f"{head} {'storage allocated':<20} {'':<14} {e.get('map')} on {skb}, in {e.get('where')}"
+    if kind == "report":
+        return f"{head} {'report':<20} {'':<14} {e.get('tag')}={e.get('value')} from {e.get('obj')}"
     if kind == "stash_clean":
         return f"{head} {'stash entry removed':<20} {where:<14} at {e.get('hook')}"
     return f"{head} {kind}"

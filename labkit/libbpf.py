@@ -112,6 +112,8 @@ def lib():
         "bpf_map__name": (c_char_p, [c_void_p]),
         "bpf_map__fd": (c_int, [c_void_p]),
         "bpf_map__value_size": (c_uint32, [c_void_p]),
+        "bpf_map__key_size": (c_uint32, [c_void_p]),
+        "bpf_map__type": (c_int, [c_void_p]),
         "bpf_map__set_map_flags": (c_int, [c_void_p, c_uint32]),
         "bpf_map__map_flags": (c_uint32, [c_void_p]),
         "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
@@ -229,6 +231,15 @@ class Map:
     @property
     def value_size(self) -> int:
         return lib().bpf_map__value_size(self.ptr)
+
+    @property
+    def key_size(self) -> int:
+        return lib().bpf_map__key_size(self.ptr)
+
+    @property
+    def type(self) -> int:
+        """enum bpf_map_type (1: hash, 9: LRU hash, 27: ring buffer, ...)."""
+        return lib().bpf_map__type(self.ptr)
 
     def set_flags(self, flags):
         rc = lib().bpf_map__set_map_flags(self.ptr, flags)

@@ -14,6 +14,7 @@ import hashlib
 import os
 import select
 import socket
+import struct
 import time
 from contextlib import ExitStack, contextmanager
 
@@ -147,6 +148,27 @@ def to_events(records: list[Record], tokens: list[int], netns_names: dict) -> li
     for e in events:
         e.pop("chunk", None)
     return events
+
+
+REPORT = struct.Struct("<QQIIQ")  # struct lab_report (bpf/include/lab_user.h)
+REPORT_TAGS = {1: "value", 2: "delay_ns", 3: "absent", 4: "refused", 5: "present"}
+HASH_TYPES = (1, 5, 9, 10)  # BPF_MAP_TYPE_HASH, PERCPU_HASH, LRU_HASH, LRU_PERCPU_HASH
+
+
+def merge_reports(events, reports, attach, tokens, t0) -> list[dict]:
+    """Your programs' lab_report() records as "report" events, merged into
+    the observer's events by time (seq renumbered)."""
+    number = {tok: i + 1 for i, tok in enumerate(tokens)}
+    out = list(events)
+    for path, raw in reports:
+        skb, t_ns, token, tag, value = REPORT.unpack_from(raw)
+        out.append({"seq": -1, "t_us": round((t_ns - t0) / 1000, 1), "kind": "report", "packet": number.get(token),
+                    "token": token, "skb": hex(skb), "tag": REPORT_TAGS.get(tag, str(tag)), "value": value,
+                    "obj": os.path.basename(path)})
+    out.sort(key=lambda e: (e["t_us"], e["seq"] < 0))
+    for i, e in enumerate(out):
+        e["seq"] = i
+    return out
 
 
 def _own(e, blocks) -> bool:
@@ -399,9 +421,10 @@ class Run:
                     actions.update(key, self._action(built, h))
             for m in sc.mirrors:
                 self._mirror(st, obj, built, m)
+            own = self._load_own(st, sc.attach)
             for a in sc.attach:
-                cgroup = self._attach_own(st, built, a, cgroup)
-            socks = self._receivers(st, obj, built, cgroup)
+                cgroup = self._attach_own(st, built, a, own[a.obj][0], cgroup)
+            socks = self._receivers(st, obj, built, cgroup, own)
             taps = []
             for t in sc.taps:
                 taps.append(self._tap(st, obj, t))
@@ -435,6 +458,9 @@ class Run:
                     except Exception:  # noqa: BLE001 - gone with its device is fine
                         pass
             self._drain_until_quiet(ring)
+            for _, own_ring in own.values():
+                if own_ring is not None:
+                    own_ring.drain(0)
             self._lap("release")
             if ring.overflow:
                 raise RunError(f"the run produced more than {ring.limit} events (a packet loop?); it was torn down",
@@ -442,10 +468,21 @@ class Run:
             self.records = [Record.decode(r) for r in ring.records if len(r) >= RECORD_SIZE]
             names = {ino: ns for ns, ino in built.inode.items()}
             stash_left = _count(obj.map("stash"))
+            reports, own_maps = [], {}
+            for path, (o, own_ring) in own.items():
+                if own_ring is not None:
+                    reports += [(path, r) for r in own_ring.records if len(r) >= REPORT.size]
+                own_maps.update({name: _count(m, m.key_size) for name, m in o.maps.items()
+                                 if m.type in HASH_TYPES})
         self._lap("teardown")
+        t0 = self.records[0].t_ns if self.records else 0
         events = to_events(self.records, tokens, names)
+        if reports:
+            events = merge_reports(events, reports, sc.attach, tokens, t0)
         head = header(sc, kernel=os.uname().release, series=series_id(), tokens=tokens, stash_left=stash_left,
                       timings=self.timings)
+        if own:
+            head["own_maps"] = own_maps
         return EventLog(events, head)
 
     # -- pieces ---------------------------------------------------------------------------
@@ -477,20 +514,40 @@ class Run:
         return ACTION.pack(write, delete, h.mark, clone, peer, 0, 0, 0)
 
     @staticmethod
-    def _attach_own(st, built, a, cgroup):
-        """Load and attach a program of the user's; a verifier reject raises VerifierError."""
-        from labkit.cgroup import Cgroup
-        from labkit.libbpf import BpfObject
+    def _load_own(st, attach) -> dict:
+        """Your objects, each loaded once with every program the scenario
+        attaches from it (so they share their maps): {path: (obj, reports)}.
+        A verifier reject raises VerifierError."""
+        from labkit.libbpf import BpfObject, RingBuffer
 
-        own = st.enter_context(BpfObject(a.obj, programs=[a.prog]))
+        progs = {}
+        for a in attach:
+            progs.setdefault(a.obj, []).append(a.prog)
+        out = {}
+        for path, names in progs.items():
+            o = st.enter_context(BpfObject(path, programs=sorted(set(names))))
+            ring = st.enter_context(RingBuffer(o.map("reports"), limit=100_000)) if "reports" in o.maps else None
+            out[path] = (o, ring)
+        return out
+
+    @staticmethod
+    def _attach_own(st, built, a, own, cgroup):
+        """Attach one of your programs: tc after the observer, cgroup_skb on
+        the run's cgroup, trace by its section; socket filters go on the
+        receiving sockets (see _receivers)."""
+        from labkit.cgroup import Cgroup
+
+        prog = own.program(a.prog)
         if a.at.startswith("tc/"):
             ifx = built.ifindex(a.ns, a.dev)
             with in_netns(ns_name(a.ns)):
-                st.callback(own.program(a.prog).attach_tc(ifx, ingress=a.at == "tc/ingress", priority=2).close)
-        else:
+                st.callback(prog.attach_tc(ifx, ingress=a.at == "tc/ingress", priority=2).close)
+        elif a.at == "cgroup_skb/ingress":
             if cgroup is None:
                 cgroup = st.enter_context(Cgroup())
-            st.callback(own.program(a.prog).attach_cgroup(cgroup.path).close)
+            st.callback(prog.attach_cgroup(cgroup.path).close)
+        elif a.at == "trace":
+            st.callback(prog.attach().close)
         return cgroup
 
     @staticmethod
@@ -503,7 +560,7 @@ class Run:
                  action={"kind": "mirred", "direction": "egress", "action": "mirror",
                          "ifindex": built.ifindex(m.ns, m.to)})
 
-    def _receivers(self, st, obj, built, cgroup):
+    def _receivers(self, st, obj, built, cgroup, own=None):
         """A socket on each destination (so the packet is delivered, and the
         cgroup_skb and socket filter hooks have one to run on)."""
         from pyroute2 import netns as prnetns
@@ -526,7 +583,11 @@ class Run:
             s.bind((p.dst, p.port))
             if p.proto == "tcp":
                 s.listen(64)
-            if ns in filters:
+            mine = [a for a in sc.attach if a.at == "socket_filter" and a.ns == ns]
+            if mine:  # a socket has one filter: yours replaces the observer's
+                fd = own[mine[0].obj][0].program(mine[0].prog).fd
+                s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, fd)
+            elif ns in filters:
                 s.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, obj.program("lab_sock_filter").fd)
             s.setblocking(False)
             socks.append(s)
@@ -564,12 +625,12 @@ def _consume(s):
         pass
 
 
-def _count(m) -> int:
-    """Entries in a hash map keyed by 8 bytes (at most MAP_WALK_LIMIT)."""
+def _count(m, key_size=8) -> int:
+    """Entries in a hash map (at most MAP_WALK_LIMIT)."""
     n, key = 0, None
     while n < MAP_WALK_LIMIT:
         try:
-            key = m.get_next_key(key, key_size=8)
+            key = m.get_next_key(key, key_size=key_size)
         except OSError:
             break
         n += 1

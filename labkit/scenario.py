@@ -20,6 +20,9 @@ from labkit.errors import LabError
 
 TUNNEL_KINDS = ("gre", "ipip", "vxlan", "geneve")
 HOOK_POINTS = ("tc/ingress", "tc/egress", "cgroup_skb/ingress", "socket_filter", "af_packet")
+# Where your own programs go: "trace" attaches by the program's section
+# (tp_btf/..., fentry/..., kprobe/...); a socket filter goes on the receiving sockets.
+ATTACH_POINTS = ("tc/ingress", "tc/egress", "cgroup_skb/ingress", "socket_filter", "trace")
 SLOTS = ("storage_a", "storage_b", "stash")
 PROTOS = ("udp", "tcp", "icmp")
 IFNAMSIZ = 15
@@ -118,12 +121,15 @@ class Hook:
 @dataclass(frozen=True)
 class Attach:
     """A program of your own (a .bpf.o and the program's name) at a tc hook
-    (after the lab's observer) or on the namespace's cgroup."""
+    (after the lab's observer), on the run's cgroup, as the socket filter
+    of the receiving sockets in ns (instead of the observer's) or, with
+    at="trace", attached by its section. Programs from one .bpf.o are
+    loaded together and share its maps."""
 
     obj: str
     prog: str
     at: str
-    ns: str
+    ns: str = ""
     dev: str | None = None
 
 
@@ -315,11 +321,16 @@ class Scenario:
         for t in self.taps:
             known_dev(t.ns, t.dev, "AF_PACKET tap")
         for a in self.attach:
-            if a.at not in ("tc/ingress", "tc/egress", "cgroup_skb/ingress"):
-                _bad(f"scenario {self.name}: your program {a.prog} can attach at tc/ingress, tc/egress or "
-                     f"cgroup_skb/ingress, not {a.at!r}")
+            if a.at not in ATTACH_POINTS:
+                _bad(f"scenario {self.name}: your program {a.prog} can attach at {', '.join(ATTACH_POINTS)}, "
+                     f"not {a.at!r}")
             if a.at.startswith("tc/"):
                 known_dev(a.ns, a.dev or "", f"your program {a.prog}")
+            elif a.at != "trace":
+                known_ns(a.ns, f"your program {a.prog}")
+        filters = [a.ns for a in self.attach if a.at == "socket_filter"]
+        if len(set(filters)) != len(filters):
+            _bad(f"scenario {self.name}: a socket takes one filter; two of yours are set for one namespace")
         if not self.packets:
             _bad(f"scenario {self.name}: no packets to send")
         for p in self.packets:
@@ -374,6 +385,10 @@ class Scenario:
             lines.append(f"  tc mirred mirror of {m.dev} {'ingress' if m.ingress else 'egress'} to {m.to}")
         for t in self.taps:
             lines.append(f"  AF_PACKET tap on {t.dev} in {t.ns}")
+        for a in self.attach:
+            place = {"trace": "by its section", "socket_filter": f"on the receiving sockets in {a.ns}",
+                     "cgroup_skb/ingress": f"on the cgroup of {a.ns}'s sockets"}.get(a.at, f"on {a.dev} in {a.ns}")
+            lines.append(f"  your program {a.prog} ({a.obj.rsplit('/', 1)[-1]}) at {a.at} {place}")
         for p in self.packets:
             via = f" out of {p.via}" if p.via else ""
             lines.append(f"  send {p.count} x {p.proto} ({p.size} bytes) from {p.src}{via} to {p.dst}")

@@ -117,6 +117,12 @@ class Session:
         log.header["recorded"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # when it reached the host
         return log
 
+    def load(self, obj, programs=None, *, timeout=30.0) -> list:
+        """Load a .bpf.o in the guest and unload it: the verifier's verdict.
+        Returns the program names; a reject raises VerifierError."""
+        return self.request({"op": "load", "obj": str(obj), "programs": programs}, timeout=timeout,
+                            what=f"loading {obj}")["programs"]
+
     def state(self, timeout=20.0) -> dict:
         return self.request({"op": "state"}, timeout=timeout, what="state")["state"]
 

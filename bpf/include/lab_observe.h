@@ -7,33 +7,12 @@
 
 #include "skb_storage.h"
 #include "lab_records.h"
-#include <bpf/bpf_endian.h>
+#include "lab_token.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 18);
 } events SEC(".maps");
-
-/* Look for LAB_MAGIC at the offsets where a UDP payload sits for the
- * encapsulations the lab uses, relative to what this hook calls offset 0:
- * 8 (socket filter: UDP header), 20 (socket filter: TCP header), 28 (IP),
- * 40 (IP + TCP), 42 (Ethernet + IP), 54 (Ethernet + IP + TCP), 62 (IPIP),
- * 66 (GRE), 92 (VXLAN and GENEVE outer headers + inner Ethernet).
- */
-static __always_inline __u32 lab_packet_token(struct __sk_buff *ctx)
-{
-	const __u32 offsets[] = { 8, 20, 28, 40, 42, 54, 62, 66, 92 };
-	__u32 hdr[2];
-
-#pragma unroll
-	for (int i = 0; i < 9; i++) {
-		if (bpf_skb_load_bytes(ctx, offsets[i], hdr, sizeof(hdr)))
-			continue;
-		if (bpf_ntohl(hdr[0]) == LAB_MAGIC)
-			return bpf_ntohl(hdr[1]);
-	}
-	return 0;
-}
 
 static __always_inline void lab_emit(struct sk_buff *skb, __u32 hook, __u32 ifindex, __u32 state,
 				     struct lab_value *v, int err, __u32 mark, __u32 pkt_token)

@@ -7,6 +7,8 @@ answering one JSON line each on stdout:
 
 ``{"id": N, "op": "run", "scenario": {...}, "packets": [[ns, base64], ...]}``
     -> ``{"id": N, "ok": true, "log": "<EventLog as JSON lines>"}``
+``{"id": N, "op": "load", "obj": path, "programs": [names] or null}``
+    -> load the object (the verifier checks every program) and unload it
 ``{"id": N, "op": "state"}``
     -> what the lab holds in the guest now (namespaces, links, cgroups,
        pins, tc filters), the worker's open fds and the guest's memory
@@ -62,6 +64,12 @@ def handle(req):
         packets = [(ns, base64.b64decode(b)) for ns, b in req["packets"]] if req.get("packets") else None
         log = runtime.run(sc, packets)
         return {"ok": True, "log": log.dumps()}
+    if op == "load":
+        from labkit.libbpf import BpfObject
+
+        with BpfObject(req["obj"], programs=req.get("programs")) as obj:
+            names = sorted(n for n in obj.programs if req.get("programs") is None or n in req["programs"])
+        return {"ok": True, "programs": names}
     if op == "state":
         return {"ok": True, "state": state()}
     if op == "cleanup":

@@ -1,0 +1,233 @@
+"""A notebook's link to the lab: live on the lab VM, or replay from recordings.
+
+Every lesson starts with::
+
+    MODE = None                      # "live", "replay" or None (pick)
+    from labkit.lesson import start
+    lab = start(MODE)
+
+The mode is chosen once per notebook: the ``MODE`` parameter, else
+``$LABKIT_MODE``, else live where this machine can boot the lab VM and
+replay where it cannot (Binder, a laptop without the kernel built). Live
+runs scenarios on the lab kernel in a VM the lesson owns; replay reads the
+recordings in ``notebooks/data/`` (made on that kernel with ``labkit
+record --all``) and says so in a banner. Exercises need live: in replay
+their checks say how to get it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import html
+import os
+import time
+
+from labkit import paths
+from labkit.errors import LabError
+
+ENV = "LABKIT_MODE"
+MODES = ("live", "replay")
+
+
+class LiveOnly(LabError):
+    """Something that needs the lab kernel was asked for in replay mode."""
+
+
+def live_possible() -> tuple[bool, str]:
+    """(True, what runs) when this machine can boot the lab VM, else (False, what is missing)."""
+    from labkit import kernel, tools
+
+    if not tools.which("qemu-system-x86_64"):
+        return False, "QEMU is not installed (./lab setup)"
+    try:
+        kdir = kernel.kernel_path()
+    except LabError as exc:
+        return False, f"the lab kernel is not built ({exc.message}; ./lab setup)"
+    if not (paths.BPF_BUILD_DIR / "observe.bpf.o").exists():
+        return False, "the lab's BPF programs are not built (labkit bpf build)"
+    if not os.access(paths.PROJECT, os.W_OK):
+        return False, f"{paths.PROJECT} is not writable (the lab VM writes its results there)"
+    return True, f"lab kernel in {kdir}"
+
+
+def choose_mode(mode=None) -> tuple[str, str]:
+    """(mode, why) from the parameter, else $LABKIT_MODE, else what the machine can do."""
+    asked = mode or os.environ.get(ENV) or "auto"
+    if asked not in MODES + ("auto",):
+        raise LabError(f"unknown lab mode {asked!r}", fix="use MODE = 'live', 'replay' or None")
+    ok, why = live_possible()
+    if asked == "live" and not ok:
+        raise LabError(f"live mode needs the lab VM, and {why}",
+                       fix="run ./lab setup, or set MODE = 'replay' to use the recordings")
+    if asked == "auto":
+        return ("live" if ok else "replay"), why
+    return asked, why if asked == "live" else ("asked for" if mode else f"{ENV}=replay")
+
+
+class Lesson:
+    """The lab as one notebook sees it: ``run()`` a scenario, ``show()`` its log."""
+
+    def __init__(self, mode=None):
+        self.mode, self.why = choose_mode(mode)
+        self.session = None
+        self.started = None
+
+    @property
+    def live(self) -> bool:
+        return self.mode == "live"
+
+    # -- the VM ---------------------------------------------------------------------
+
+    def start(self, say=print):
+        if not self.live or self.session is not None:
+            return self
+        from labkit.session import Session
+
+        t0 = time.monotonic()
+        say("Booting the lab VM and starting the scenario worker (about 10-15 s under TCG) ...")
+        self.session = Session()
+        try:
+            self.session.start()
+        except BaseException:
+            self.session.close()
+            self.session = None
+            raise
+        atexit.register(self.close)
+        self.started = time.monotonic() - t0
+        return self
+
+    def close(self):
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def _need_live(self, what):
+        if not self.live:
+            raise LiveOnly(f"{what} runs on the lab kernel; this notebook is in replay mode",
+                           fix="open the live lab with ./lab open (or set MODE = 'live' where the VM can run)")
+        self.start()
+
+    # -- running --------------------------------------------------------------------
+
+    def scenario(self, name, **params):
+        from labkit import scenarios
+
+        return scenarios.get(name, **params)
+
+    def run(self, name, *, attach=(), **params):
+        """Run the library scenario ``name`` (live) or read its recording (replay).
+
+        attach: your programs (``cell.at(...)``), live only."""
+        sc = self.scenario(name, **params)
+        if attach:
+            from dataclasses import replace
+
+            from labkit.bpfcell import place
+
+            sc = replace(sc, attach=tuple(sc.attach) + tuple(place(a, sc) for a in attach)).validate()
+        return self.run_scenario(sc, replay_ok=not attach)
+
+    def run_scenario(self, sc, *, replay_ok=True):
+        if self.live:
+            self.start()
+            return self.session.run(sc)
+        if not replay_ok:
+            self._need_live(f"scenario {sc.name} with your programs")
+        from labkit.events import EventLog
+        from labkit.scenarios import recording_path
+
+        path = recording_path(sc.name, sc.params)
+        if not path.exists():
+            raise LiveOnly(f"there is no recording of {sc.name} {sc.params or ''}".strip(),
+                           fix="run it live (./lab open), or record it there: labkit record --all")
+        log = EventLog.load(path)
+        log.header["replay"] = str(path.relative_to(paths.PROJECT))
+        return log
+
+    def load(self, obj, programs=None):
+        """Load an object in the lab VM and unload it: the verifier's verdict."""
+        self._need_live("loading a BPF program")
+        return self.session.load(obj, programs)
+
+    # -- showing --------------------------------------------------------------------
+
+    def banner_html(self) -> str:
+        if self.live:
+            lab = self.session.lab if self.session else None
+            what = (f"lab VM up: kernel {html.escape(lab.release or '?')}, {lab.accel}, "
+                    f"booted in {lab.boot_seconds:.1f} s") if lab and lab.boot_seconds else "lab VM starts at the first run"
+            return _box("#e8f5e9", "#2e7d32", "LIVE", f"Scenarios run on the real lab kernel. {what}.")
+        rec = _recorded_on()
+        return _box("#fff8e1", "#f57f17", "REPLAY",
+                    "Every run below is a <b>recording</b> made on the real lab kernel " + rec +
+                    ", not a live run. Exercises need the live lab: <code>./lab open</code>.")
+
+    def _repr_html_(self):
+        return self.banner_html()
+
+    def show(self, log, packet=None, title=None):
+        """The lifetime graph as a static SVG (it reads anywhere) and the step-through."""
+        from IPython.display import HTML, SVG, display
+
+        from labkit import viz
+        from labkit.explorer import Explorer
+
+        if log.header.get("replay"):
+            display(HTML(_box("#fff8e1", "#f57f17", "REPLAY",
+                              f"recorded {log.header.get('recorded', '?')} on {log.header.get('kernel', '?')} "
+                              f"({html.escape(log.header['replay'])})")))
+        display(SVG(viz.svg(viz.lifetime_graph(log, packet=packet))))
+        ex = Explorer(log, packet=packet, title=title)
+        display(ex)
+        return ex
+
+    def compare(self, left, right, titles=None):
+        from IPython.display import display
+
+        from labkit.explorer import SideBySide
+
+        view = SideBySide(left, right, titles=titles)
+        display(view)
+        return view
+
+    def table(self, log, packet=None):
+        """The log as text: one line per event."""
+        print(log.timeline(packet=packet))
+
+
+def _recorded_on() -> str:
+    """When and on which kernel the recordings were made (from their headers)."""
+    import json
+
+    heads = []
+    for p in sorted((paths.PROJECT / "notebooks" / "data").glob("*.jsonl")):
+        with open(p) as fh:
+            try:
+                heads.append(json.loads(fh.readline())["header"])
+            except (ValueError, KeyError):
+                continue
+    if not heads:
+        return "(no recordings found)"
+    kernels = sorted({h.get("kernel", "?") for h in heads})
+    when = sorted(h.get("recorded", "?") for h in heads)
+    return (f"<b>{html.escape(', '.join(kernels))}</b> (patch series {html.escape(heads[0].get('series', '?'))}), "
+            f"{html.escape(when[0][:10])}")
+
+
+def _box(bg, fg, tag, text) -> str:
+    return (f'<div class="labkit-banner" style="background:{bg};border-left:6px solid {fg};padding:6px 10px;'
+            f'margin:4px 0;font-family:sans-serif"><b style="color:{fg}">{tag}</b> &nbsp;{text}</div>')
+
+
+def start(mode=None) -> Lesson:
+    """The lesson's setup cell: pick the mode, show the banner, start the VM when live."""
+    from IPython.display import HTML, display
+
+    lesson = Lesson(mode)
+    if lesson.live:
+        lesson.start()
+    display(HTML(lesson.banner_html()))
+    from labkit import bpfcell
+
+    bpfcell.register(lesson)
+    return lesson
