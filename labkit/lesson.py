@@ -118,26 +118,31 @@ class Lesson:
         """Run the library scenario ``name`` (live) or read its recording (replay).
 
         attach: your programs (``cell.at(...)``), live only."""
-        sc = self.scenario(name, **params)
-        if attach:
-            from dataclasses import replace
+        return self.run_scenario(self.attached(self.scenario(name, **params), attach))
 
-            from labkit.bpfcell import place
+    @staticmethod
+    def attached(sc, attach):
+        """sc with your programs added (a tc attach finds its namespace from the device)."""
+        if not attach:
+            return sc
+        from dataclasses import replace
 
-            sc = replace(sc, attach=tuple(sc.attach) + tuple(place(a, sc) for a in attach)).validate()
-        return self.run_scenario(sc, replay_ok=not attach)
+        from labkit.bpfcell import place
 
-    def run_scenario(self, sc, *, replay_ok=True):
+        return replace(sc, attach=tuple(sc.attach) + tuple(place(a, sc) for a in attach)).validate()
+
+    def run_scenario(self, sc):
+        """Run a Scenario live; in replay, read the recording of the library scenario it equals."""
         if self.live:
             self.start()
             return self.session.run(sc)
-        if not replay_ok:
+        if sc.attach:
             self._need_live(f"scenario {sc.name} with your programs")
         from labkit.events import EventLog
         from labkit.scenarios import recording_path
 
         path = recording_path(sc.name, sc.params)
-        if not path.exists():
+        if not path.exists() or self.scenario(sc.name, **sc.params).to_dict() != sc.to_dict():
             raise LiveOnly(f"there is no recording of {sc.name} {sc.params or ''}".strip(),
                            fix="run it live (./lab open), or record it there: labkit record --all")
         log = EventLog.load(path)

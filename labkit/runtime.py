@@ -483,6 +483,7 @@ class Run:
                       timings=self.timings)
         if own:
             head["own_maps"] = own_maps
+            head["t0_ns"] = t0  # bpf_ktime_get_ns() of event 0: reported times compare with t_us
         return EventLog(events, head)
 
     # -- pieces ---------------------------------------------------------------------------

@@ -6,7 +6,8 @@
   false) keeps skb->mark but still drops the extensions.
 - ``redirect_peer``: tc ingress in the middle namespace hands the packet
   straight to the peer of a veth (bpf_redirect_peer), the fast path into a
-  container; it is scrubbed on the way all the same.
+  container; it is scrubbed on the way all the same. The writer sets
+  skb->mark too, to compare with ``mark_vs_storage``.
 """
 
 from labkit.events import at, step
@@ -15,6 +16,7 @@ from labkit.scenario import Hook, Neigh, Packet, Scenario, Topology, Veth
 from ._common import B_IP, pair
 
 PARAMS = {"path": ("veth", "same_netns", "redirect_peer")}
+MARK = 0x5eed  # redirect_peer also sets skb->mark, to compare with the veth crossings (mark_vs_storage)
 
 
 def build(path="veth"):
@@ -45,7 +47,7 @@ def build(path="veth"):
                         veths=(Veth("s", "lk-s0", "h", "lk-h1", "10.0.0.1/24", None),
                                Veth("h", "lk-h0", "c", "lk-c0", None, "10.0.0.2/24")),
                         neighbours=(Neigh("s", "lk-s0", B_IP, "h", "lk-h1"),))
-        hooks = (Hook("tc/ingress", "h", "lk-h1", write=("storage_a",), redirect_peer="lk-h0"),
+        hooks = (Hook("tc/ingress", "h", "lk-h1", write=("storage_a",), mark=MARK, redirect_peer="lk-h0"),
                  Hook("tc/ingress", "c", "lk-c0"),
                  Hook("cgroup_skb/ingress", "c"))
         packets = (Packet("s", B_IP),)

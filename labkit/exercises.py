@@ -1,0 +1,262 @@
+"""The lessons' exercise checks: your work runs on the lab kernel, the event
+log is judged, never the text of your code.
+
+Each check plants something a hard-coded answer cannot know (fresh random
+tokens in every packet, the time a value was written, a thousand packets)
+and says what it expected and what the kernel did instead. In replay mode
+a check says it needs the live lab. The verdict is shown in the notebook
+and carried in the output's metadata (``labkit_check``), which is how the
+notebook tests tell a passing check from a failing one.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field, replace
+
+from labkit.errors import LabError
+
+
+@dataclass
+class Verdict:
+    exercise: str
+    passed: bool | None  # None: not checked (replay)
+    summary: str
+    lines: list = field(default_factory=list)
+
+    def _repr_html_(self):
+        colour, mark = {True: ("#2e7d32", "passed"), False: ("#c62828", "not yet"),
+                        None: ("#f57f17", "not checked")}[self.passed]
+        body = "".join(f"<li>{html.escape(x)}</li>" for x in self.lines)
+        return (f'<div class="labkit-check" data-passed="{self.passed}" style="border-left:6px solid {colour};'
+                f'padding:6px 10px;margin:4px 0"><b style="color:{colour}">Check {html.escape(self.exercise)}: '
+                f"{mark}</b> &mdash; {html.escape(self.summary)}<ul>{body}</ul></div>")
+
+    def __str__(self):
+        head = f"check {self.exercise}: {'passed' if self.passed else 'not checked' if self.passed is None else 'FAILED'}"
+        return "\n  ".join([f"{head}: {self.summary}", *self.lines])
+
+
+def show(v: Verdict) -> Verdict:
+    try:
+        from IPython.display import HTML, display
+
+        display(HTML(v._repr_html_()), metadata={"labkit_check": {"exercise": v.exercise, "passed": v.passed}})
+    except ImportError:
+        print(v)
+    return v
+
+
+def _checked(exercise):
+    """Run a check function; replay and lab errors become verdicts, not tracebacks."""
+    def wrap(fn):
+        def run(lab, *args, quiet=False, **kw):
+            if not lab.live:
+                v = Verdict(exercise, None, "this check runs your work on the lab kernel; this notebook is a replay",
+                            ["open the live lab with ./lab open (or set MODE = 'live') and run the check there"])
+            else:
+                try:
+                    v = fn(lab, *args, **kw)
+                except LabError as exc:
+                    v = Verdict(exercise, False, exc.message, [exc.fix] if exc.fix else [])
+            return v if quiet else show(v)
+        run.__name__, run.__doc__ = fn.__name__, fn.__doc__
+        return run
+    return wrap
+
+
+def _cell_ready(exercise, cell, programs):
+    if cell is None:
+        return Verdict(exercise, False, "the exercise cell has not run", ["run the %%bpf cell above first"])
+    if not cell.ok:
+        return Verdict(exercise, False, f"your program did not get as far as the kernel ({cell.stage})",
+                       (cell.error or "").splitlines()[:6])
+    missing = [p for p in programs if p not in cell.programs]
+    if missing:
+        return Verdict(exercise, False, f"the cell has no program named {', '.join(missing)}",
+                       [f"its programs: {', '.join(cell.programs) or 'none'}; keep the names from the starter"])
+    return None
+
+
+def _with(lab, sc, attach, count=None):
+    if count:
+        sc = replace(sc, packets=tuple(replace(p, count=count) for p in sc.packets))
+    return lab.run_scenario(lab.attached(sc, attach))
+
+
+def _reports(log, tag=None):
+    return [e for e in log if e["kind"] == "report" and (tag is None or e.get("tag") == tag)]
+
+
+# ---- 01: a timestamp from tc ingress to the socket --------------------------------------
+
+
+@_checked("01")
+def first_storage(lab, cell):
+    """tc_stamp (tc ingress on lk-b0) keeps the time in skb storage; sock_delay
+    (socket filter on the receiving socket) reports now minus that time."""
+    bad = _cell_ready("01", cell, ("tc_stamp", "sock_delay"))
+    if bad:
+        return bad
+    log = _with(lab, lab.scenario("basic"), [cell.at("tc_stamp", "tc/ingress", "lk-b0"),
+                                             cell.at("sock_delay", "socket_filter", "b")], count=5)
+    lines, ok, delays = [], True, []
+    for p in log.packets():
+        evs = [e for e in log if e.get("packet") == p]
+        seen = [e for e in evs if e["kind"] == "hook" and e.get("hook") == "tc/ingress"]
+        got = [e for e in evs if e["kind"] == "report" and e.get("tag") == "delay_ns"]
+        if not got:
+            ok = False
+            lines.append(f"packet {p}: no delay reported (expected lab_report(ctx, LAB_REPORT_DELAY_NS, ...) "
+                         "from the socket filter)")
+            continue
+        r = got[0]
+        # The true delay starts at your stamp, which comes after your storage was
+        # allocated (or after the observer saw the packet at tc ingress) and before
+        # the packet reached cgroup_skb ingress; it ends just before your report.
+        mine = [e for e in evs if e["kind"] == "storage_alloc" and e.get("map") not in ("storage_a", "storage_b")]
+        start = (mine or seen or [None])[0]
+        later = [e for e in evs if e["kind"] == "hook" and e.get("hook") == "cgroup_skb/ingress"
+                 and start is not None and e["seq"] > start["seq"]]
+        hi = (r["t_us"] - start["t_us"] + 5) * 1000 if start else 10**12
+        lo = (r["t_us"] - later[0]["t_us"] - 5) * 1000 if later else 1
+        delays.append(r["value"])
+        if r["value"] <= 0 or r["value"] > 10**12:
+            ok = False
+            lines.append(f"packet {p}: reported delay {r['value']} ns is not a positive time difference")
+        elif not lo <= r["value"] <= hi:
+            ok = False
+            lines.append(f"packet {p}: reported {r['value'] / 1000:.1f} us, but the kernel took between "
+                         f"{max(lo, 0) / 1000:.1f} and {hi / 1000:.1f} us from your stamp to your report")
+        else:
+            lines.append(f"packet {p}: {r['value'] / 1000:.1f} us from tc ingress to the socket")
+    if len(delays) >= 3 and len(set(delays)) == 1:
+        ok = False
+        lines.append(f"every packet reported exactly {delays[0]} ns: measure each packet, do not write a number in")
+    if not log.packets():
+        return Verdict("01", False, "no packet reached the socket", [])
+    return Verdict("01", ok, "every delivered packet reports its own delay" if ok else
+                   "not every packet reported a believable delay", lines)
+
+
+# ---- 02: the verifier's NULL check ----------------------------------------------------
+
+
+@_checked("02")
+def verifier_fix(lab, cell):
+    """tc_write stores the packet's token at tc ingress; cg_read reports it at cgroup_skb ingress."""
+    bad = _cell_ready("02", cell, ("tc_write", "cg_read"))
+    if bad:
+        return bad
+    log = _with(lab, lab.scenario("basic"), [cell.at("tc_write", "tc/ingress", "lk-b0"),
+                                             cell.at("cg_read", "cgroup_skb/ingress", "b")], count=3)
+    lines, ok = [], True
+    for p in log.packets():
+        token = next(e["token"] for e in log if e.get("packet") == p)
+        got = [e["value"] for e in _reports(log, "value") if e.get("packet") == p]
+        if got and got[0] == token:
+            lines.append(f"packet {p}: stored and read back {token:#010x}")
+        else:
+            ok = False
+            lines.append(f"packet {p}: expected the value {token:#010x} reported, got "
+                         f"{', '.join(f'{v:#x}' for v in got) or 'no report'}")
+    return Verdict("02", ok, "it loads, and each packet's value is read back" if ok else
+                   "it loads, but the values read back are not the packets' own", lines)
+
+
+# ---- 03: refused or absent ------------------------------------------------------------
+
+
+@_checked("03")
+def refused_or_absent(lab, cell):
+    """cg_kind at cgroup_skb ingress reports LAB_REPORT_PRESENT, _ABSENT or _REFUSED for its own map."""
+    bad = _cell_ready("03", cell, ("cg_kind",))
+    if bad:
+        return bad
+    tags = {"present": "LAB_REPORT_PRESENT", "absent": "LAB_REPORT_ABSENT", "refused": "LAB_REPORT_REFUSED"}
+    lines, ok = [], True
+    for kind in ("mirred", "bpf_clone_redirect", "af_packet"):
+        log = _with(lab, lab.scenario("clone", kind=kind), [cell.at("cg_kind", "cgroup_skb/ingress", "b")])
+        for e in log:
+            if e["kind"] != "hook" or e.get("hook") != "cgroup_skb/ingress":
+                continue
+            # Your map never stored anything: refused when the skb shares its
+            # extensions with a clone (what the observer's map says too), else absent.
+            truth = "refused" if e["maps"]["storage_a"]["state"] == "refused" else "absent"
+            mine = [r["tag"] for r in _reports(log) if r.get("skb") == e["skb"]]
+            if mine[:1] == [truth]:
+                lines.append(f"clone by {kind}: {truth}, as the kernel says")
+            else:
+                ok = False
+                lines.append(f"clone by {kind}: the kernel says {truth} ({tags[truth]}), you reported "
+                             f"{mine[0] if mine else 'nothing'}")
+    return Verdict("03", ok, "refused and absent told apart" if ok else "refused and absent are not told apart",
+                   lines)
+
+
+# ---- 05: the crossing table -----------------------------------------------------------
+
+CROSSINGS = {
+    "veth into another netns": ("mark_vs_storage", {"path": "netns"}),
+    "veth inside one netns": ("mark_vs_storage", {"path": "same_netns"}),
+    "bpf_redirect_peer": ("netns", {"path": "redirect_peer"}),
+}
+
+
+def crossing_truth(lab) -> dict:
+    """What the kernel does to skb->mark and skb storage on each crossing: {row: {"mark", "storage"}}."""
+    from labkit.scenarios.mark_vs_storage import MARK
+
+    out = {}
+    for row, (name, params) in CROSSINGS.items():
+        log = lab.run(name, **params)
+        last = [e for e in log if e["kind"] == "hook" and e.get("hook") == "cgroup_skb/ingress"][0]
+        out[row] = {"mark": "kept" if last.get("mark") == MARK else "dropped",
+                    "storage": "kept" if last["maps"]["storage_a"]["state"] in ("present", "created") else "dropped",
+                    "log": log}
+    return out
+
+
+@_checked("05")
+def crossing_table(lab, table):
+    """table: {row: {"mark": "kept"|"dropped", "storage": "kept"|"dropped"}} for the rows of CROSSINGS."""
+    truth = crossing_truth(lab)
+    lines, ok = [], True
+    for row, t in truth.items():
+        for col in ("mark", "storage"):
+            said = ((table or {}).get(row) or {}).get(col)
+            if said == t[col]:
+                lines.append(f"{row}, {col}: {said}")
+            else:
+                ok = False
+                lines.append(f"{row}, {col}: you wrote {said!r}, the kernel {t[col]} it")
+    return Verdict("05", ok, "your table matches the kernel" if ok else "your table and the kernel disagree", lines)
+
+
+# ---- 06: the side stash must be cleaned --------------------------------------------------
+
+
+@_checked("06")
+def stash_cleanup(lab, cell):
+    """tc_stash (given) stashes every test packet in my_stash by skb address; your
+    tracing programs must remove each entry when the skb is freed."""
+    bad = _cell_ready("06", cell, ("tc_stash",))
+    if bad:
+        return bad
+    tracers = [p for p in cell.programs if p != "tc_stash"]
+    if not tracers:
+        return Verdict("06", False, "the cell has no cleanup program yet",
+                       ["add SEC(\"tp_btf/consume_skb\") and SEC(\"tp_btf/kfree_skb\") programs that delete "
+                        "the skb's entry"])
+    n = 1000
+    log = _with(lab, lab.scenario("netns", path="veth"),
+                [cell.at("tc_stash", "tc/egress", "lk-a0")] + [cell.at(p, "trace") for p in tracers], count=n)
+    stashed = len([r for r in _reports(log, "value")])
+    left = log.header.get("own_maps", {}).get("my_stash")
+    lines = [f"{stashed} packets stashed at tc egress, {left} entries left in my_stash after the run"]
+    if stashed < n * 0.9:
+        return Verdict("06", False, f"only {stashed} of {n} packets were stashed; keep tc_stash as given", lines)
+    if left != 0:
+        lines.append("an entry left behind is memory the stock-kernel design leaks for every packet")
+        return Verdict("06", False, "the stash is not empty after 1000 packets", lines)
+    return Verdict("06", True, "every stashed entry was cleaned when its skb was freed", lines)
