@@ -154,6 +154,12 @@ class Lesson:
         self._need_live("loading a BPF program")
         return self.session.load(obj, programs)
 
+    def bcc(self, program, probes, during, **kw):
+        """Trace the lab kernel with a bcc program while the scenario ``during=(name, params)`` runs."""
+        from labkit import bcctrace
+
+        return bcctrace.run(self, program, probes, during, **kw)
+
     # -- showing --------------------------------------------------------------------
 
     def banner_html(self) -> str:

@@ -8,6 +8,8 @@ from labkit.errors import MissingTool
 PACKAGES = {
     "qemu-system-x86_64": "qemu-system-x86",
     "clang": "clang",
+    "dot": "graphviz",
+    "chromium": "chromium",
     "llvm-strip": "llvm",
     "bpftool": "bpftool",
     "make": "make",

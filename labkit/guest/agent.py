@@ -186,10 +186,19 @@ class Agent:
         os.close(fd)
         del self.fd_owner[fd]
         del proc["fds"][fd]
-        if not proc["fds"]:
-            status = proc.get("status")
-            if status is None:
-                _, status = os.waitpid(proc["pid"], 0)
+        if not proc["fds"] and proc.get("status") is None:
+            # Both pipes closed but the command runs on (it redirected its
+            # output): report its exit when reap_orphans() collects it.
+            pid, status = os.waitpid(proc["pid"], os.WNOHANG)
+            if pid == 0:
+                return
+            proc["status"] = status
+        self.finish(cid)
+
+    def finish(self, cid):
+        proc = self.procs[cid]
+        if not proc["fds"] and proc.get("status") is not None:
+            status = proc["status"]
             code = os.waitstatus_to_exitcode(status)
             if code < 0:
                 code = 128 - code
@@ -239,9 +248,10 @@ class Agent:
                 pid, status = os.waitpid(-1, os.WNOHANG)
                 if pid == 0:
                     break
-                for proc in self.procs.values():
+                for cid, proc in list(self.procs.items()):
                     if proc["pid"] == pid:
                         proc["status"] = status
+                        self.finish(cid)
         except ChildProcessError:
             pass
 

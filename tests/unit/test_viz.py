@@ -1,0 +1,328 @@
+"""The lifetime graph, the topology picture and the step-through widgets, on real recordings (no VM)."""
+
+import html
+import re
+import subprocess
+import sys
+
+import pytest
+
+from labkit import scenarios, viz
+from labkit.errors import MissingTool
+from labkit.events import EventLog
+from labkit.paths import PROJECT
+
+DATA = PROJECT / "notebooks" / "data"
+RECORDINGS = sorted(p.stem for p in DATA.glob("*.jsonl"))
+EDGE = re.compile(r"^\s*(\w+) -> (\w+) \[(.*)\]$")
+NODE = re.compile(r"^\s*(\w+) \[(.*)\]$")
+
+
+def load(name):
+    return EventLog.load(DATA / f"{name}.jsonl")
+
+
+def elements(graph):
+    """{node id: (cluster or None, attrs)}, {edge id: (tail, head, attrs)} from the DOT source."""
+    nodes, edges, cluster = {}, {}, None
+    for line in graph.source.splitlines():
+        if m := re.match(r"^\s*subgraph (cluster_\w+) \{", line):
+            cluster = m[1]
+        elif line.strip() == "}":
+            cluster = None
+        elif m := EDGE.match(line):
+            named = re.search(r'\bid="?([\w-]+)"?', m[3])
+            edges[named[1] if named else f"{m[1]}->{m[2]}"] = (m[1], m[2], m[3])
+        elif (m := NODE.match(line)) and m[1] not in ("graph", "node", "edge"):
+            nodes[m[1]] = (cluster, m[2])
+    return nodes, edges
+
+
+def of_kind(log, kind, packet=1):
+    return [e for e in log.events if e["kind"] == kind and e.get("packet") == packet]
+
+
+def test_recordings_are_there():
+    for name in ("basic-udp", "clone-mirred", "tunnel-gre-before_encap", "netns-veth", "mark_vs_storage-same_netns",
+                 "side_stash-clone", "two_maps"):
+        assert name in RECORDINGS
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_every_hook_is_a_node_in_its_namespace_cluster(name):
+    log = load(name)
+    nodes, edges = elements(viz.lifetime_graph(log))
+    hooks = of_kind(log, "hook")
+    assert hooks, f"{name} has no hook events"
+    for e in hooks:
+        cluster, attrs = nodes[f"ev{e['seq']}"]
+        assert cluster == f"cluster_{e['ns']}"
+        assert viz.HOOK_NAMES.get(e["hook"], e["hook"]) in attrs and e["ifname"] in attrs
+    source = viz.lifetime_graph(log).source
+    for ns in {e["ns"] for e in hooks}:
+        assert f'label="lk-{ns}"' in source
+    assert "0xffff" not in source, "raw skb addresses leaked into the graph"
+    assert "legend" in nodes and "refused" in nodes["legend"][1]
+    assert all(head in nodes and tail in nodes for tail, head, _ in edges.values())
+
+
+def test_scrubs_are_red_and_name_the_kernel_function():
+    log = load("tunnel-gre-before_encap")
+    nodes, edges = elements(viz.lifetime_graph(log))
+    scrubs = of_kind(log, "scrub")
+    assert [e["where"] for e in scrubs] == ["iptunnel_xmit", "__dev_forward_skb2", "__iptunnel_pull_header",
+                                            "ip_tunnel_rcv"]
+    for e in scrubs:
+        cluster, attrs = nodes[f"ev{e['seq']}"]
+        assert f"from {e['where']}" in attrs and "skb_scrub_packet()" in attrs
+        assert f"xnet={int(e['xnet'])}" in attrs and f'fillcolor="{viz.SCRUB}"' in attrs
+    # the veth crossing sits between the namespaces, the encap scrub inside lk-a
+    assert nodes[f"ev{scrubs[1]['seq']}"][0] is None
+    assert nodes[f"ev{scrubs[0]['seq']}"][0] == "cluster_a"
+    # "who dropped it": the storage was freed right at the encap scrub
+    (free,) = of_kind(log, "storage_free")
+    tail, head, _ = edges[f"to-ev{free['seq']}"]
+    assert tail == f"ev{scrubs[0]['seq']}" and "storage freed\\nin iptunnel_xmit" in nodes[head][1]
+    # the scrub sits on the edge from the writing hook to the next one
+    assert edges[f"to-ev{scrubs[0]['seq']}"][0] == "ev1"
+
+
+def test_clone_branches_off_dashed_and_both_sides_are_refused():
+    log = load("clone-mirred")
+    nodes, edges = elements(viz.lifetime_graph(log))
+    (clone,) = of_kind(log, "clone")
+    branch = [(t, h, a) for t, h, a in edges.values() if "clone by" in a]
+    assert len(branch) == 1
+    tail, head, attrs = branch[0]
+    assert "style=dashed" in attrs and "clone by tcf_mirred_to_dev" in attrs and "skb#2" in attrs
+    assert tail == "ev1" and head == "ev3"  # from the tc/ingress that wrote it to the clone's tc/egress on lk-s
+    refused = viz.STATE["refused"][0]
+    for seq in (3, 4):  # the clone and the original after it
+        assert f'BGCOLOR="{refused}"' in nodes[f"ev{seq}"][1] and "refused" in nodes[f"ev{seq}"][1]
+    assert f'BGCOLOR="{refused}"' not in nodes["ev1"][1]
+    assert viz.STATE["created"][0] in nodes["ev1"][1] and "0x4583bd40" in nodes["ev1"][1]
+
+
+def test_skbs_get_short_names_and_a_reused_address_is_another_skb():
+    log = load("basic-tcp")
+    assert len({e["skb"] for e in log.events}) == 1  # the allocator handed packet 2 the same sk_buff
+    assert set(viz.skb_names(log).values()) == {"skb#1", "skb#2"}
+    assert 'label="skb#2"' in viz.lifetime_graph(log, packet=2).source
+    assert "skb#2" not in viz.lifetime_graph(log, packet=1).source
+
+
+def test_only_slots_used_in_the_run_are_shown_and_mark_when_set():
+    basic = viz.lifetime_graph(load("basic-udp")).source
+    assert ">storage_a<" in basic and ">storage_b<" not in basic and ">stash<" not in basic and ">mark<" not in basic
+    assert ">storage_b<" in viz.lifetime_graph(load("two_maps")).source
+    stash = viz.lifetime_graph(load("side_stash-clone")).source
+    assert ">stash<" in stash and "present 0x56c03f3e" in stash
+    log = load("mark_vs_storage-same_netns")
+    nodes, _ = elements(viz.lifetime_graph(log))
+    for e in of_kind(log, "hook"):  # inside one namespace the mark survives the scrub
+        assert ">mark<" in nodes[f"ev{e['seq']}"][1] and "0x5eed" in nodes[f"ev{e['seq']}"][1]
+    nodes, _ = elements(viz.lifetime_graph(load("mark_vs_storage-netns")))
+    assert "0x5eed" in nodes["ev1"][1] and "0x5eed" not in nodes["ev4"][1]
+
+
+@pytest.mark.parametrize("name", ["basic-udp", "clone-mirred", "tunnel-gre-before_encap", "netns-veth",
+                                  "mark_vs_storage-same_netns", "side_stash-clone", "two_maps"])
+def test_every_frame_has_the_same_nodes_and_edges(name):
+    log = load(name)
+    steps = viz.frames(log)
+    assert len(steps) >= 4
+    first = elements(viz.lifetime_graph(log))
+    sources = set()
+    for seq in steps:
+        graph = viz.lifetime_graph(log, current=seq)
+        nodes, edges = elements(graph)
+        assert set(nodes) == set(first[0]) and set(edges) == set(first[1])
+        assert {k: v[:2] for k, v in edges.items()} == {k: v[:2] for k, v in first[1].items()}
+        assert {k: v[0] for k, v in nodes.items()} == {k: v[0] for k, v in first[0].items()}
+        sources.add(graph.source)
+    assert len(sources) == len(steps), "frames must differ in colour and weight"
+
+
+def test_current_step_is_bold_and_later_ones_faded():
+    log = load("netns-veth")
+    steps = viz.frames(log)
+    assert steps == [1, 2, 3, 4, 5, 6]  # the allocation (0) is part of the hook that made it
+    cur = 4
+    nodes, edges = elements(viz.lifetime_graph(log, current=cur))
+    faded = f'color="{viz.FADED[1]}"'
+    for e in log.events:
+        nid = f"ev{e['seq']}"
+        if nid not in nodes:
+            continue
+        attrs = nodes[nid][1]
+        assert ("penwidth=3" in attrs) == (e["seq"] == cur), nid
+        assert (faded in attrs) == (e["seq"] > cur), nid
+    assert "penwidth=3" in edges[f"to-ev{cur}"][2] and faded in edges["to-ev5"][2]
+    assert faded not in edges["to-ev2"][2]
+
+
+def test_clone_step_highlights_the_dashed_edge_and_allocation_its_hook():
+    log = load("clone-af_packet")
+    nodes, edges = elements(viz.lifetime_graph(log, current=2))
+    clone_edge = next(a for _, _, a in edges.values() if "clone by dev_queue_xmit_nit" in a)
+    assert "penwidth=3" in clone_edge and "dashed,bold" in clone_edge
+    assert not any("penwidth=3" in a for _, a in nodes.values())
+    nodes, _ = elements(viz.lifetime_graph(log, current=0))  # storage_alloc, folded into tc/egress
+    assert "penwidth=3" in nodes["ev1"][1]
+
+
+def test_frames_and_details():
+    log = load("basic-udp")
+    assert viz.frames(log) == [1, 2, 3, 4, 10]
+    assert viz.frames(log, packet=2) == [6, 7, 8, 9, 11]
+    with pytest.raises(ValueError, match="packet 3"):
+        viz.frames(log, packet=3)
+    text = viz.frame_details(log, 1)
+    assert "tc/ingress" in text and "created" in text and "0x66c75509" in text and "bpf_skb_storage_get" in text
+    gre = load("tunnel-gre-before_encap")
+    text = viz.frame_details(gre, 2)
+    assert "skb_scrub_packet(xnet=0)" in text and "iptunnel_xmit" in text and "storage with them" in text
+    text = viz.frame_details(load("clone-mirred"), 2)
+    assert "skb#2 is a clone of skb#1" in text and "tcf_mirred_to_dev" in text
+    with pytest.raises(ValueError):
+        viz.frame_details(log, 999)
+
+
+def test_svg_embeds_in_html():
+    out = viz.svg(viz.lifetime_graph(load("side_stash-clone"), current=3))
+    assert out.startswith("<svg") and "<?xml" not in out and "DOCTYPE" not in out
+    assert 'id="ev3"' in out and "skb_scrub_packet" in out  # the legend names it too
+    group = out[out.index('id="ev3"'):]
+    group = group[:group.index("</g>")]
+    assert 'stroke-width="3"' in group
+
+
+def test_svg_without_dot_says_how_to_install_it(monkeypatch):
+    from labkit import tools
+
+    monkeypatch.setattr(tools, "which", lambda program: None)
+    with pytest.raises(MissingTool) as err:
+        viz.svg(viz.lifetime_graph(load("basic-udp")))
+    assert "sudo apt-get install graphviz" in str(err.value)
+
+
+@pytest.mark.parametrize("name,params", scenarios.variants(), ids=lambda v: str(v))
+def test_topology_of_every_scenario_renders(name, params):
+    sc = scenarios.get(name, **params)
+    out = html.unescape(viz.svg(viz.topology_graph(sc)))  # dot writes "-" as &#45;
+    assert out.startswith("<svg")
+    for ns in sc.topology.netns:
+        assert f">lk-{ns}<" in out
+    for (ns, dev), _ in sc.topology.devices().items():
+        if dev != "lo":
+            assert f">{dev}<" in out
+    for t in sc.topology.tunnels:
+        assert f"{t.kind} tunnel" in out
+    for h in sc.hooks:
+        assert h.at in out
+    if sc.mirrors:
+        assert "tc mirred mirror" in out
+    if sc.taps:
+        assert "AF_PACKET tap" in out
+    if any(h.clone_to for h in sc.hooks):
+        assert "bpf_clone_redirect" in out
+    assert "send 1 × " in out or "send 2 × " in out
+
+
+def test_topology_draws_writes_and_links():
+    graph = viz.topology_graph(scenarios.get("tunnel", kind="vxlan", create="before_encap"))
+    nodes, _ = elements(graph)
+    assert "tc/egress: write storage_a" in nodes["a__lk_t"][1] and "tc/egress: observe" in nodes["a__lk_a0"][1]
+    assert nodes["a__lk_t"][0] == "cluster_a" and nodes["b__sock"][0] == "cluster_b"
+    assert 'a__lk_t -> b__lk_t [label="vxlan tunnel"' in graph.source
+    assert "a__lk_a0 -> b__lk_b0 [label=veth" in graph.source
+    assert "src0 -> a__lk_t" in graph.source and "b__lk_t -> b__sock" in graph.source
+
+
+def test_import_labkit_stays_light():
+    code = "import sys, labkit, labkit.viz; print('graphviz' in sys.modules, 'ipywidgets' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT)
+    assert out.stdout.split() == ["False", "False"]
+
+
+# ---- widgets ---------------------------------------------------------------------------------------
+
+
+def test_explorer_follows_its_slider():
+    from labkit.explorer import Explorer
+
+    x = Explorer(load("netns-veth"), title="veth")
+    assert x.slider.max == 5 and x.seq == 1
+    before_svg, before_details = x.svg_html.value, x.details.value
+    x.slider.value = 1
+    assert x.seq == 2 and x.svg_html.value != before_svg and x.details.value != before_details
+    assert "__dev_forward_skb2" in x.details.value and "step 2 of 6" in x.details.value
+    group = x.svg_html.value[x.svg_html.value.index('id="ev2"'):]
+    assert 'stroke-width="3"' in group[:group.index("</g>")]
+    x.next_button.click()
+    assert x.slider.value == 2 and "storage freed" in x.details.value.lower()
+    x.go(99)
+    assert x.slider.value == 5
+    x.prev_button.click()
+    assert x.slider.value == 4
+    assert x.packet_menu is None
+
+
+def test_explorer_packet_menu_and_cache(monkeypatch):
+    from labkit.explorer import Explorer
+
+    x = Explorer(load("basic-udp"))
+    assert x.packet_menu is not None and x.steps == [1, 2, 3, 4, 10]
+    x.slider.value = 2
+    x.packet_menu.value = 2
+    assert x.steps == [6, 7, 8, 9, 11] and x.slider.value == 0 and "packet 2" in x.details.value
+    calls = []
+    real = viz.svg
+    monkeypatch.setattr(viz, "svg", lambda g: calls.append(1) or real(g))
+    for step in (1, 0, 1, 0):  # step 0 of packet 2 is already drawn
+        x.slider.value = step
+    assert len(calls) == 1
+    x.packet_menu.value = 1  # packet 1's frames 0 and 2 were drawn before
+    x.slider.value = 2
+    assert len(calls) == 1
+
+
+def test_side_by_side_shares_one_slider():
+    from labkit.explorer import SideBySide
+
+    s = SideBySide(load("tunnel-gre-before_encap"), load("netns-veth"), titles=("gre", "veth"))
+    assert s.slider.max == len(viz.frames(load("tunnel-gre-before_encap"))) - 1
+    s.slider.value = 3
+    assert s.left.slider.value == 3 and s.right.slider.value == 3
+    assert s.left.seq == 4 and s.right.seq == 4
+    s.slider.value = s.slider.max
+    assert s.right.slider.value == 5 and s.right.seq == 6  # the shorter run stays at its end
+    assert "gre" in s.left.children[0].value and "veth" in s.right.children[0].value
+
+
+def test_rerun_calls_the_runner_and_shows_its_failure():
+    from labkit.errors import LabError
+    from labkit.explorer import Explorer, Rerun
+
+    calls = []
+
+    def run(kind, create):
+        calls.append((kind, create))
+        if kind == "geneve":
+            raise LabError("the lab VM is not running", fix="run: labkit vm start")
+        return load(f"tunnel-{kind}-{create}")
+
+    r = Rerun(run, {"kind": ["gre", "vxlan", "geneve"], "create": ["before_encap", "outer"]},
+              {"kind": "vxlan", "create": "outer"})
+    assert r.explorer is None and calls == []
+    r.button.click()
+    assert calls == [("vxlan", "outer")] and isinstance(r.explorer, Explorer)
+    assert r.explorer.eventlog.header["params"] == {"create": "outer", "kind": "vxlan"}
+    assert r.area.children == (r.explorer,) and r.error.value == ""
+    good = r.explorer
+    r.dropdowns["kind"].value = "geneve"
+    r.button.click()
+    assert calls[-1] == ("geneve", "outer")
+    assert "the lab VM is not running -- run: labkit vm start" in r.error.value
+    assert "Traceback" not in r.error.value and r.explorer is good
+    assert not r.button.disabled and r.button.description == "Run"
