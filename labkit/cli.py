@@ -11,6 +11,7 @@
     labkit record NAME [--param k=v] -o FILE   run a scenario in the lab VM, save its event log
     labkit show FILE [--packet N]  a recorded event log as a text timeline
     labkit demo                   boot the VM, run doctor and one storage program
+    labkit open [--port N]        JupyterLab on the lessons, with the lab VM proven to boot
     labkit cleanup                stop lab VMs and remove what they left behind
 
 Errors are one line: what failed, then what to run. Exit status 2 means
@@ -100,6 +101,11 @@ def _parser():
     sh.set_defaults(func=cmd_show)
 
     sub.add_parser("demo", help="boot the lab VM, run doctor and one storage program").set_defaults(func=cmd_demo)
+    op = sub.add_parser("open", help="JupyterLab on the lessons (notebooks/), the lab VM proven to boot first")
+    op.add_argument("--port", type=int, help="default: the first free one from 8888")
+    op.add_argument("--ip", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    op.add_argument("--no-vm", action="store_true", help="skip the VM boot check")
+    op.set_defaults(func=cmd_open)
     sub.add_parser("cleanup", help="stop lab VMs and remove leftovers").set_defaults(func=cmd_cleanup)
     return p
 
@@ -234,6 +240,12 @@ def cmd_vm_status(args):
         return 0
     print("no lab VM running")
     return 1
+
+
+def cmd_open(args):
+    from labkit import jupyter
+
+    return jupyter.open_lab(port=args.port, ip=args.ip, probe_vm=not args.no_vm)
 
 
 def cmd_demo(args):

@@ -68,6 +68,11 @@ class Explorer(widgets.VBox):
         self.slider.observe(lambda ch: self._show(ch["new"]), names="value")
         head = [widgets.HTML(f"<h4 style='margin:2px 0'>{html.escape(title)}</h4>")] if title else []
         super().__init__(head + ([widgets.HBox(bar)] if controls else []) + [self.details, self.svg_html])
+        # Names a browser (and the browser test) can find the parts by.
+        self.add_class("labkit-explorer")
+        self.slider.add_class("labkit-step")
+        self.details.add_class("labkit-details")
+        self.svg_html.add_class("labkit-frame")
         self._show(self.slider.value)
 
     @property

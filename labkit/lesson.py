@@ -193,11 +193,32 @@ class Lesson:
         return ex
 
     def compare(self, left, right, titles=None):
-        from IPython.display import display
+        """Two runs side by side: both graphs as static SVG, then one step-through for both."""
+        from IPython.display import HTML, display
 
+        from labkit import viz
         from labkit.explorer import SideBySide
 
+        titles = titles or ("left", "right")
+        panes = "".join(f'<div style="flex:1;min-width:0"><b>{html.escape(t)}</b>'
+                        f'<div style="max-width:100%;overflow:auto">{viz.svg(viz.lifetime_graph(g))}</div></div>'
+                        for t, g in zip(titles, (left, right)))
+        display(HTML(f'<div style="display:flex;gap:12px">{panes}</div>'))
         view = SideBySide(left, right, titles=titles)
+        display(view)
+        return view
+
+    def pick(self, name, choices, initial):
+        """Dropdowns for the scenario's parameters and a Run button (live: on the kernel; replay: the
+        recordings); the first run is also shown as a static SVG."""
+        from IPython.display import SVG, display
+
+        from labkit import viz
+        from labkit.explorer import Rerun
+
+        first = self.run(name, **initial)
+        display(SVG(viz.svg(viz.lifetime_graph(first))))
+        view = Rerun(lambda **p: self.run(name, **p), choices, initial, log=first)
         display(view)
         return view
 

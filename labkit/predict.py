@@ -38,7 +38,8 @@ class Predict:
         return set(self.choice.value) if self.multiple else self.choice.value
 
     def reveal(self, truth, why=""):
-        """Compare the guess with what the kernel did (truth: an option, or a set of options)."""
+        """Compare the guess with what the kernel did (truth: an option, or a set of options);
+        ``self.correct`` keeps the outcome."""
         from IPython.display import HTML, display
 
         truth_set = set(truth) if self.multiple else truth
@@ -55,5 +56,5 @@ class Predict:
         text = (f'<div style="border-left:6px solid {colour};padding:4px 10px"><b>{verdict}</b> '
                 f"{html.escape(str(answer))}" + (f"<br>{html.escape(why)}" if why else "") + "</div>")
         self.result.value = text
+        self.correct = said == truth_set
         display(HTML(f"<b>Predict:</b> {html.escape(self.question)}" + text))
-        return said == truth_set

@@ -3,6 +3,9 @@
 1. ``tests/unit`` and ``tests/host`` on the host: pure logic, the CLI's
    errors, and the lab VM driven from outside (each of those boots its own).
 2. ``tests/lab`` inside one lab VM, as root on the lab kernel.
+3. ``tests/notebooks`` and ``tests/browser`` on the host: every lesson
+   live (each boots its VM) and in replay as an unprivileged user, and
+   JupyterLab in headless Chromium.
 
 Extra arguments go to both pytest runs. The closing line counts all tiers:
 ``tests: N passed, N failed, N skipped``.
@@ -33,8 +36,8 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     out = paths.PROJECT / "artifacts"
     out.mkdir(exist_ok=True)
-    host_xml, lab_xml = out / "junit-host.xml", out / "junit-lab.xml"
-    for f in (host_xml, lab_xml):
+    host_xml, lab_xml, nb_xml = out / "junit-host.xml", out / "junit-lab.xml", out / "junit-lessons.xml"
+    for f in (host_xml, lab_xml, nb_xml):
         f.unlink(missing_ok=True)
 
     print("== host tier: tests/unit tests/host", flush=True)
@@ -55,8 +58,12 @@ def main(argv=None) -> int:
         print(f"labkit: {exc.render()}", file=sys.stderr)
         lab_rc = 2
 
+    print("\n== lessons tier: tests/notebooks tests/browser", flush=True)
+    nb_rc = subprocess.call([sys.executable, "-m", "pytest", "tests/notebooks", "tests/browser", "-v",
+                             f"--junitxml={nb_xml}", *argv], cwd=paths.PROJECT)
+
     passed = failed = skipped = 0
-    for name, xml in (("host", host_xml), ("lab", lab_xml)):
+    for name, xml in (("host", host_xml), ("lab", lab_xml), ("lessons", nb_xml)):
         c = counts(xml)
         if c is None:
             print(f"{name} tier left no report ({xml})", file=sys.stderr)
@@ -67,7 +74,7 @@ def main(argv=None) -> int:
         failed += f
         skipped += c["skipped"]
     print(f"\ntests: {passed} passed, {failed} failed, {skipped} skipped")
-    return 0 if host_rc == 0 and lab_rc == 0 and failed == 0 else 1
+    return 0 if host_rc == 0 and lab_rc == 0 and nb_rc == 0 and failed == 0 else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+"""JupyterLab in headless Chromium (Playwright, Debian's chromium): open
+01_first_storage, run all cells, and check the lifetime graph and the
+step-through work in a real browser. The screenshot is kept in
+artifacts/browser/.
+"""
+
+import os
+import shutil
+
+import pytest
+
+from labkit import jupyter, paths
+from labkit.lesson import live_possible
+from tests.conftest import need
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ART = paths.PROJECT / "artifacts" / "browser"
+RUN_ALL_TIMEOUT_MS = 420_000  # live: the VM boots, the scenarios and the check run
+
+
+@pytest.fixture(scope="module")
+def server():
+    need(os.path.exists(CHROMIUM), "the browser tests need Debian's chromium", "sudo apt-get install chromium")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        need(False, "the browser tests need Playwright", "./lab setup (pip install playwright)")
+    ok, why = live_possible()
+    need(ok, f"the browser test runs the lesson live: {why}", "./lab setup")
+    proc, url = jupyter.start()
+    try:
+        yield url
+    finally:
+        jupyter.stop(proc)
+
+
+@pytest.fixture()
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        try:
+            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            yield pg
+        finally:
+            browser.close()
+
+
+@pytest.mark.timeout(900)
+def test_first_storage_runs_in_the_browser(server, page):
+    ART.mkdir(parents=True, exist_ok=True)
+    page.goto(server.replace("00_index.ipynb", "01_first_storage.ipynb"))
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
+                           ".jp-Toolbar-kernelStatus, .jp-KernelStatus", timeout=60_000)
+    page.wait_for_timeout(1500)  # the kernel connects
+    page.click("li.lm-MenuBar-item:has-text('Run')")
+    page.click("li.lm-Menu-item[data-command='notebook:run-all-cells']")
+    try:
+        # The exercise check is the last output: everything above has run by then.
+        page.wait_for_selector(".labkit-check", timeout=RUN_ALL_TIMEOUT_MS)
+    finally:
+        page.screenshot(path=str(ART / "01_first_storage-run.png"), full_page=True)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
+    assert not tracebacks, tracebacks[:2]
+    assert page.locator(".labkit-banner:has-text('LIVE')").count() >= 1
+
+    # The lifetime graph, static and in the step-through.
+    assert page.locator(".jp-RenderedSVG svg g.graph").count() >= 2
+    explorer = page.locator(".labkit-explorer").first
+    explorer.scroll_into_view_if_needed()
+    frame = explorer.locator(".labkit-frame svg g.graph")
+    assert frame.count() == 1
+    details = explorer.locator(".labkit-details")
+    before_details, before_svg = details.inner_text(), frame.inner_html()
+    assert "step 1" in before_details.lower() or before_details.strip(), before_details
+
+    # Move the slider (keyboard on its handle, as a user would): the highlighted event changes.
+    handle = explorer.locator(".labkit-step .noUi-handle").first
+    handle.focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function(
+        "([el, old]) => el.innerText !== old",
+        arg=[details.element_handle(), before_details], timeout=20_000)
+    after_details, after_svg = details.inner_text(), frame.inner_html()
+    assert after_details != before_details
+    assert after_svg != before_svg
+    page.screenshot(path=str(ART / "01_first_storage.png"), full_page=True)
+    assert (ART / "01_first_storage.png").stat().st_size > 10_000
