@@ -12,6 +12,7 @@ notebook tests tell a passing check from a failing one.
 from __future__ import annotations
 
 import html
+import os
 from dataclasses import dataclass, field, replace
 
 from labkit.errors import LabError
@@ -37,14 +38,13 @@ class Verdict:
         return "\n  ".join([f"{head}: {self.summary}", *self.lines])
 
 
-def show(v: Verdict) -> Verdict:
+def show(v: Verdict) -> None:
     try:
         from IPython.display import HTML, display
 
         display(HTML(v._repr_html_()), metadata={"labkit_check": {"exercise": v.exercise, "passed": v.passed}})
     except ImportError:
         print(v)
-    return v
 
 
 def _checked(exercise):
@@ -59,7 +59,10 @@ def _checked(exercise):
                     v = fn(lab, *args, **kw)
                 except LabError as exc:
                     v = Verdict(exercise, False, exc.message, [exc.fix] if exc.fix else [])
-            return v if quiet else show(v)
+            if quiet:
+                return v
+            show(v)  # shown once; the verdict stays in the output's metadata
+            return None
         run.__name__, run.__doc__ = fn.__name__, fn.__doc__
         return run
     return wrap
@@ -133,6 +136,8 @@ def first_storage(lab, cell):
     if len(delays) >= 3 and len(set(delays)) == 1:
         ok = False
         lines.append(f"every packet reported exactly {delays[0]} ns: measure each packet, do not write a number in")
+    if os.environ.get("LABKIT_DEBUG_CHECKS"):
+        print(log.timeline())
     if not log.packets():
         return Verdict("01", False, "no packet reached the socket", [])
     return Verdict("01", ok, "every delivered packet reports its own delay" if ok else

@@ -102,6 +102,39 @@ def choose_accel(kernel_dir=None, probe=True):
 # ---- QEMU ----------------------------------------------------------------------
 
 
+_TSC_KHZ = []
+
+
+def host_tsc_khz() -> int | None:
+    """The host's TSC rate in kHz, measured with rdtsc against CLOCK_MONOTONIC
+    over 50 ms (x86-64 only; None elsewhere or when it cannot run code)."""
+    if _TSC_KHZ:
+        return _TSC_KHZ[0]
+    khz = None
+    if os.uname().machine == "x86_64":
+        try:
+            import ctypes
+            import mmap
+
+            # rdtsc; shl rdx, 32; or rax, rdx; ret
+            code = bytes.fromhex("0f3148c1e2204809d0c3")
+            buf = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+            buf.write(code)
+            addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+            rdtsc = ctypes.CFUNCTYPE(ctypes.c_uint64)(addr)
+            t0, c0 = time.monotonic_ns(), rdtsc()
+            time.sleep(0.05)
+            t1, c1 = time.monotonic_ns(), rdtsc()
+            khz = round((c1 - c0) * 1_000_000 / (t1 - t0))
+            del rdtsc
+            if not 100_000 < khz < 10_000_000:  # not a plausible x86 TSC: leave it to the guest
+                khz = None
+        except (OSError, ValueError, TypeError):
+            khz = None
+    _TSC_KHZ.append(khz)
+    return khz
+
+
 def qemu_argv(kernel: Path, rundir: Path, *, accel: str, cpus: int, memory: str, python: str):
     append = " ".join([
         "console=ttyS0",
@@ -109,10 +142,13 @@ def qemu_argv(kernel: Path, rundir: Path, *, accel: str, cpus: int, memory: str,
         "rootflags=trans=virtio,version=9p2000.L,cache=loose,msize=262144", "ro",
         f"init={paths.GUEST_DIR / 'init'}",
         "panic=-1", "quiet", "loglevel=4",
-        # Under TCG the boot-time TSC sync check between vCPUs sometimes sees a
-        # warp and drops the TSC for jiffies: bpf_ktime_get_ns() then moves in
-        # 4 ms steps and per-packet times read 0. The TSC is the only clocksource
-        # this guest has; trust it.
+        # The guest has no HPET or PM timer (no ACPI), so the TSC is its only
+        # clocksource. Under a loaded TCG its calibration against the PIT can
+        # fail ("Marking TSC unstable due to could not calculate TSC khz") and
+        # the kernel falls back to jiffies: bpf_ktime_get_ns() then moves in 4 ms
+        # steps and per-packet times read 0. TCG's TSC is the host's, so give the
+        # guest the host's rate and skip the calibration; and trust the TSC.
+        *([f"tsc_early_khz={host_tsc_khz()}"] if host_tsc_khz() else []),
         "tsc=reliable",
         f"labkit.python={python}",
         f"labkit.bind={paths.PROJECT},{sys.prefix}",
