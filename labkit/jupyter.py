@@ -70,8 +70,13 @@ def start(port=None, ip="127.0.0.1", token=None):
     port = port or free_port(ip=ip)
     log = paths.PROJECT / ".lab" / "jupyterlab.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    # The lab's own JupyterLab settings (no news pop-up over the lessons) come first.
+    env = dict(os.environ)
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(
+        [str(Path(__file__).parent / "jupyter_config")] + ([env["JUPYTER_CONFIG_PATH"]]
+                                                           if env.get("JUPYTER_CONFIG_PATH") else []))
     with open(log, "w") as fh:
-        proc = subprocess.Popen(jupyter_argv(port, ip, token), stdout=fh, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(jupyter_argv(port, ip, token), stdout=fh, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, cwd=paths.PROJECT / "notebooks", start_new_session=True)
     try:
         wait_ready(proc, f"http://{ip}:{port}/api/status?token={token}", log)
