@@ -8,8 +8,9 @@ and bound to ``NAME`` in the notebook as a ``BpfCell``::
     %%bpf stamp --run basic --attach tc_stamp=tc/ingress@lk-b0 --attach show=socket_filter@b
 
 ``--run SCENARIO [--param k=v]`` runs a library scenario with the cell's
-programs attached (``prog=HOOK@DEV`` for tc, ``prog=HOOK@NS`` for
-cgroup_skb/ingress and socket_filter, ``prog=trace`` for tracing programs)
+programs attached (``prog=HOOK@DEV`` for tc and xdp, ``prog=HOOK@NS`` for
+cgroup_skb/ingress and socket_filter, ``prog=trace`` for tracing programs; a
+device in several namespaces is written ``NS/DEV``)
 and shows the result. clang's errors and the verifier's complaints point
 at the cell's own lines; nothing is raised at the learner, the cell shows
 what went wrong and ``NAME.error`` keeps it.
@@ -48,8 +49,9 @@ class BpfCell:
         return self.error is None and self.obj is not None
 
     def at(self, prog, at, where=None):
-        """An ``Attach`` of program prog at hook at (``tc/ingress@lk-b0`` style where: a device for tc,
-        a namespace for cgroup_skb/socket_filter, nothing for trace)."""
+        """An ``Attach`` of program prog at hook at. where: a device for tc (``lk-b0``, or ``b/lk-t``
+        when the device name is in several namespaces), a namespace for cgroup_skb/socket_filter,
+        nothing for trace."""
         from labkit.scenario import Attach
 
         if not self.ok:
@@ -58,8 +60,9 @@ class BpfCell:
         if prog not in self.programs:
             raise LabError(f"cell {self.name} has no program {prog!r}",
                            fix=f"its programs: {', '.join(self.programs) or 'none'}")
-        if at.startswith("tc/"):
-            return Attach(str(self.obj), prog, at, ns="", dev=where)
+        if at.startswith("tc/") or at == "xdp":
+            ns, _, dev = (where or "").rpartition("/")
+            return Attach(str(self.obj), prog, at, ns=ns, dev=dev)
         return Attach(str(self.obj), prog, at, ns=where or "")
 
 
@@ -191,11 +194,12 @@ def place(a, sc):
     """A tc attach names a device: find the namespace it is in."""
     from dataclasses import replace
 
-    if a.at.startswith("tc/") and not a.ns:
+    if (a.at.startswith("tc/") or a.at == "xdp") and not a.ns:
         hits = sorted({ns for ns, dev in sc.topology.devices() if dev == a.dev})
         if len(hits) != 1:
             raise LabError(f"device {a.dev!r} is in {len(hits)} namespaces of {sc.name}",
-                           fix="devices: " + ", ".join(sorted(f"{d}@{n}" for n, d in sc.topology.devices())))
+                           fix="write NS/DEV; devices: "
+                           + ", ".join(sorted(f"{n}/{d}" for n, d in sc.topology.devices())))
         return replace(a, ns=hits[0])
     return a
 

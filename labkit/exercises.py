@@ -199,6 +199,49 @@ def refused_or_absent(lab, cell):
                    lines)
 
 
+# ---- 04: carry a value across a GENEVE tunnel ------------------------------------------
+
+
+def geneve_external(lab):
+    """The GENEVE tunnel scenario with collect_md devices: your programs set the tunnel key."""
+    sc = lab.scenario("tunnel", kind="geneve", create="before_encap")
+    topo = replace(sc.topology, tunnels=tuple(replace(t, external=True) for t in sc.topology.tunnels))
+    return replace(sc, name="tunnel", topology=topo, expect=(), description="GENEVE (external), your key and option")
+
+
+@_checked("04")
+def carry_across_tunnel(lab, cell):
+    """tc_encap (tc egress of lk-t in lk-a) writes a random note and sets the tunnel key; your code
+    carries the note in a GENEVE option; tc_decap (tc ingress of lk-t in lk-b) re-creates it;
+    cg_read reports what arrives at cgroup_skb ingress."""
+    bad = _cell_ready("04", cell, ("tc_encap", "tc_decap", "cg_read"))
+    if bad:
+        return bad
+    log = _with(lab, geneve_external(lab), [cell.at("tc_encap", "tc/egress", "a/lk-t"),
+                                            cell.at("tc_decap", "tc/ingress", "b/lk-t"),
+                                            cell.at("cg_read", "cgroup_skb/ingress", "b")], count=3)
+    lines, ok = [], True
+    for p in range(1, len(log.header.get("tokens", [])) + 1):
+        written = [e["value"] for e in _reports(log, "written") if e.get("packet") == p]
+        arrived = [e for e in _reports(log) if e.get("packet") == p and e.get("tag") in ("value", "absent")]
+        if not written:
+            ok = False
+            lines.append(f"packet {p}: tc_encap wrote no note (keep it as given)")
+        elif not arrived:
+            ok = False
+            lines.append(f"packet {p}: never reached cgroup_skb ingress in lk-b (dropped on the way?)")
+        elif arrived[0]["tag"] == "absent":
+            ok = False
+            lines.append(f"packet {p}: wrote {written[0]:#010x} before encapsulation; after decapsulation the "
+                         "packet had no note")
+        elif arrived[0]["value"] != written[0]:
+            ok = False
+            lines.append(f"packet {p}: wrote {written[0]:#010x}, arrived {arrived[0]['value']:#010x}")
+        else:
+            lines.append(f"packet {p}: {written[0]:#010x} carried across encapsulation and decapsulation")
+    return Verdict("04", ok, "the note survives the tunnel" if ok else "the note did not make it across", lines)
+
+
 # ---- 05: the crossing table -----------------------------------------------------------
 
 CROSSINGS = {

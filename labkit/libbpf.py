@@ -108,6 +108,7 @@ def lib():
         "bpf_program__type": (c_int, [c_void_p]),
         "bpf_program__attach": (c_void_p, [c_void_p]),
         "bpf_program__attach_cgroup": (c_void_p, [c_void_p, c_int]),
+        "bpf_program__attach_xdp": (c_void_p, [c_void_p, c_int]),
         "bpf_link__destroy": (c_int, [c_void_p]),
         "bpf_map__name": (c_char_p, [c_void_p]),
         "bpf_map__fd": (c_int, [c_void_p]),
@@ -212,6 +213,13 @@ class Program:
         finally:
             os.close(fd)
         return Link(link, f"{self.name} on {cgroup_path}")
+
+    def attach_xdp(self, ifindex: int):
+        """An XDP link on the device ifindex (of the caller's network namespace)."""
+        link = lib().bpf_program__attach_xdp(self.ptr, ifindex)
+        if not link:
+            raise _err(f"attach {self.name} as XDP on ifindex {ifindex}")
+        return Link(link, f"{self.name} (XDP on ifindex {ifindex})")
 
     def attach_tc(self, ifindex: int, ingress=True, priority=0):
         """A direct-action filter on the clsact hook (priority 0: the kernel picks)."""

@@ -151,7 +151,7 @@ def to_events(records: list[Record], tokens: list[int], netns_names: dict) -> li
 
 
 REPORT = struct.Struct("<QQIIQ")  # struct lab_report (bpf/include/lab_user.h)
-REPORT_TAGS = {1: "value", 2: "delay_ns", 3: "absent", 4: "refused", 5: "present"}
+REPORT_TAGS = {1: "value", 2: "delay_ns", 3: "absent", 4: "refused", 5: "present", 6: "written"}
 HASH_TYPES = (1, 5, 9, 10)  # BPF_MAP_TYPE_HASH, PERCPU_HASH, LRU_HASH, LRU_PERCPU_HASH
 
 
@@ -337,7 +337,8 @@ def build_topology(st: ExitStack, scenario: Scenario) -> Built:
             spec = {"gre": dict(gre_local=local, gre_remote=remote, gre_ttl=64),
                     "ipip": dict(ipip_local=local, ipip_remote=remote, ipip_ttl=64),
                     "vxlan": dict(vxlan_id=t.vni, vxlan_local=local, vxlan_group=remote, vxlan_port=4789),
-                    "geneve": dict(geneve_id=t.vni, geneve_remote=remote)}[t.kind]
+                    "geneve": dict(geneve_collect_metadata=True) if t.external else
+                    dict(geneve_id=t.vni, geneve_remote=remote)}[t.kind]
             _netlink(f"{t.kind} tunnel {t.name} in {ns_name(ns)}", b.ipr[ns].link, "add", ifname=t.name,
                      kind=t.kind, **spec)
             addr(ns, t.name, cidr)
@@ -534,8 +535,8 @@ class Run:
     @staticmethod
     def _attach_own(st, built, a, own, cgroup):
         """Attach one of your programs: tc after the observer, cgroup_skb on
-        the run's cgroup, trace by its section; socket filters go on the
-        receiving sockets (see _receivers)."""
+        the run's cgroup, trace by its section, XDP on a device; socket
+        filters go on the receiving sockets (see _receivers)."""
         from labkit.cgroup import Cgroup
 
         prog = own.program(a.prog)
@@ -549,6 +550,9 @@ class Run:
             st.callback(prog.attach_cgroup(cgroup.path).close)
         elif a.at == "trace":
             st.callback(prog.attach().close)
+        elif a.at == "xdp":
+            with in_netns(ns_name(a.ns)):
+                st.callback(prog.attach_xdp(built.ifindex(a.ns, a.dev)).close)
         return cgroup
 
     @staticmethod

@@ -22,7 +22,7 @@ TUNNEL_KINDS = ("gre", "ipip", "vxlan", "geneve")
 HOOK_POINTS = ("tc/ingress", "tc/egress", "cgroup_skb/ingress", "socket_filter", "af_packet")
 # Where your own programs go: "trace" attaches by the program's section
 # (tp_btf/..., fentry/..., kprobe/...); a socket filter goes on the receiving sockets.
-ATTACH_POINTS = ("tc/ingress", "tc/egress", "cgroup_skb/ingress", "socket_filter", "trace")
+ATTACH_POINTS = ("tc/ingress", "tc/egress", "cgroup_skb/ingress", "socket_filter", "trace", "xdp")
 SLOTS = ("storage_a", "storage_b", "stash")
 PROTOS = ("udp", "tcp", "icmp")
 IFNAMSIZ = 15
@@ -62,6 +62,10 @@ class Tunnel:
     addr_b: str
     name: str = "lk-t"
     vni: int = 42
+    # GENEVE only: collect_md ("external") on both ends. The device then
+    # sends only what a BPF program gave a tunnel key (bpf_skb_set_tunnel_key)
+    # and hands received packets their tunnel metadata (options included).
+    external: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,7 @@ class Hook:
 @dataclass(frozen=True)
 class Attach:
     """A program of your own (a .bpf.o and the program's name) at a tc hook
-    (after the lab's observer), on the run's cgroup, as the socket filter
+    (after the lab's observer), XDP on a device, on the run's cgroup, as the socket filter
     of the receiving sockets in ns (instead of the observer's) or, with
     at="trace", attached by its section. Programs from one .bpf.o are
     loaded together and share its maps."""
@@ -257,6 +261,8 @@ class Scenario:
                 _bad(f"scenario {self.name}: unknown tunnel kind {t.kind!r}",
                      f"use one of {', '.join(TUNNEL_KINDS)}")
             check_dev(t.name, f"{t.kind} tunnel")
+            if t.external and t.kind != "geneve":
+                _bad(f"scenario {self.name}: an external (collect_md) tunnel is GENEVE only here, not {t.kind}")
             for ns in (t.ns_a, t.ns_b):
                 known_ns(ns, f"{t.kind} tunnel")
                 if (ns, t.name) in seen:
@@ -324,7 +330,7 @@ class Scenario:
             if a.at not in ATTACH_POINTS:
                 _bad(f"scenario {self.name}: your program {a.prog} can attach at {', '.join(ATTACH_POINTS)}, "
                      f"not {a.at!r}")
-            if a.at.startswith("tc/"):
+            if a.at.startswith("tc/") or a.at == "xdp":
                 known_dev(a.ns, a.dev or "", f"your program {a.prog}")
             elif a.at != "trace":
                 known_ns(a.ns, f"your program {a.prog}")
@@ -364,7 +370,7 @@ class Scenario:
                          f"{v.b} ({v.ns_b}{' ' + v.addr_b if v.addr_b else ''})")
         for t in topo.tunnels:
             lines.append(f"  {t.kind} tunnel {t.name}: {t.addr_a} in {t.ns_a} <-> {t.addr_b} in {t.ns_b}, "
-                         f"over {t.under_a} -> {t.under_b}")
+                         f"over {t.under_a} -> {t.under_b}" + (" (external: keys set by BPF)" if t.external else ""))
         for s in topo.sinks:
             lines.append(f"  sink {s.name} in {s.ns}" + (" (holds what it gets)" if s.hold else ""))
         for h in self.hooks:
@@ -386,7 +392,7 @@ class Scenario:
         for t in self.taps:
             lines.append(f"  AF_PACKET tap on {t.dev} in {t.ns}")
         for a in self.attach:
-            place = {"trace": "by its section", "socket_filter": f"on the receiving sockets in {a.ns}",
+            place = {"trace": "by its section", "xdp": f"as XDP on {a.dev} in {a.ns}", "socket_filter": f"on the receiving sockets in {a.ns}",
                      "cgroup_skb/ingress": f"on the cgroup of {a.ns}'s sockets"}.get(a.at, f"on {a.dev} in {a.ns}")
             lines.append(f"  your program {a.prog} ({a.obj.rsplit('/', 1)[-1]}) at {a.at} {place}")
         for p in self.packets:

@@ -28,6 +28,7 @@ enum lab_report_tag {
 	LAB_REPORT_ABSENT = 3,   /* no storage on this skb */
 	LAB_REPORT_REFUSED = 4,  /* storage refused: the skb shares its extensions with a clone */
 	LAB_REPORT_PRESENT = 5,  /* storage found */
+	LAB_REPORT_WRITTEN = 6,  /* a value written into storage */
 };
 
 /* One report; labkit/runtime.py decodes it (keep both in step). */

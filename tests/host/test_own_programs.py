@@ -1,0 +1,75 @@
+"""Your own programs in a run, as the notebooks' %%bpf cells make them: the
+lesson cells compiled from the notebooks themselves, errors on cell lines,
+lab_report() events, XDP metadata, and a GENEVE option across a tunnel."""
+
+import re
+
+import nbformat
+import pytest
+
+from labkit import exercises, paths
+from labkit.bpfcell import compile_cell, verify
+from labkit.lesson import Lesson, live_possible
+from tests.conftest import need
+
+NB = paths.PROJECT / "notebooks"
+
+
+def cell_source(notebook, name):
+    """The C of the %%bpf NAME cell in a notebook (without the magic line)."""
+    nb = nbformat.read(NB / notebook, as_version=4)
+    for c in nb.cells:
+        if c.cell_type == "code" and re.match(rf"%%bpf {name}\b", c.source):
+            return c.source.split("\n", 1)[1]
+    raise LookupError(f"{notebook} has no %%bpf {name} cell")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    ok, why = live_possible()
+    need(ok, f"these tests run programs on the lab kernel: {why}", "./lab setup")
+    lesson = Lesson("live")
+    lesson.start(say=lambda *a: None)
+    yield lesson
+    lesson.close()
+
+
+def test_clang_errors_name_the_cell_line():
+    need(live_possible()[0], "compiling a cell needs the lab kernel's vmlinux.h", "./lab setup")
+    src = cell_source("01_first_storage.ipynb", "stamp").replace("struct stamp {", "struct stamp {{", 1)
+    cell = compile_cell("t_clang", src)
+    assert not cell.ok and cell.stage == "compile"
+    line = next(i for i, ln in enumerate(src.splitlines(), 1) if "struct stamp {{" in ln)
+    assert f"cell line {line}:" in cell.error, cell.error
+    assert "/.lab/" not in cell.error
+
+
+def test_verifier_reject_names_the_cell_line(lab):
+    src = cell_source("02_api_and_verifier.ipynb", "fixme")
+    cell = verify(compile_cell("t_fixme", src), lab)
+    assert cell.stage == "verifier", cell.error
+    line = next(i for i, ln in enumerate(src.splitlines(), 1) if ln.strip() == "v->token = token;")
+    assert f"cell line {line}" in cell.error and "map_value_or_null" in cell.error, cell.error
+
+
+def test_data_meta_goes_from_xdp_to_tc(lab):
+    cell = verify(compile_cell("t_meta", cell_source("06_mark_and_alternatives.ipynb", "meta")), lab)
+    assert cell.ok, cell.error
+    log = lab.run("netns", path="veth", attach=[cell.at("xdp_meta", "xdp", "lk-b0"),
+                                                cell.at("tc_meta", "tc/ingress", "lk-b0")])
+    token = log.header["tokens"][0]
+    reports = [e for e in log if e["kind"] == "report"]
+    assert [(r["tag"], r["value"]) for r in reports] == [("value", token)], log.timeline()
+    # XDP on the veth ran on a copy: tc ingress sees another skb than the sender's.
+    first = next(e for e in log if e["kind"] == "hook")
+    at_b = next(e for e in log if e["kind"] == "hook" and e["ifname"] == "lk-b0")
+    assert first["skb"] != at_b["skb"] == reports[0]["skb"]
+
+
+def test_a_geneve_option_carries_the_value_across(lab):
+    starter = verify(compile_cell("t_carry0", cell_source("04_tunnels.ipynb", "carry")), lab)
+    solution = verify(compile_cell("t_carry1", cell_source("solutions/04_tunnels.ipynb", "carry")), lab)
+    assert starter.ok and solution.ok, (starter.error, solution.error)
+    assert exercises.carry_across_tunnel(lab, starter, quiet=True).passed is False
+    v = exercises.carry_across_tunnel(lab, solution, quiet=True)
+    assert v.passed is True, str(v)
