@@ -84,15 +84,16 @@ def test_solution_passes_its_check_live(path):
 
 
 @contextlib.contextmanager
-def reachable_by_others(path: Path):
-    """o+x on every folder above path that lacks it (a clone under a private
-    folder), restored afterwards."""
+def reachable_by_others(*paths_):
+    """o+x on every folder above each path that lacks it (a clone under a
+    private folder, an interpreter under /root/.pyenv), restored afterwards."""
     changed = []
-    for d in [path, *path.parents]:
-        mode = d.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            os.chmod(d, mode | stat.S_IXOTH)
-            changed.append((d, mode))
+    for path in paths_:
+        for d in [path, *path.parents]:
+            mode = d.stat().st_mode
+            if d.is_dir() and not mode & stat.S_IXOTH and d not in [c[0] for c in changed]:
+                os.chmod(d, mode | stat.S_IXOTH)
+                changed.append((d, mode))
     try:
         yield
     finally:
@@ -107,7 +108,9 @@ def test_every_notebook_replays_as_an_unprivileged_user_without_a_vm():
     need(os.geteuid() == 0 and setpriv is not None, "running as another user needs root and setpriv",
          "run the tests as root (sudo ./lab test)")
     nobody = pwd.getpwnam("nobody")
-    with tempfile.TemporaryDirectory(prefix="labkit-binder-") as home, reachable_by_others(paths.PROJECT):
+    python = Path(os.path.realpath(sys.executable))
+    with tempfile.TemporaryDirectory(prefix="labkit-binder-") as home, \
+            reachable_by_others(paths.PROJECT, python, Path(sys.base_prefix)):
         os.chown(home, nobody.pw_uid, nobody.pw_gid)
         env = {"HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
         argv = [setpriv, f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
