@@ -153,7 +153,7 @@ def _model(log, packet):
         elif kind == "hook":
             nid = add(e, "hook", e.get("ns"))
             hosts.update((a["seq"], nid) for a in pending.pop(k, []))
-        elif kind in ("storage_free", "stash_clean"):
+        elif kind in ("storage_free", "stash_clean", "report"):
             flush(k)
             add(e, "leaf", leaf=True)
         else:  # scrub, free, anything newer
@@ -238,10 +238,18 @@ def _node(n, when, slots, show_mark):
     else:
         text = {"storage_free": f"storage freed\\nin {e.get('where')}",
                 "stash_clean": f"stash entry removed\\nat {e.get('hook')}",
-                "storage_alloc": f"{e.get('map')} allocated\\nin {e.get('where')}"}.get(e.get("kind"), e.get("kind"))
+                "storage_alloc": f"{e.get('map')} allocated\\nin {e.get('where')}",
+                "report": f"your lab_report()\\n{e.get('tag')} = {_num(e.get('value'), e.get('tag'))}",
+                }.get(e.get("kind"), e.get("kind"))
         a.update(label=text, shape="note", fontsize="9", fillcolor=FADED[0] if faded else "#e9ecef",
                  color=FADED[1] if faded else FREED, style=a["style"] + ",dashed" if when != "now" else a["style"])
     return a
+
+
+def _num(v, tag=None):
+    if tag == "delay_ns" and isinstance(v, int):
+        return f"{v / 1000:.1f} µs"
+    return f"{v:#x}" if isinstance(v, int) and v > 9 else str(v)
 
 
 def _title(log, packet):
@@ -302,7 +310,8 @@ SAYS = {"clone": "{skb} is a clone of {parent}, made by {where}() through skb_cl
         "storage_free": "{skb}'s extension block is freed in {where}(): the storage is gone.",
         "free": "{skb} is released in {where}().",
         "stash_clean": "The side stash entry keyed by {skb}'s address is removed at the {hook} tracepoint.",
-        "storage_alloc": "A {map} element is allocated on {skb} in {where}()."}
+        "storage_alloc": "A {map} element is allocated on {skb} in {where}().",
+        "report": "Your program reported {tag} = {value} on {skb} (lab_report() in {obj})."}
 MEANS = {"created": "created here by this program", "present": "there, as written earlier", "absent": "none on this "
          "skb", "refused": "refused: the skb shares its extension block with a clone (delete says -EOPNOTSUPP)"}
 
@@ -338,7 +347,8 @@ def frame_details(log, seq) -> str:
                      ("xnet=1 (crossing namespaces) clears skb->mark too." if x else "xnet=0 keeps skb->mark."))
     elif kind in SAYS:
         lines.append(SAYS[kind].format(skb=skb, parent=names.get(e.get("parent"), "its parent"), where=e.get("where"),
-                                       hook=e.get("hook"), map=e.get("map")))
+                                       hook=e.get("hook"), map=e.get("map"), tag=e.get("tag"),
+                                       value=_num(e.get("value"), e.get("tag")), obj=e.get("obj")))
     if e.get("stack"):
         lines.append("called from: " + " ← ".join(e["stack"]))
     lines.append(describe(e, names).strip())
