@@ -1,12 +1,13 @@
 """How long the lessons take: every notebook executed live and in replay, and
-``labkit open`` from start to JupyterLab answering (warm cache).
+``./lab open`` (the README's first command) from start to JupyterLab
+answering, on a warm cache.
 
     .venv/bin/python benchmarks/lessons.py            # results/lessons-<host>.json
 
 Live runs boot one lab VM per notebook (as a learner's kernel does); the
-replay runs read notebooks/data/. ``labkit open`` is timed the way the
-README's first command ends: the VM boot check, then JupyterLab until its
-API answers.
+replay runs read notebooks/data/. ``./lab open`` is timed whole: the set-up
+checks (packages, venv, cached kernel, BPF objects), the VM boot check,
+then JupyterLab until its API answers.
 """
 
 import json
@@ -26,9 +27,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "noteb
 
 
 def time_open() -> dict:
-    """`labkit open` until it prints the URL; then stop it."""
+    """The README's first command, `./lab open`, until it prints the URL; then stop it."""
     t0 = time.monotonic()
-    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "labkit"), "open"], cwd=ROOT, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([str(ROOT / "lab"), "open"], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     out = []
     ready = None
@@ -57,8 +58,8 @@ def main():
             print(f"{mode:6} {r['seconds']:6.1f}s {name}", flush=True)
         res[f"total_{mode}_s"] = round(total, 1)
         print(f"{mode}: {len(NOTEBOOKS)} notebooks in {total:.1f}s", flush=True)
-    res["labkit_open"] = time_open()
-    print(f"labkit open to JupyterLab ready: {res['labkit_open']}", flush=True)
+    res["lab_open"] = time_open()
+    print(f"./lab open to JupyterLab ready: {res['lab_open']}", flush=True)
     out = ROOT / "benchmarks" / "results" / "lessons-vm.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(f"saved {out}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -96,6 +97,11 @@ def stop(proc):
             proc.wait()
 
 
+def _terminated(*_):
+    """SIGTERM (a service manager, a test) stops JupyterLab as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
 def open_lab(port=None, ip="127.0.0.1", probe_vm=True) -> int:
     from labkit.lesson import live_possible
 
@@ -111,6 +117,7 @@ def open_lab(port=None, ip="127.0.0.1", probe_vm=True) -> int:
     elif not ok:
         print(f"no lab VM here ({why}): the notebooks replay the recordings in notebooks/data/", flush=True)
     proc, url = start(port, ip)
+    signal.signal(signal.SIGTERM, _terminated)
     print(f"\nJupyterLab is ready ({time.monotonic() - t0:.1f} s), serving {paths.PROJECT / 'notebooks'}:\n\n"
           f"    {url}\n\nOpen that URL in a browser (over SSH: ssh -L {url.split(':')[2].split('/')[0]}:"
           f"{ip}:{url.split(':')[2].split('/')[0]} this-machine). Ctrl-C stops it.", flush=True)
