@@ -106,6 +106,7 @@ def open_lab(port=None, ip="127.0.0.1", probe_vm=True) -> int:
     from labkit.lesson import live_possible
 
     t0 = time.monotonic()
+    signal.signal(signal.SIGTERM, _terminated)  # from here on, SIGTERM cleans up as Ctrl-C does
     ok, why = live_possible()
     if ok and probe_vm:
         from labkit.vm import Lab
@@ -117,13 +118,13 @@ def open_lab(port=None, ip="127.0.0.1", probe_vm=True) -> int:
     elif not ok:
         print(f"no lab VM here ({why}): the notebooks replay the recordings in notebooks/data/", flush=True)
     proc, url = start(port, ip)
-    signal.signal(signal.SIGTERM, _terminated)
-    print(f"\nJupyterLab is ready ({time.monotonic() - t0:.1f} s), serving {paths.PROJECT / 'notebooks'}:\n\n"
-          f"    {url}\n\nOpen that URL in a browser (over SSH: ssh -L {url.split(':')[2].split('/')[0]}:"
-          f"{ip}:{url.split(':')[2].split('/')[0]} this-machine). Ctrl-C stops it.", flush=True)
     try:
+        print(f"\nJupyterLab is ready ({time.monotonic() - t0:.1f} s), serving {paths.PROJECT / 'notebooks'}:\n\n"
+              f"    {url}\n\nOpen that URL in a browser (over SSH: ssh -L {url.split(':')[2].split('/')[0]}:"
+              f"{ip}:{url.split(':')[2].split('/')[0]} this-machine). Ctrl-C stops it.", flush=True)
         return proc.wait()
     except KeyboardInterrupt:
         print("\nstopping JupyterLab", flush=True)
-        stop(proc)
         return 0
+    finally:
+        stop(proc)
