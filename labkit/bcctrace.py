@@ -60,18 +60,13 @@ def run(lesson, program: str, probes: dict, during, *, timeout=COMPILE_TIMEOUT, 
     out.unlink(missing_ok=True)
     spec = work / "spec.json"
     spec.write_text(json.dumps({"program": program, "probes": probes, "out": str(out)}))
-    from labkit.vm import guest_env
-
-    lab._ids += 1
-    cid = lab._ids
-    lab.chan.send({"op": "run", "id": cid, "argv": [SYSTEM_PYTHON, str(paths.GUEST_DIR / "bcc_run.py"), str(spec)],
-                   "cwd": str(paths.PROJECT), "env": guest_env(), "bind": [str(paths.PROJECT)]})
-    bar = _Bar(timeout, say)
+    cid = lab.spawn([SYSTEM_PYTHON, paths.GUEST_DIR / "bcc_run.py", spec], cwd=paths.PROJECT)
+    bar = _Bar(say)
     try:
         ready = _await(out, lambda m: m["ev"] in ("ready", "error"), timeout, bar, lab)
         if ready["ev"] == "error":
             raise LabError(f"bcc could not load the program: {ready['error']}",
-                           fix="fix the C text; the compiler's messages are in " + str(out) + ".log")
+                           fix=f"fix the C text; the compiler's messages are in {out}.log")
         bar.done(f"compiled and attached in {ready['compile_s']} s")
         log = lesson.run_scenario(sc)
         time.sleep(0.5)  # let the last trace lines reach the pipe
@@ -82,9 +77,9 @@ def run(lesson, program: str, probes: dict, during, *, timeout=COMPILE_TIMEOUT, 
             lab.chan and lab.chan.send({"op": "kill", "id": cid})
         except OSError:
             pass
-        bar.close()
     msgs = [json.loads(x) for x in out.read_text().splitlines() if x.strip()]
-    chatter = (out.parent / (out.name + ".log")).read_text(errors="replace") if (out.parent / (out.name + ".log")).exists() else ""
+    chatter_log = out.with_name(out.name + ".log")  # bcc_run.py's stdout and stderr
+    chatter = chatter_log.read_text(errors="replace") if chatter_log.exists() else ""
     lines = [(m["ts"], m["comm"], m["msg"]) for m in msgs if m["ev"] == "trace"]
     return BccTrace(lines, ready["compile_s"], sum("warning:" in ln for ln in chatter.splitlines()), log)
 
@@ -112,7 +107,7 @@ def _await(out, want, timeout, bar, lab):
 class _Bar:
     """Progress while bcc compiles: a widget in a notebook, lines elsewhere."""
 
-    def __init__(self, expect_s, say):
+    def __init__(self, say):
         self.say = say
         self.w = None
         try:
@@ -144,6 +139,3 @@ class _Bar:
             self.label.value = text
         else:
             (self.say or print)(text)
-
-    def close(self):
-        pass

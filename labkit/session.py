@@ -67,15 +67,8 @@ class Session:
         return self
 
     def _spawn(self):
-        from labkit.vm import guest_env
-
-        lab = self.lab
-        lab._ids += 1
-        self.cid = lab._ids
         self.out, self.err = b"", b""
-        lab.chan.send({"op": "run", "id": self.cid, "stdin": True,
-                       "argv": [lab_python(), "-u", "-m", "labkit.guest.worker"],
-                       "cwd": str(paths.PROJECT), "env": guest_env(), "bind": [str(paths.PROJECT)]})
+        self.cid = self.lab.spawn([lab_python(), "-u", "-m", "labkit.guest.worker"], cwd=paths.PROJECT, stdin=True)
         self.ready = self._reply(lambda m: m.get("ready"), self.start_timeout, "starting the scenario worker")
 
     def close(self):

@@ -391,6 +391,18 @@ class Lab:
 
     # -- commands --
 
+    def spawn(self, argv, *, cwd, env=None, stdin=False) -> int:
+        """Start argv as root in the guest without waiting: its id on the channel
+        (``out``/``exit`` events carry it; ``input``, ``signal`` and ``kill`` take it).
+        cwd and the project are bound writable."""
+        self._ids += 1
+        msg = {"op": "run", "id": self._ids, "argv": [str(a) for a in argv], "cwd": str(cwd),
+               "env": guest_env(env), "bind": sorted({str(cwd), str(paths.PROJECT)})}
+        if stdin:
+            msg["stdin"] = True
+        self.chan.send(msg)
+        return self._ids
+
     def run(self, argv, *, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, stream=False, check=False,
             input=None) -> Result:
         """Run argv as root in the guest; return its exit code and output.
@@ -406,13 +418,7 @@ class Lab:
             argv = ["/bin/sh", "-c", argv]
         if not self.chan or not self.alive():
             raise VMError("the lab VM is not running", fix="start it: labkit vm start, or use `with Lab()`")
-        self._ids += 1
-        cid = self._ids
-        cwd = os.path.abspath(cwd or os.getcwd())
-        self.chan.send({
-            "op": "run", "id": cid, "argv": [str(a) for a in argv], "cwd": cwd,
-            "env": guest_env(env), "bind": [cwd, str(paths.PROJECT)],
-        })
+        cid = self.spawn(argv, cwd=os.path.abspath(cwd or os.getcwd()), env=env)
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
         try:
