@@ -12,7 +12,6 @@ notebook tests tell a passing check from a failing one.
 from __future__ import annotations
 
 import html
-import os
 from dataclasses import dataclass, field, replace
 
 from labkit.errors import LabError
@@ -136,8 +135,6 @@ def first_storage(lab, cell):
     if len(delays) >= 3 and len(set(delays)) == 1:
         ok = False
         lines.append(f"every packet reported exactly {delays[0]} ns: measure each packet, do not write a number in")
-    if os.environ.get("LABKIT_DEBUG_CHECKS"):
-        print(log.timeline())
     if not log.packets():
         return Verdict("01", False, "no packet reached the socket", [])
     return Verdict("01", ok, "every delivered packet reports its own delay" if ok else

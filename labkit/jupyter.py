@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -119,9 +120,10 @@ def open_lab(port=None, ip="127.0.0.1", probe_vm=True) -> int:
         print(f"no lab VM here ({why}): the notebooks replay the recordings in notebooks/data/", flush=True)
     proc, url = start(port, ip)
     try:
+        port = urllib.parse.urlsplit(url).port
         print(f"\nJupyterLab is ready ({time.monotonic() - t0:.1f} s), serving {paths.PROJECT / 'notebooks'}:\n\n"
-              f"    {url}\n\nOpen that URL in a browser (over SSH: ssh -L {url.split(':')[2].split('/')[0]}:"
-              f"{ip}:{url.split(':')[2].split('/')[0]} this-machine). Ctrl-C stops it.", flush=True)
+              f"    {url}\n\nOpen that URL in a browser (over SSH: ssh -L {port}:{ip}:{port} this-machine). "
+              "Ctrl-C stops it.", flush=True)
         return proc.wait()
     except KeyboardInterrupt:
         print("\nstopping JupyterLab", flush=True)

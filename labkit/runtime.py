@@ -155,7 +155,7 @@ REPORT_TAGS = {1: "value", 2: "delay_ns", 3: "absent", 4: "refused", 5: "present
 HASH_TYPES = (1, 5, 9, 10)  # BPF_MAP_TYPE_HASH, PERCPU_HASH, LRU_HASH, LRU_PERCPU_HASH
 
 
-def merge_reports(events, reports, attach, tokens, t0) -> list[dict]:
+def merge_reports(events, reports, tokens, t0) -> list[dict]:
     """Your programs' lab_report() records as "report" events, merged into
     the observer's events by time (seq renumbered)."""
     number = {tok: i + 1 for i, tok in enumerate(tokens)}
@@ -473,13 +473,13 @@ class Run:
             for path, (o, own_ring) in own.items():
                 if own_ring is not None:
                     reports += [(path, r) for r in own_ring.records if len(r) >= REPORT.size]
-                own_maps.update({name: _count(m, m.key_size) for name, m in o.maps.items()
+                own_maps.update({name: _count(m) for name, m in o.maps.items()
                                  if m.type in HASH_TYPES})
         self._lap("teardown")
         t0 = self.records[0].t_ns if self.records else 0
         events = to_events(self.records, tokens, names)
         if reports:
-            events = merge_reports(events, reports, sc.attach, tokens, t0)
+            events = merge_reports(events, reports, tokens, t0)
         head = header(sc, kernel=os.uname().release, series=series_id(), tokens=tokens, stash_left=stash_left,
                       timings=self.timings)
         if own:
@@ -630,12 +630,12 @@ def _consume(s):
         pass
 
 
-def _count(m, key_size=8) -> int:
+def _count(m) -> int:
     """Entries in a hash map (at most MAP_WALK_LIMIT)."""
     n, key = 0, None
     while n < MAP_WALK_LIMIT:
         try:
-            key = m.get_next_key(key, key_size=key_size)
+            key = m.get_next_key(key, key_size=m.key_size)
         except OSError:
             break
         n += 1
