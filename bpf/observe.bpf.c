@@ -13,6 +13,10 @@
  *   the skb's release, each map's element allocated on an skb (with the
  *   map's name), the storage's release with the extension block, and
  *   the side stash's clean-up at the consume_skb/kfree_skb tracepoints.
+ * - On a kernel with the bpf_skb_storage tracepoints the runtime loads the
+ *   lab_tp_* programs instead of the two storage kprobes: each element's
+ *   creation, copy to a clone, scrub (dropped or kept, with the call site)
+ *   and release, straight from the kernel.
  */
 #include "lab_observe.h"
 #include <bpf/bpf_tracing.h>
@@ -309,21 +313,34 @@ int BPF_PROG(lab_on_clone, struct sk_buff *skb, gfp_t pri, struct sk_buff *ret)
 	return 0;
 }
 
-SEC("kprobe/skb_scrub_packet")
-int BPF_KPROBE(lab_on_scrub, struct sk_buff *skb, bool xnet)
+static __always_inline void lab_scrubbed(void *ctx, struct sk_buff *skb, bool xnet)
 {
 	struct lab_record *r;
 	__u32 *pkt = lab_tracked(skb);
 
 	if (!pkt)
-		return 0;
+		return;
 	r = lab_reserve(LAB_K_SCRUB, skb);
 	if (!r)
-		return 0;
+		return;
 	r->packet = *pkt;
 	r->flags = xnet;
 	bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);
 	bpf_ringbuf_submit(r, 0);
+}
+
+SEC("kprobe/skb_scrub_packet")
+int BPF_KPROBE(lab_on_scrub, struct sk_buff *skb, bool xnet)
+{
+	lab_scrubbed(ctx, skb, xnet);
+	return 0;
+}
+
+/* The lab kernel's tunnels and bpf_redirect_peer() say why they scrub. */
+SEC("kprobe/skb_scrub_packet_reason")
+int BPF_KPROBE(lab_on_scrub_reason, struct sk_buff *skb, bool xnet)
+{
+	lab_scrubbed(ctx, skb, xnet);
 	return 0;
 }
 
@@ -425,5 +442,77 @@ SEC("tp_btf/consume_skb")
 int BPF_PROG(lab_stash_consume, struct sk_buff *skb)
 {
 	lab_stash_clean(skb, LAB_HOOK_CONSUME_SKB);
+	return 0;
+}
+
+/* ---- the lab kernel's bpf_skb_storage tracepoints ---------------------------------- */
+
+static __always_inline struct lab_record *lab_tp_record(void *ctx, __u32 kind, struct sk_buff *skb,
+							struct bpf_map *map)
+{
+	struct lab_record *r = skb ? lab_reserve(kind, skb) : lab_reserve_blank(kind);
+	__u32 *pkt;
+
+	if (!r)
+		return NULL;
+	if (skb) {
+		pkt = lab_tracked(skb);
+		if (pkt)
+			r->packet = *pkt;
+	}
+	bpf_probe_read_kernel_str(r->ifname, sizeof(r->ifname), map->name);
+	bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);
+	return r;
+}
+
+SEC("tp_btf/skb_storage_create")
+int BPF_PROG(lab_tp_create, struct sk_buff *skb, struct bpf_map *map)
+{
+	struct lab_record *r = lab_tp_record(ctx, LAB_K_TP_CREATE, skb, map);
+
+	if (r)
+		bpf_ringbuf_submit(r, 0);
+	return 0;
+}
+
+SEC("tp_btf/skb_storage_clone")
+int BPF_PROG(lab_tp_clone, struct sk_buff *skb, struct sk_buff *clone, struct bpf_map *map)
+{
+	struct lab_record *r = lab_tp_record(ctx, LAB_K_TP_CLONE, clone, map);
+	__u32 *pkt;
+
+	if (!r)
+		return 0;
+	r->other = (__u64)(unsigned long)skb;
+	pkt = lab_tracked(skb);
+	if (pkt)
+		r->packet = *pkt;
+	bpf_ringbuf_submit(r, 0);
+	return 0;
+}
+
+SEC("tp_btf/skb_storage_scrub")
+int BPF_PROG(lab_tp_scrub, struct sk_buff *skb, struct bpf_map *map, void *location, bool xnet,
+	     enum skb_scrub_reason reason, bool kept)
+{
+	struct lab_record *r = lab_tp_record(ctx, LAB_K_TP_SCRUB, skb, map);
+
+	if (!r)
+		return 0;
+	r->other = (__u64)(unsigned long)location;
+	r->flags = (__u32)xnet | ((__u32)reason << 1) | ((__u32)kept << 8);
+	bpf_ringbuf_submit(r, 0);
+	return 0;
+}
+
+SEC("tp_btf/skb_storage_free")
+int BPF_PROG(lab_tp_free, struct skb_ext_bpf_storage *owner, struct bpf_map *map, struct sk_buff *skb)
+{
+	struct lab_record *r = lab_tp_record(ctx, LAB_K_TP_FREE, skb, map);
+
+	if (!r)
+		return 0;
+	r->ext = (__u64)(unsigned long)owner;
+	bpf_ringbuf_submit(r, 0);
 	return 0;
 }

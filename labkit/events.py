@@ -6,7 +6,9 @@ Events are plain dicts, in the order the kernel produced them:
 ``t_us``     microseconds since the first event
 ``kind``     ``hook`` (seen at a hook), ``clone``, ``scrub``, ``free`` (the
              sk_buff is released), ``storage_alloc`` (a map's element
-             allocated on the skb; ``map`` names the map), ``storage_free``
+             allocated on the skb; ``map`` names the map; on the lab
+             kernel also ``storage_clone`` and ``storage_scrub``, from its
+             bpf_skb_storage tracepoints), ``storage_free``
              (the storage goes with its extension block), ``stash_clean``
              (the side stash entry is removed at a free tracepoint)
 ``packet``   which packet: 1, 2, ... in send order (clones share it)
@@ -212,8 +214,17 @@ def describe(e: dict, names=None) -> str:
                 f" from {e.get('where')}")
     if kind == "free":
         return f"{head} {'free':<20} {where:<14} in {e.get('where')}"
+    if kind == "storage_free" and e.get("where") == "bpf_skb_storage_delete":
+        return f"{head} {'storage deleted':<20} {'':<14} {e.get('map')} on {skb}, by bpf_skb_storage_delete()"
     if kind == "storage_free":
-        return f"{head} {'storage freed':<20} {'':<14} with {skb}'s extension block, in {e.get('where')}"
+        what = f"{e['map']} " if e.get("map") else ""
+        return f"{head} {'storage freed':<20} {'':<14} {what}with {skb}'s extension block, in {e.get('where')}"
+    if kind == "storage_clone":
+        parent = names.get(e.get("parent"), e.get("parent"))
+        return f"{head} {'storage copied':<20} {'':<14} {e.get('map')} from {parent} to the clone {skb}"
+    if kind == "storage_scrub":
+        return (f"{head} {'storage ' + ('kept' if e.get('kept') else 'scrubbed'):<20} {'':<14} {e.get('map')} on "
+                f"{skb}: {e.get('reason')} scrub (xnet={int(bool(e.get('xnet')))}) from {e.get('where')}")
     if kind == "storage_alloc":
         return f"{head} {'storage allocated':<20} {'':<14} {e.get('map')} on {skb}, in {e.get('where')}"
     if kind == "report":

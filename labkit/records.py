@@ -52,7 +52,9 @@ def decode_all(records) -> list[Event]:
 
 # ---- the runtime's records: struct lab_record ---------------------------------------
 
-KINDS = {1: "hook", 2: "clone", 3: "scrub", 4: "free", 5: "storage_free", 6: "stash_clean", 7: "storage_alloc"}
+KINDS = {1: "hook", 2: "clone", 3: "scrub", 4: "free", 5: "storage_free", 6: "stash_clean", 7: "storage_alloc",
+         8: "tp_create", 9: "tp_clone", 10: "tp_scrub", 11: "tp_free"}
+SCRUB_REASONS = {0: "forward", 1: "netns", 2: "tunnel"}  # enum skb_scrub_reason
 SLOTS = ("storage_a", "storage_b", "stash")
 STACK = 6
 # u64 skb, t_ns, other, ext, stack[6]; u32 kind, hook, ifindex, netns, packet,

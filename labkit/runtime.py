@@ -21,14 +21,18 @@ from contextlib import ExitStack, contextmanager
 from labkit import traffic
 from labkit.errors import LabError
 from labkit.events import EventLog, header
-from labkit.records import HOOK_IDS, POINT, ACTION, RECORD_SIZE, Record
+from labkit.records import HOOK_IDS, POINT, ACTION, RECORD_SIZE, SCRUB_REASONS, Record
 from labkit.scenario import SLOTS, Scenario, Sink, Tunnel, Veth
 
 PREFIX = "lk-"
 SO_ATTACH_BPF = 50
 ETH_P_ALL = 0x0003
-LIFECYCLE = ("lab_on_clone_entry", "lab_on_clone", "lab_on_scrub", "lab_on_release", "lab_on_kfree_skbmem", "lab_on_storage_free", "lab_on_storage_alloc",
+LIFECYCLE = ("lab_on_clone_entry", "lab_on_clone", "lab_on_scrub", "lab_on_release", "lab_on_kfree_skbmem",
              "lab_stash_kfree", "lab_stash_consume")
+STORAGE_KPROBES = ("lab_on_storage_free", "lab_on_storage_alloc")  # kernels without the tracepoints
+STORAGE_TRACEPOINTS = ("lab_tp_create", "lab_tp_clone", "lab_tp_scrub", "lab_tp_free")
+HOOK_PROGRAMS = ("lab_tc_ingress", "lab_tc_egress", "lab_cgroup_ingress", "lab_sock_filter", "lab_tap_filter",
+                 "lab_match")
 QUIET_MS = 120       # the ring is drained until it stays empty this long
 SETTLE_LIMIT_S = 3.0
 MAP_WALK_LIMIT = 20000  # the observer's hash maps hold far fewer
@@ -79,7 +83,8 @@ class Symbols:
 
 SKIP_FRAMES = ("skb_scrub_packet", "skb_clone", "kfree_skbmem", "skb_release_head_state", "skb_release_all",
                "__skb_ext_put", "skb_ext_put", "bpf_skb_storage_free", "bpf_selem_alloc", "bpf_local_storage_update",
-               "bpf_jit", "bpf_trampoline", "bpf_prog", "__bpf_prog", "kprobe", "ftrace", "arch_ftrace", "fentry")
+               "bpf_jit", "bpf_trampoline", "bpf_prog", "__bpf_prog", "kprobe", "ftrace", "arch_ftrace", "fentry",
+               "bpf_trace_run", "bpf_skb_storage_scrub")
 
 
 def _callers(stack):
@@ -87,6 +92,35 @@ def _callers(stack):
     names = [syms.name(a) for a in stack]
     out = [n for n in names if not n.startswith(SKIP_FRAMES)]
     return out
+
+
+def kernel_has(*names: str) -> bool:
+    """Whether the running kernel's BTF names all of these (functions,
+    tracepoints as btf_trace_<name>, types)."""
+    global _btf_text
+    if _btf_text is None:
+        try:
+            with open("/sys/kernel/btf/vmlinux", "rb") as fh:
+                _btf_text = fh.read()
+        except OSError:
+            _btf_text = b""
+    return all(b"\0" + n.encode() + b"\0" in _btf_text for n in names)
+
+
+_btf_text = None
+
+
+def storage_tracepoints() -> bool:
+    """The bpf_skb_storage lifecycle tracepoints (kernel patch 0007) are there."""
+    return kernel_has("btf_trace_skb_storage_create", "btf_trace_skb_storage_scrub")
+
+
+def lifecycle_programs() -> tuple:
+    """The observer's lifecycle programs for the running kernel."""
+    progs = LIFECYCLE + (STORAGE_TRACEPOINTS if storage_tracepoints() else STORAGE_KPROBES)
+    if kernel_has("skb_scrub_packet_reason"):
+        progs += ("lab_on_scrub_reason",)
+    return progs
 
 
 # ---- records -> events --------------------------------------------------------------------
@@ -101,6 +135,12 @@ def to_events(records: list[Record], tokens: list[int], netns_names: dict) -> li
     pending = []  # storage_alloc events waiting for the hook event that shows their block
     for r in records:
         e = {"seq": len(events), "t_us": round((r.t_ns - t0) / 1000, 1), "kind": r.kind}
+        if r.kind.startswith("tp_"):
+            e.update(_from_tracepoint(r, number))
+            if e["kind"] == "storage_free" and e["skb"] is None:
+                _own(e, blocks)
+            events.append(e)
+            continue
         if r.kind in ("storage_free", "storage_alloc"):
             # r.ext is the storage's chunk inside an extension block some
             # skb points at: the nearest block below it. An allocation comes
@@ -147,7 +187,55 @@ def to_events(records: list[Record], tokens: list[int], netns_names: dict) -> li
         events.append(e)
     for e in events:
         e.pop("chunk", None)
-    return events
+    return _settle_tracepoint_events(events)
+
+
+def _from_tracepoint(r, number) -> dict:
+    """A bpf_skb_storage tracepoint record as an event: storage_alloc and
+    storage_free (as the kprobes give them, with the map always named),
+    storage_clone and storage_scrub (only the tracepoints tell these)."""
+    e = {"packet": number.get(r.packet), "token": r.packet or None, "skb": hex(r.skb) if r.skb else None,
+         "map": r.ifname, "via": "tracepoint"}
+    if r.kind == "tp_create":
+        e.update(kind="storage_alloc", where="bpf_skb_storage_get")
+    elif r.kind == "tp_clone":
+        e.update(kind="storage_clone", parent=hex(r.other), where="skb_clone")
+    elif r.kind == "tp_scrub":  # the tracepoint names the call site: no stack to walk
+        e.update(kind="storage_scrub", where=Symbols.get().name(r.other), xnet=bool(r.flags & 1),
+                 reason=SCRUB_REASONS.get((r.flags >> 1) & 0x7f, "?"), kept=bool(r.flags >> 8 & 1))
+    elif r.skb:
+        e.update(kind="storage_free", where="bpf_skb_storage_delete")
+    else:  # with the extension block's last reference: who let go of it
+        callers = _callers(r.stack)
+        e.update(kind="storage_free", chunk=r.ext, where=callers[0] if callers else None, stack=callers[:5])
+    return e
+
+
+def _settle_tracepoint_events(events) -> list[dict]:
+    """Tracepoint events name their skb, but a packet only once a hook has
+    seen it: give them the packet of the skb's other events. A copy to a
+    clone happens inside skb_clone(), before the clone event: put it after."""
+    packet_of = {}
+    for e in events:
+        if e.get("skb") and e.get("packet") is not None:
+            packet_of.setdefault(e["skb"], (e["packet"], e.get("token")))
+    for e in events:
+        if e.get("via") == "tracepoint" and e.get("packet") is None and e.get("skb") in packet_of:
+            e["packet"], e["token"] = packet_of[e["skb"]]
+    out = []
+    waiting = {}
+    for e in events:
+        if e["kind"] == "storage_clone" and not any(x["kind"] == "clone" and x.get("skb") == e["skb"] for x in out):
+            waiting.setdefault(e["skb"], []).append(e)
+            continue
+        out.append(e)
+        if e["kind"] == "clone":
+            out.extend(waiting.pop(e.get("skb"), []))
+    for rest in waiting.values():
+        out.extend(rest)
+    for i, e in enumerate(out):
+        e["seq"] = i
+    return out
 
 
 REPORT = struct.Struct("<QQIIQ")  # struct lab_report (bpf/include/lab_user.h)
@@ -187,17 +275,21 @@ _warm = None  # (path, BpfObject, RingBuffer) kept loaded by a long-lived worker
 KEEP_LOADED = False
 
 
-def observer(st: ExitStack, path):
+def observer(st: ExitStack, path, map_flags=None):
     """The observer object and its ring buffer, with empty maps.
 
     With KEEP_LOADED (the worker sets it) the object and its lifecycle
     programs stay loaded between runs: loading and verifying it is the
-    slowest step of a run under TCG. Otherwise it goes with st.
+    slowest step of a run under TCG. Otherwise it goes with st. map_flags
+    ({"storage_a": BPF map_flags}) are set before the load; other flags
+    mean another load.
     """
     global _warm
     from labkit.libbpf import BpfObject, RingBuffer
 
-    if KEEP_LOADED and _warm and _warm[0] == str(path):
+    map_flags = dict(map_flags or {})
+    ident = (str(path), tuple(sorted(map_flags.items())))
+    if KEEP_LOADED and _warm and _warm[0] == ident:
         _, obj, ring = _warm
         del ring.records[:]
         ring.overflow = False
@@ -207,10 +299,11 @@ def observer(st: ExitStack, path):
         ring.drain(0)
         del ring.records[:]
         return obj, ring
-    obj = BpfObject(path)
+    lifecycle = lifecycle_programs()
+    obj = BpfObject(path, programs=list(HOOK_PROGRAMS + lifecycle), map_flags=map_flags)
     try:
         ring = obj.own(RingBuffer(obj.map("events")))
-        for prog in LIFECYCLE:
+        for prog in lifecycle:
             obj.own(obj.program(prog).attach())
     except BaseException:
         obj.close()
@@ -218,7 +311,7 @@ def observer(st: ExitStack, path):
     if KEEP_LOADED:
         if _warm:
             _warm[1].close()
-        _warm = (str(path), obj, ring)
+        _warm = (ident, obj, ring)
     else:
         st.enter_context(obj)
     return obj, ring
@@ -401,7 +494,7 @@ class Run:
         packets = self.packets if self.packets is not None else build_packets(sc)
         tokens = [traffic.token_of(p) for _, p in packets]
         with ExitStack() as st:
-            obj, ring = observer(st, self.obj_path or obj_path("observe"))
+            obj, ring = observer(st, self.obj_path or obj_path("observe"), sc.map_flag_bits())
             self._lap("load")
             built = build_topology(st, sc)
             self._lap("topology")

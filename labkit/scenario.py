@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from labkit.errors import LabError
 
@@ -24,6 +24,12 @@ HOOK_POINTS = ("tc/ingress", "tc/egress", "cgroup_skb/ingress", "socket_filter",
 # (tp_btf/..., fentry/..., kprobe/...); a socket filter goes on the receiving sockets.
 ATTACH_POINTS = ("tc/ingress", "tc/egress", "cgroup_skb/ingress", "socket_filter", "trace", "xdp")
 SLOTS = ("storage_a", "storage_b", "stash")
+# Map flags a scenario may give the observer's two skb storage maps (the lab
+# kernel's UAPI values; BPF_F_NO_PREALLOC is always set).
+MAP_FLAGS = {"clone": 1 << 9,          # BPF_F_CLONE: skb_clone() copies the element
+             "keep_tunnel": 1 << 19,   # BPF_F_SKB_KEEP_TUNNEL: kept across encap/decap
+             "keep_netns": 1 << 20}    # BPF_F_SKB_KEEP_NETNS: kept across a netns crossing
+FLAG_NAMES = {"clone": "BPF_F_CLONE", "keep_tunnel": "BPF_F_SKB_KEEP_TUNNEL", "keep_netns": "BPF_F_SKB_KEEP_NETNS"}
 PROTOS = ("udp", "tcp", "icmp")
 IFNAMSIZ = 15
 
@@ -210,6 +216,23 @@ class Scenario:
     attach: tuple = ()
     expect: tuple = ()  # steps for labkit.events.expect, checked per packet
     params: dict = field(default_factory=dict)
+    map_flags: dict = field(default_factory=dict)  # {"storage_a": ("clone", ...)}: see MAP_FLAGS
+
+    def with_flags(self, **slots) -> "Scenario":
+        """The same scenario with map flags for storage_a/storage_b, e.g.
+        ``with_flags(storage_a=("keep_tunnel",))``; a string is one flag."""
+        flags = dict(self.map_flags)
+        for slot, names in slots.items():
+            names = (names,) if isinstance(names, str) else tuple(names or ())
+            if names:
+                flags[slot] = names
+            else:
+                flags.pop(slot, None)
+        return replace(self, map_flags=flags).validate()
+
+    def map_flag_bits(self) -> dict:
+        """{map name: BPF map_flags} for the observer's storage maps."""
+        return {slot: 1 | sum(MAP_FLAGS[n] for n in names) for slot, names in self.map_flags.items()}
 
     # -- validation ---------------------------------------------------------------
 
@@ -337,6 +360,13 @@ class Scenario:
         filters = [a.ns for a in self.attach if a.at == "socket_filter"]
         if len(set(filters)) != len(filters):
             _bad(f"scenario {self.name}: a socket takes one filter; two of yours are set for one namespace")
+        for slot, names in self.map_flags.items():
+            if slot not in SLOTS[:2]:
+                _bad(f"scenario {self.name}: map flags for {slot!r}: only skb storage maps take them",
+                     f"use {' or '.join(SLOTS[:2])}")
+            for n in names:
+                if n not in MAP_FLAGS:
+                    _bad(f"scenario {self.name}: unknown map flag {n!r} for {slot}", f"use {', '.join(MAP_FLAGS)}")
         if not self.packets:
             _bad(f"scenario {self.name}: no packets to send")
         for p in self.packets:
@@ -395,6 +425,8 @@ class Scenario:
             place = {"trace": "by its section", "xdp": f"as XDP on {a.dev} in {a.ns}", "socket_filter": f"on the receiving sockets in {a.ns}",
                      "cgroup_skb/ingress": f"on the cgroup of {a.ns}'s sockets"}.get(a.at, f"on {a.dev} in {a.ns}")
             lines.append(f"  your program {a.prog} ({a.obj.rsplit('/', 1)[-1]}) at {a.at} {place}")
+        for slot, names in self.map_flags.items():
+            lines.append(f"  map {slot}: BPF_F_NO_PREALLOC | " + " | ".join(FLAG_NAMES[n] for n in names))
         for p in self.packets:
             via = f" out of {p.via}" if p.via else ""
             lines.append(f"  send {p.count} x {p.proto} ({p.size} bytes) from {p.src}{via} to {p.dst}")
@@ -428,4 +460,5 @@ class Scenario:
                    hooks=build(Hook, d.get("hooks")), packets=build(Packet, d.get("packets")),
                    mirrors=build(Mirror, d.get("mirrors")), taps=build(Tap, d.get("taps")),
                    attach=build(Attach, d.get("attach")),
-                   expect=tuple(d.get("expect", ())), params=dict(d.get("params") or {}))
+                   expect=tuple(d.get("expect", ())), params=dict(d.get("params") or {}),
+                   map_flags={k: tuple(v) for k, v in (d.get("map_flags") or {}).items()})

@@ -153,7 +153,7 @@ def _model(log, packet):
         elif kind == "hook":
             nid = add(e, "hook", e.get("ns"))
             hosts.update((a["seq"], nid) for a in pending.pop(k, []))
-        elif kind in ("storage_free", "stash_clean", "report"):
+        elif kind in ("storage_free", "stash_clean", "report", "storage_clone", "storage_scrub"):
             flush(k)
             add(e, "leaf", leaf=True)
         else:  # scrub, free, anything newer
@@ -236,9 +236,12 @@ def _node(n, when, slots, show_mark):
     elif role == "clone":
         a.update(label=f"{n['skb']}: a clone\\nof {n['parent']}", fontsize="9")
     else:
-        text = {"storage_free": f"storage freed\\nin {e.get('where')}",
+        text = {"storage_free": f"{e.get('map') or 'storage'} freed\\nin {e.get('where')}",
                 "stash_clean": f"stash entry removed\\nat {e.get('hook')}",
                 "storage_alloc": f"{e.get('map')} allocated\\nin {e.get('where')}",
+                "storage_clone": f"{e.get('map')} copied\\nto the clone (BPF_F_CLONE)",
+                "storage_scrub": f"{e.get('map')} " + ("kept" if e.get("kept") else "dropped") +
+                                 f"\\n{e.get('reason')} scrub",
                 "report": f"your lab_report()\\n{e.get('tag')} = {_num(e.get('value'), e.get('tag'))}",
                 }.get(e.get("kind"), e.get("kind"))
         a.update(label=text, shape="note", fontsize="9", fillcolor=FADED[0] if faded else "#e9ecef",
@@ -308,6 +311,8 @@ def lifetime_graph(log, packet=None, current=None):
 SAYS = {"clone": "{skb} is a clone of {parent}, made by {where}() through skb_clone(). Both share one extension "
                  "block: while both live, storage is refused on both.",
         "storage_free": "{skb}'s extension block is freed in {where}(): the storage is gone.",
+        "storage_clone": "skb_clone() copies the {map} element to the clone {skb}: the map has BPF_F_CLONE, so the "
+                         "clone gets an extension block of its own and both keep using their storage.",
         "free": "{skb} is released in {where}().",
         "stash_clean": "The side stash entry keyed by {skb}'s address is removed at the {hook} tracepoint.",
         "storage_alloc": "A {map} element is allocated on {skb} in {where}().",
@@ -345,6 +350,18 @@ def frame_details(log, seq) -> str:
         lines.append(f"skb_scrub_packet(xnet={x}) called from {e.get('where')}() {place}: the skb's extensions "
                      "are dropped, and its storage with them. " +
                      ("xnet=1 (crossing namespaces) clears skb->mark too." if x else "xnet=0 keeps skb->mark."))
+    elif kind == "storage_scrub":
+        flag = {"tunnel": "BPF_F_SKB_KEEP_TUNNEL", "netns": "BPF_F_SKB_KEEP_NETNS"}.get(e.get("reason"))
+        if e.get("kept"):
+            lines.append(f"The {e.get('reason')} scrub from {e.get('where')}() keeps the {e.get('map')} element on "
+                         f"{skb}: its map has {flag}" + (" and BPF_F_SKB_KEEP_NETNS (the tunnel crosses namespaces)"
+                                                         if e.get("xnet") and e.get("reason") == "tunnel" else "")
+                         + ". It moves to a fresh extension block.")
+        else:
+            why = (f"its map does not have {flag}" if flag else "nothing keeps storage across forwarding within "
+                   "one namespace")
+            lines.append(f"The {e.get('reason')} scrub from {e.get('where')}() drops the {e.get('map')} element on "
+                         f"{skb}: {why}.")
     elif kind in SAYS:
         lines.append(SAYS[kind].format(skb=skb, parent=names.get(e.get("parent"), "its parent"), where=e.get("where"),
                                        hook=e.get("hook"), map=e.get("map"), tag=e.get("tag"),

@@ -69,6 +69,13 @@ enum lab_kind {
 	LAB_K_STASH_CLEAN = 6,   /* the side stash entry removed at consume_skb/kfree_skb */
 	LAB_K_STORAGE_ALLOC = 7, /* bpf_selem_alloc() for an skb storage map: ext = the
 				  * extension chunk, ifname = the map's name */
+	/* From the lab kernel's bpf_skb_storage tracepoints; ifname = the map's name. */
+	LAB_K_TP_CREATE = 8,     /* skb_storage_create: a program created the element */
+	LAB_K_TP_CLONE = 9,      /* skb_storage_clone: copied to skb (a clone) from other */
+	LAB_K_TP_SCRUB = 10,     /* skb_storage_scrub: other = the call site; flags = xnet
+				  * | reason << 1 | kept << 8 */
+	LAB_K_TP_FREE = 11,      /* skb_storage_free: ext = the chunk; skb = the skb it
+				  * was deleted from, or 0 (freed with the last skb) */
 };
 
 /* What a hook is asked to do to a test packet before it observes it. */

@@ -16,6 +16,8 @@ from labkit.packets import udp_frame
 
 BPF_F_NO_PREALLOC = 1
 BPF_F_CLONE = 1 << 9
+BPF_F_SKB_KEEP_TUNNEL = 1 << 19  # the lab kernel's UAPI (patch 0006)
+BPF_F_SKB_KEEP_NETNS = 1 << 20
 
 
 def run_api(prog, token):
@@ -90,8 +92,13 @@ def test_missing_null_check_is_rejected():
 @pytest.mark.parametrize("flags,ok", [
     (BPF_F_NO_PREALLOC, True),
     (0, False),
-    (BPF_F_NO_PREALLOC | BPF_F_CLONE, False),
-])
+    (BPF_F_NO_PREALLOC | BPF_F_CLONE, True),
+    (BPF_F_NO_PREALLOC | BPF_F_SKB_KEEP_TUNNEL, True),
+    (BPF_F_NO_PREALLOC | BPF_F_SKB_KEEP_NETNS, True),
+    (BPF_F_NO_PREALLOC | BPF_F_CLONE | BPF_F_SKB_KEEP_TUNNEL | BPF_F_SKB_KEEP_NETNS, True),
+    (BPF_F_SKB_KEEP_TUNNEL, False),           # still needs BPF_F_NO_PREALLOC
+    (BPF_F_NO_PREALLOC | 1 << 21, False),     # a bit no skb storage knows
+], ids=["no_prealloc", "none", "clone", "keep_tunnel", "keep_netns", "all", "keep_without_no_prealloc", "unknown"])
 def test_map_creation_flags(flags, ok):
     if ok:
         with BpfObject(obj_path("api"), programs=["get_without_create"], map_flags={"storage": flags}):
