@@ -84,7 +84,7 @@ int clone_writer(struct __sk_buff *ctx)
 SEC("kprobe/bpf_skb_storage_free")
 int BPF_KPROBE(on_storage_free, struct skb_ext_bpf_storage *ext)
 {
-	if (BPF_CORE_READ(ext, storage))
+	if (lab_chunk_holds(ext))
 		__sync_fetch_and_add(&freed, 1);
 	return 0;
 }

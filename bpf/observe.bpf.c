@@ -382,7 +382,7 @@ int BPF_KPROBE(lab_on_storage_free, struct skb_ext_bpf_storage *ext)
 {
 	struct lab_record *r;
 
-	if (!BPF_CORE_READ(ext, storage))
+	if (!lab_chunk_holds(ext))
 		return 0;
 	r = lab_reserve_blank(LAB_K_STORAGE_FREE);
 	if (!r)

@@ -286,6 +286,8 @@ def cmd_record(args):
 
     if args.all:
         jobs = [(scenarios.get(n, **p), scenarios.recording_path(n, p)) for n, p in scenarios.variants()]
+        jobs += [(scenarios.get(n, flags=f, **p), scenarios.recording_path(n, p, f))
+                 for n, p, f in scenarios.flagged_variants()]
     elif args.name and args.output:
         jobs = [(scenarios.get(args.name, **_params(args.param)), args.output)]
     else:

@@ -109,16 +109,17 @@ class Lesson:
 
     # -- running --------------------------------------------------------------------
 
-    def scenario(self, name, **params):
+    def scenario(self, name, flags=None, **params):
         from labkit import scenarios
 
-        return scenarios.get(name, **params)
+        return scenarios.get(name, flags=flags, **params)
 
-    def run(self, name, *, attach=(), **params):
+    def run(self, name, *, attach=(), flags=None, **params):
         """Run the library scenario ``name`` (live) or read its recording (replay).
 
-        attach: your programs (``cell.at(...)``), live only."""
-        return self.run_scenario(self.attached(self.scenario(name, **params), attach))
+        attach: your programs (``cell.at(...)``), live only. flags: map
+        flags for storage_a, e.g. "clone" or "keep_tunnel+keep_netns"."""
+        return self.run_scenario(self.attached(self.scenario(name, flags=flags, **params), attach))
 
     @staticmethod
     def attached(sc, attach):
@@ -141,8 +142,9 @@ class Lesson:
         from labkit.events import EventLog
         from labkit.scenarios import recording_path
 
-        path = recording_path(sc.name, sc.params)
-        if not path.exists() or self.scenario(sc.name, **sc.params).to_dict() != sc.to_dict():
+        flags = sc.map_flags.get("storage_a")
+        path = recording_path(sc.name, sc.params, flags)
+        if not path.exists() or self.scenario(sc.name, flags=flags, **sc.params).to_dict() != sc.to_dict():
             raise LiveOnly(f"there is no recording of {sc.name} {sc.params or ''}".strip(),
                            fix="run it live (./lab open), or record it there: labkit record --all")
         log = EventLog.load(path)
@@ -225,6 +227,55 @@ class Lesson:
     def table(self, log, packet=None):
         """The log as text: one line per event."""
         print(log.timeline(packet=packet))
+
+    # -- what it costs ------------------------------------------------------------------
+
+    RECORDED_COST = "benchmarks/results/storage-cost-tcg.json"
+
+    def bench(self, packets=2000, repeats=3):
+        """Every design's per-packet cost, timed by the lab kernel (``labkit.bench``
+        in the VM); in replay, the run recorded in benchmarks/results/."""
+        import json
+
+        if not self.live:
+            path = paths.PROJECT / self.RECORDED_COST
+            try:
+                res = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise LiveOnly(f"no recorded benchmark at {self.RECORDED_COST} ({exc})",
+                               fix="run it live (./lab open), or record it: benchmarks/storage_cost.py") from None
+            res["replay"] = self.RECORDED_COST
+            return res
+        self.start()
+        out = paths.PROJECT / ".lab" / f"bench-{os.getpid()}.json"
+        out.parent.mkdir(exist_ok=True)
+        from labkit.bench import DESIGNS
+
+        designs = len(DESIGNS) + 1  # skb storage runs twice: plain and inline
+        print(f"Timing {designs} designs x {repeats} repeats x {packets} packets in the lab VM "
+              f"(about {max(10, designs * repeats * packets // 700)} s under TCG) ...", flush=True)
+        res = self.session.lab.run(["python", "-m", "labkit.bench", "--packets", str(packets), "--repeats",
+                                    str(repeats), "--json", str(out)], cwd=paths.PROJECT, timeout=1800)
+        if res.code != 0:
+            raise LabError("the benchmark failed in the lab VM", details=(res.err or res.out)[-3000:])
+        data = json.loads(out.read_text())
+        out.unlink()
+        return data
+
+    def cost(self, res):
+        """The benchmark's results as a chart (ratio to the floor, spread over repeats) and a table."""
+        from IPython.display import HTML, SVG, display
+
+        from labkit import costplot
+
+        if res.get("replay"):
+            display(HTML(_box("#fff3bf", "#e67700", "RECORDED",
+                              f"a run of <code>benchmarks/storage_cost.py</code> on {html.escape(res.get('kernel', '?'))}"
+                              f" under {html.escape(str(res.get('accel', '?')).upper())}, {html.escape(res.get('when', '?')[:10])}"
+                              f" ({res.get('repeats')} repeats of {res.get('packets')} packets per design); "
+                              "live mode times this machine's lab kernel")))
+        display(SVG(costplot.chart(res)))
+        display(HTML(costplot.table_html(res)))
 
 
 def _recorded_on() -> str:

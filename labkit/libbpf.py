@@ -15,6 +15,7 @@ import ctypes.util
 import errno
 import os
 import re
+import struct
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int, c_size_t, c_uint32,
                     c_uint64, c_void_p)
 
@@ -122,6 +123,7 @@ def lib():
         "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
         "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
         "bpf_prog_test_run_opts": (c_int, [c_int, POINTER(bpf_test_run_opts)]),
+        "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)]),
         "bpf_tc_hook_create": (c_int, [POINTER(bpf_tc_hook)]),
         "bpf_tc_hook_destroy": (c_int, [POINTER(bpf_tc_hook)]),
         "bpf_tc_attach": (c_int, [POINTER(bpf_tc_hook), POINTER(bpf_tc_opts)]),
@@ -196,6 +198,20 @@ class Program:
         if rc:
             raise _err(f"test run of {self.name}", rc)
         return opts.retval, opts.duration, out.raw[: opts.data_size_out]
+
+    # struct bpf_prog_info: 232 bytes; id at 4, run_time_ns at 192, run_cnt at 200
+    # (offsets from the lab kernel's BTF; stable UAPI since 5.1)
+    _INFO_SIZE, _RUN_TIME, _RUN_CNT = 232, 192, 200
+
+    def stats(self) -> tuple[int, int]:
+        """(run_time_ns, run_cnt) the kernel has counted for this program;
+        both stay 0 unless kernel.bpf_stats_enabled is 1."""
+        buf = ctypes.create_string_buffer(self._INFO_SIZE)
+        size = c_uint32(self._INFO_SIZE)
+        rc = lib().bpf_obj_get_info_by_fd(self.fd, buf, ctypes.byref(size))
+        if rc:
+            raise _err(f"program info of {self.name}", rc)
+        return struct.unpack_from("<QQ", buf.raw, self._RUN_TIME)
 
     def attach(self):
         """Auto-attach by section (tp_btf, fentry, lsm, kprobe): a Link."""

@@ -84,7 +84,7 @@ class Symbols:
 SKIP_FRAMES = ("skb_scrub_packet", "skb_clone", "kfree_skbmem", "skb_release_head_state", "skb_release_all",
                "__skb_ext_put", "skb_ext_put", "bpf_skb_storage_free", "bpf_selem_alloc", "bpf_local_storage_update",
                "bpf_jit", "bpf_trampoline", "bpf_prog", "__bpf_prog", "kprobe", "ftrace", "arch_ftrace", "fentry",
-               "bpf_trace_run", "bpf_skb_storage_scrub")
+               "bpf_trace_run", "bpf_skb_storage_scrub", "trace_skb_storage")
 
 
 def _callers(stack):
@@ -575,6 +575,8 @@ class Run:
             events = merge_reports(events, reports, tokens, t0)
         head = header(sc, kernel=os.uname().release, series=series_id(), tokens=tokens, stash_left=stash_left,
                       timings=self.timings)
+        if sc.map_flags:
+            head["map_flags"] = {slot: list(names) for slot, names in sc.map_flags.items()}
         if own:
             head["own_maps"] = own_maps
             head["t0_ns"] = t0  # bpf_ktime_get_ns() of event 0: reported times compare with t_us

@@ -14,6 +14,7 @@ import html
 
 from labkit.errors import MissingTool
 from labkit.events import SLOTS, describe
+from labkit.scenario import FLAG_NAMES
 
 FONT = "Helvetica,Arial,sans-serif"
 STATE = {"created": ("#69db7c", "#0b3d1a"), "present": ("#c3f0cb", "#0b3d1a"),
@@ -260,7 +261,10 @@ def _title(log, packet):
     params = ", ".join(f"{k}={v}" for k, v in (h.get("params") or {}).items())
     name = f"{h.get('scenario', 'run')}" + (f" ({params})" if params else "")
     more = f" of {len(log.packets())}" if len(log.packets()) > 1 else ""
-    return f"{name}: packet {packet}{more}" + (f" on {h['kernel']}" if h.get("kernel") else "")
+    flags = "; ".join(f"{slot} has " + " | ".join(FLAG_NAMES.get(n, n) for n in names)
+                      for slot, names in (h.get("map_flags") or {}).items())
+    return (f"{name}: packet {packet}{more}" + (f" on {h['kernel']}" if h.get("kernel") else "")
+            + (f"\n{flags}" if flags else ""))
 
 
 LEGEND = [("created 0x…", STATE["created"], "storage made here, with its value"),

@@ -37,6 +37,14 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 #define EOPNOTSUPP 95
 #endif
 
+/* Whether the skb storage chunk of an extension block holds an element:
+ * in its bpf_local_storage or, on a kernel with patch 0008, inline in the
+ * chunk. For kprobes on bpf_skb_storage_free(), which sees every chunk.
+ */
+#define lab_chunk_holds(ext)							\
+	(BPF_CORE_READ(ext, storage) != NULL ||					\
+	 (bpf_core_field_exists(ext->inline_map) && BPF_CORE_READ(ext, inline_map) != NULL))
+
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
 

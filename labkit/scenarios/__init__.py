@@ -1,7 +1,9 @@
 """The scenario library: one small module per lesson topic.
 
-``get(name, **params)`` builds a ``Scenario``; ``NAMES`` lists them and
-``variants()`` every parameter combination the tests and recordings cover.
+``get(name, flags=None, **params)`` builds a ``Scenario``; ``NAMES`` lists
+them, ``variants()`` every parameter combination the tests and recordings
+cover, and ``FLAGGED`` the variants also recorded with map flags on
+storage_a (the lab kernel's BPF_F_CLONE and keep flags, lesson 08).
 """
 
 from __future__ import annotations
@@ -19,7 +21,35 @@ def module(name):
     return importlib.import_module(f"labkit.scenarios.{name}")
 
 
-def get(name: str, **params):
+# Variants recorded (and tested against the kernel) with flags on storage_a.
+FLAGGED = (
+    ("clone", {"kind": "mirred"}, ("clone",)),
+    ("clone", {"kind": "bpf_clone_redirect"}, ("clone",)),
+    ("clone", {"kind": "af_packet"}, ("clone",)),
+    *(("tunnel", {"kind": k, "create": "before_encap"}, f) for k in ("gre", "ipip", "vxlan", "geneve")
+      for f in (("keep_tunnel",), ("keep_netns",), ("keep_tunnel", "keep_netns"))),
+    *(("netns", {"path": p}, ("keep_netns",)) for p in ("veth", "same_netns", "redirect_peer")),
+)
+FLAG_CHOICES = ("none", "clone", "keep_tunnel", "keep_netns", "keep_tunnel+keep_netns")
+
+
+def parse_flags(flags) -> tuple:
+    """storage_a's flags from "none", "keep_tunnel+keep_netns", a name or a sequence of names."""
+    if not flags or flags == "none":
+        return ()
+    if isinstance(flags, str):
+        return tuple(flags.split("+"))
+    return tuple(flags)
+
+
+def get(name: str, flags=None, **params):
+    """The scenario; with flags (for storage_a), its expected path is left
+    out: the flags change it, and tests/lab/test_flags.py checks how."""
+    flags = parse_flags(flags)
+    if flags:
+        from dataclasses import replace
+
+        return replace(get(name, **params).with_flags(storage_a=flags), expect=())
     mod = module(name)
     known = getattr(mod, "PARAMS", {})
     for k, v in params.items():
@@ -46,9 +76,15 @@ def variants():
     return out
 
 
-def recording_path(name: str, params: dict):
-    """Where the recording of a variant lives: notebooks/data/NAME[-VALUE...].jsonl."""
+def flagged_variants():
+    """(name, params, flags) of FLAGGED."""
+    return [(n, dict(p), f) for n, p, f in FLAGGED]
+
+
+def recording_path(name: str, params: dict, flags=None):
+    """Where the recording of a variant lives: notebooks/data/NAME[-VALUE...][-FLAG+FLAG].jsonl."""
     from labkit import paths
 
-    stem = "-".join([name] + [str(v) for v in params.values()])
+    stem = "-".join([name] + [str(v) for v in params.values()] + (["+".join(parse_flags(flags))]
+                                                                 if parse_flags(flags) else []))
     return paths.PROJECT / "notebooks" / "data" / f"{stem}.jsonl"

@@ -28,3 +28,21 @@ def test_scenario_path_and_recording(name, params):
         f"(re-record with: labkit record --all)\nnow:\n{log.timeline(packet=1)}\nrecorded:\n"
         f"{recording.timeline(packet=1)}")
     assert log.header["stash_left"] == 0 or name == "side_stash"
+
+
+FLAGGED = scenarios.flagged_variants()
+
+
+@pytest.mark.parametrize("name,params,flags", FLAGGED,
+                         ids=["-".join([n, *map(str, p.values()), "+".join(f)]) for n, p, f in FLAGGED])
+def test_flagged_recording_matches_the_kernel(name, params, flags):
+    """Lesson 08 replays these: what they show must be what the kernel does with the flags."""
+    sc = scenarios.get(name, flags=flags, **params)
+    log = runtime.run(sc)
+    assert log.packets() == [1]
+    path = scenarios.recording_path(name, params, flags)
+    recording = EventLog.load(path)
+    assert recording.header.get("map_flags") == {"storage_a": list(flags)}, path.name
+    assert log.signature(packet=1) == recording.signature(packet=1), (
+        f"the kernel no longer does what {path.name} shows (re-record with: labkit record --all)\n"
+        f"now:\n{log.timeline(packet=1)}\nrecorded:\n{recording.timeline(packet=1)}")

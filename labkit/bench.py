@@ -1,0 +1,316 @@
+"""What per-packet data costs, measured the RFC's way, in the lab VM.
+
+Runs as root in the guest: ``python -m labkit.bench [--packets N]
+[--repeats R] [--json FILE]`` (benchmarks/storage_cost.py and lesson 09
+start it through the lab VM). With ``kernel.bpf_stats_enabled=1`` the
+kernel times every BPF program run; a design's cost per packet is its
+programs' ``run_time_ns / run_cnt`` over real UDP traffic through a veth
+into another namespace:
+
+- writers at tc ingress of the receiving veth, readers at cgroup_skb
+  ingress of the receiving socket (data_meta: XDP writes, tc reads);
+- one design at a time, in a rotated order in each repeat, the counter-only
+  floor among them, so every ratio compares programs timed in one run;
+- where the kernel has a second skb storage implementation
+  (``kernel.bpf_skb_storage_inline``), skb storage runs once with each.
+
+Then ``BPF_PROG_TEST_RUN`` times the same tc, cgroup_skb and XDP programs
+on one frame, ``repeat`` times over (what that measures differs: see
+REPORT_NOTES). Every program counts what it saw; a design whose readers did
+not find what the writers wrote is reported as broken, not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+from contextlib import ExitStack
+
+from labkit.errors import LabError
+
+STATS = "/proc/sys/kernel/bpf_stats_enabled"
+INLINE = "/proc/sys/kernel/bpf_skb_storage_inline"
+NS_TX, NS_RX = "bench_tx", "bench_rx"
+TX_IP, RX_IP, PORT = "10.77.0.1", "10.77.0.2", 47000
+PAYLOAD = 64
+
+# design -> [(role, program, where)]; "floor" runs first in the first repeat
+DESIGNS = {
+    "floor": [("write", "bench_floor_w", "tc"), ("read", "bench_floor_r", "cgroup")],
+    "skb_storage": [("write", "bench_storage_w", "tc"), ("read", "bench_storage_r", "cgroup")],
+    "stash": [("write", "bench_stash_w", "tc"), ("read", "bench_stash_r", "cgroup"),
+              ("cleanup", "bench_stash_clean", "trace"), ("cleanup", "bench_stash_clean_drop", "trace")],
+    "mark": [("write", "bench_mark_w", "tc"), ("read", "bench_mark_r", "cgroup")],
+    "data_meta": [("write", "bench_meta_w", "xdp"), ("read", "bench_meta_r", "tc")],
+    "floor_xdp": [("write", "bench_floor_x", "xdp")],  # a device takes one XDP program: a run of its own
+}
+# what each program is compared with: (design, program) of the same repeat
+REF = {"write": ("floor", "bench_floor_w"), "read": ("floor", "bench_floor_r"), "cleanup": ("floor", "bench_floor_w")}
+REF_PROG = {"bench_meta_w": ("floor_xdp", "bench_floor_x"), "bench_meta_r": ("floor", "bench_floor_w")}
+# index in the counts map (bpf/bench.bpf.c enum)
+COUNT = {"bench_floor_w": 0, "bench_floor_r": 1, "bench_floor_x": 2, "bench_storage_w": 3, "bench_storage_r": 4,
+         "bench_stash_w": 5, "bench_stash_r": 6, "bench_stash_clean": 7, "bench_stash_clean_drop": 7,
+         "bench_mark_w": 8, "bench_mark_r": 9, "bench_meta_w": 10, "bench_meta_r": 11}
+REPORT_NOTES = {
+    "test_run": "BPF_PROG_TEST_RUN runs a program `repeat` times on one skb it builds once: skb storage "
+                "create+write creates on the first run and finds the element on the others, and lookup+read "
+                "finds nothing (the skb is fresh), so these figures time the kfunc call paths, not the "
+                "allocation; the bpf_stats figures are the per-packet ones.",
+}
+
+
+class BenchError(LabError):
+    """The benchmark could not run or gave figures that cannot be trusted."""
+
+
+def _write(path, value):
+    with open(path, "w") as fh:
+        fh.write(str(value))
+
+
+def _read(path):
+    with open(path) as fh:
+        return fh.read().strip()
+
+
+def inline_available() -> bool:
+    return os.path.exists(INLINE)
+
+
+class Bench:
+    def __init__(self, packets=2000, repeats=5, progress=None):
+        self.packets, self.repeats = packets, repeats
+        self.progress = progress or (lambda msg: None)
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def _topology(self, st):
+        from pyroute2 import IPRoute, netns as prnetns
+
+        from labkit.runtime import _remove_netns
+
+        for ns in (NS_TX, NS_RX):
+            if os.path.exists(f"/run/netns/lk-{ns}"):
+                raise BenchError(f"namespace lk-{ns} already exists (left by an earlier run?)",
+                                 fix="run: labkit cleanup")
+        ipr = {}
+        for ns in (NS_TX, NS_RX):
+            st.callback(_remove_netns, f"lk-{ns}")
+            ipr[ns] = IPRoute(netns=f"lk-{ns}", flags=os.O_CREAT)
+            st.callback(ipr[ns].close)
+            ipr[ns].link("set", index=ipr[ns].link_lookup(ifname="lo")[0], state="up")
+        ipr[NS_TX].link("add", ifname="lk-btx", kind="veth", peer={"ifname": "lk-brx", "net_ns_fd": f"lk-{NS_RX}"})
+        for ns, dev, ip in ((NS_TX, "lk-btx", TX_IP), (NS_RX, "lk-brx", RX_IP)):
+            idx = ipr[ns].link_lookup(ifname=dev)[0]
+            ipr[ns].addr("add", index=idx, address=ip, prefixlen=24)
+            ipr[ns].link("set", index=idx, state="up")
+        macs = {ns: ipr[ns].get_links(ipr[ns].link_lookup(ifname=dev)[0])[0].get("IFLA_ADDRESS")
+                for ns, dev in ((NS_TX, "lk-btx"), (NS_RX, "lk-brx"))}
+        ipr[NS_TX].neigh("replace", dst=RX_IP, lladdr=macs[NS_RX], ifindex=ipr[NS_TX].link_lookup(ifname="lk-btx")[0],
+                         state=0x80)
+        self.rx_ifindex = ipr[NS_RX].link_lookup(ifname="lk-brx")[0]
+        self.tx = prnetns.create_socket(f"lk-{NS_TX}", socket.AF_INET, socket.SOCK_DGRAM, flags=0)
+        st.callback(self.tx.close)
+        with self.cgroup.member():
+            self.rx = prnetns.create_socket(f"lk-{NS_RX}", socket.AF_INET, socket.SOCK_DGRAM, flags=0)
+        st.callback(self.rx.close)
+        self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        self.rx.bind((RX_IP, PORT))
+        self.rx.setblocking(False)
+
+    def _attach(self, st, prog, where):
+        from labkit.netns import NetNS
+
+        p = self.obj.program(prog)
+        if where == "tc":
+            with NetNS(f"lk-{NS_RX}").enter():
+                st.callback(p.attach_tc(self.rx_ifindex, ingress=True, priority=1).close)
+        elif where == "xdp":
+            with NetNS(f"lk-{NS_RX}").enter():
+                st.callback(p.attach_xdp(self.rx_ifindex).close)
+        elif where == "cgroup":
+            st.callback(p.attach_cgroup(self.cgroup.path).close)
+        else:
+            st.callback(p.attach().close)
+
+    # -- traffic -----------------------------------------------------------------------------
+
+    def _drain(self):
+        n = 0
+        while True:
+            try:
+                self.rx.recv(2048)
+                n += 1
+            except BlockingIOError:
+                return n
+
+    def _send(self, count):
+        data = b"\xab" * PAYLOAD
+        got = 0
+        for i in range(count):
+            self.tx.sendto(data, (RX_IP, PORT))
+            if i % 128 == 127:
+                got += self._drain()
+        deadline = time.monotonic() + 2
+        while got < count and time.monotonic() < deadline:
+            got += self._drain()
+            time.sleep(0.005)
+        return got
+
+    def _counts(self):
+        import struct
+
+        m = self.obj.map("counts")
+        out = {}
+        for prog, i in COUNT.items():
+            raw = m.lookup(struct.pack("<I", i), value_size=24 * os.cpu_count())
+            vals = [struct.unpack_from("<QQQ", raw, 24 * c) for c in range(len(raw) // 24)]
+            out[prog] = tuple(sum(v[k] for v in vals) for k in range(3))
+        return out
+
+    # -- one design --------------------------------------------------------------------------
+
+    def _one(self, design, variant=None):
+        progs = DESIGNS[design]
+        if variant is not None:
+            _write(INLINE, variant)
+        with ExitStack() as st:
+            for _, prog, where in progs:
+                self._attach(st, prog, where)
+            self._send(64)  # warm up: first-use allocations, caches
+            before = {prog: self.obj.program(prog).stats() for _, prog, _ in progs}
+            counts0 = self._counts()
+            t0 = time.monotonic()
+            got = self._send(self.packets)
+            wall = time.monotonic() - t0
+            after = {prog: self.obj.program(prog).stats() for _, prog, _ in progs}
+            counts1 = self._counts()
+        out = {"received": got, "wall_s": round(wall, 3), "programs": {}}
+        for role, prog, _ in progs:
+            dt, dn = after[prog][0] - before[prog][0], after[prog][1] - before[prog][1]
+            c = [b - a for a, b in zip(counts0[prog], counts1[prog])]
+            out["programs"][prog] = {"role": role, "runs": dn, "time_ns": dt, "ns": round(dt / dn, 1) if dn else None,
+                                     "seen": c[0], "found": c[1], "failed": c[2]}
+        return out
+
+    # -- the whole run -----------------------------------------------------------------------
+
+    def run(self) -> dict:
+        from labkit.bpfbuild import obj_path
+        from labkit.cgroup import Cgroup
+        from labkit.libbpf import BpfObject
+
+        if not os.path.exists(STATS):
+            raise BenchError("this kernel has no kernel.bpf_stats_enabled", fix="boot the lab kernel: labkit vm run")
+        variants = [("skb_storage", "0"), ("skb_storage", "1")] if inline_available() else [("skb_storage", None)]
+        runs = [("floor", None), *variants, ("stash", None), ("mark", None), ("data_meta", None), ("floor_xdp", None)]
+        old_stats = _read(STATS)
+        old_inline = _read(INLINE) if inline_available() else None
+        samples = {}
+        with ExitStack() as st:
+            self.obj = st.enter_context(BpfObject(obj_path("bench")))
+            self.cgroup = st.enter_context(Cgroup())
+            self._topology(st)
+            _write(STATS, 1)
+            st.callback(_write, STATS, old_stats)
+            if old_inline is not None:
+                st.callback(_write, INLINE, old_inline)
+            for rep in range(self.repeats):
+                order = runs[rep % len(runs):] + runs[:rep % len(runs)]
+                for design, variant in order:
+                    name = design if variant is None else f"{design}:{'inline' if variant == '1' else 'plain'}"
+                    self.progress(f"repeat {rep + 1}/{self.repeats}: {name}")
+                    samples.setdefault(name, []).append(self._one(design, variant))
+            test_runs = self._test_runs()
+        return summarise(samples, test_runs, self.packets, self.repeats)
+
+    def _test_runs(self, repeat=20000):
+        from labkit.packets import udp_frame
+
+        frame = udp_frame(0x1234, src=TX_IP, dst=RX_IP, dport=PORT, size=PAYLOAD)
+        out = {}
+        for prog in ("bench_floor_w", "bench_storage_w", "bench_stash_w", "bench_mark_w", "bench_floor_r",
+                     "bench_storage_r", "bench_stash_r", "bench_mark_r", "bench_floor_x", "bench_meta_w",
+                     "bench_meta_r"):
+            p = self.obj.program(prog)
+            data = frame[14:] if prog.endswith("_r") and prog != "bench_meta_r" else frame  # cgroup_skb: from IP
+            try:
+                durations = [p.test_run(data, repeat=repeat)[1] for _ in range(3)]
+            except OSError as exc:
+                out[prog] = {"error": str(exc)}
+                continue
+            out[prog] = {"ns": statistics.median(durations), "runs": durations, "repeat": repeat}
+        return out
+
+
+def _spread(values, digits=1):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits), "n": len(values)}
+
+
+def summarise(samples, test_runs, packets, repeats) -> dict:
+    """Per design and role: ns per packet (median, min, max over repeats) and
+    the ratio to the floor of the same repeat; plus sanity checks."""
+    designs = {}
+    problems = []
+    for name, reps in samples.items():
+        roles = {}
+        for r_i, rep in enumerate(reps):
+            per_role = {}  # a role's programs together (the stash's two cleanup tracepoints)
+            for prog, p in rep["programs"].items():
+                t, n, first = per_role.get(p["role"], (0, 0, prog))
+                per_role[p["role"]] = (t + p["time_ns"], n + p["runs"], first)
+            for role_name, (t, n, first) in per_role.items():
+                role = roles.setdefault(role_name, {"programs": set(), "ns": [], "ratio": []})
+                ns = t / n if n else None
+                role["ns"].append(ns)
+                ref_design, ref_prog = REF_PROG.get(first, REF[role_name])
+                base = samples[ref_design][r_i]["programs"][ref_prog]["ns"]
+                if ns and base:
+                    role["ratio"].append(ns / base)
+            for prog, p in rep["programs"].items():
+                roles[p["role"]]["programs"].add(prog)
+                if p["role"] == "read" and name != "floor" and p["found"] < 0.95 * p["seen"]:
+                    problems.append(f"{name}: {prog} found the data on {p['found']} of {p['seen']} packets")
+                if p["failed"]:
+                    problems.append(f"{name}: {prog} failed {p['failed']} times")
+                if p["role"] in ("write", "read") and p["runs"] < 0.95 * packets:
+                    problems.append(f"{name}: {prog} ran {p['runs']} times for {packets} packets")
+        designs[name] = {role: {"programs": sorted(v["programs"]), "ns": _spread(v["ns"]),
+                                "ratio": _spread(v["ratio"], 2)} for role, v in roles.items()}
+        designs[name]["received"] = [r["received"] for r in reps]
+    return {"packets": packets, "repeats": repeats, "designs": designs, "test_run": test_runs,
+            "problems": problems, "notes": REPORT_NOTES, "kernel": os.uname().release,
+            "inline_knob": inline_available(), "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--packets", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args(argv)
+    try:
+        res = Bench(args.packets, args.repeats, progress=lambda m: print(m, file=sys.stderr, flush=True)).run()
+    except LabError as exc:
+        print(f"labkit bench: {exc}", file=sys.stderr)
+        return 1
+    text = json.dumps(res, indent=1, sort_keys=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Lessons 08 and 09 in JupyterLab in headless Chromium, live and in replay:
+run all cells, then check the pictures the lesson is about are on the page
+(08: lifetime graphs with the kernel's keep/copy notes; 09: the cost chart
+and tables). Screenshots go to artifacts/browser/.
+"""
+
+import os
+import urllib.parse
+
+import pytest
+
+from labkit import jupyter, paths
+from labkit.lesson import live_possible
+from tests.browser.test_first_storage import CHROMIUM, page  # noqa: F401 - the page fixture
+from tests.conftest import need
+
+ART = paths.PROJECT / "artifacts" / "browser"
+RUN_ALL_TIMEOUT_MS = 600_000
+
+
+@pytest.fixture(scope="module", params=["live", "replay"])
+def server(request):
+    need(os.path.exists(CHROMIUM), "the browser tests need Debian's chromium", "sudo apt-get install chromium")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        need(False, "the browser tests need Playwright", "./lab setup (pip install playwright)")
+    if request.param == "live":
+        ok, why = live_possible()
+        need(ok, f"the live browser test needs the lab VM: {why}", "./lab setup")
+    old = os.environ.get("LABKIT_MODE")
+    os.environ["LABKIT_MODE"] = request.param  # the notebooks' kernels inherit it from the server
+    try:
+        proc, url = jupyter.start()
+    finally:
+        if old is None:
+            os.environ.pop("LABKIT_MODE", None)
+        else:
+            os.environ["LABKIT_MODE"] = old
+    try:
+        yield request.param, url
+    finally:
+        jupyter.stop(proc)
+
+
+def run_all(page, url, name, mode):
+    ART.mkdir(parents=True, exist_ok=True)
+    page.goto(url.replace("00_index.ipynb", f"{name}.ipynb"))
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
+                           ".jp-Toolbar-kernelStatus, .jp-KernelStatus", timeout=60_000)
+    page.wait_for_timeout(1500)  # the kernel connects
+    page.click("li.lm-MenuBar-item:has-text('Run')")
+    page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
+    try:
+        # done: every code cell has run (a number in its prompt, none still "*")
+        page.wait_for_function(
+            """() => {
+                const cells = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')];
+                const prompts = cells.map(c => (c.querySelector('.jp-InputPrompt') || {}).textContent || '');
+                return cells.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p));
+            }""", timeout=RUN_ALL_TIMEOUT_MS, polling=1000)
+        page.wait_for_timeout(1000)
+    finally:
+        page.screenshot(path=str(ART / f"{name}-{mode}.png"), full_page=True)
+    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
+    assert not tracebacks, tracebacks[:2]
+    assert page.locator(f".labkit-banner:has-text('{'LIVE' if mode == 'live' else 'REPLAY'}')").count() >= 1
+
+
+def static_svgs(page):
+    srcs = page.locator(".jp-RenderedSVG img").evaluate_all("els => els.map(e => e.getAttribute('src'))")
+    return [urllib.parse.unquote(s) for s in srcs if s and s.startswith("data:image/svg+xml")]
+
+
+@pytest.mark.timeout(900)
+def test_beyond_the_rfc_in_the_browser(server, page):  # noqa: F811
+    mode, url = server
+    run_all(page, url, "08_beyond_the_rfc", mode)
+    svgs = static_svgs(page)
+    graphs = [s for s in svgs if "legend" in s and "skb#1" in s]
+    assert len(graphs) >= 4, f"{len(graphs)} lifetime graphs of {len(svgs)} static SVGs"
+    text = "\n".join(graphs)
+    # the tracepoints drawn: a copy to a clone, kept and dropped scrubs, and the flags in the titles
+    for needle in ("copied", "to the clone (BPF_F_CLONE)", "storage_a kept", "storage_a dropped",
+                   "BPF_F_SKB_KEEP_TUNNEL", "BPF_F_SKB_KEEP_NETNS"):
+        assert needle in text, f"no {needle!r} in the lesson's graphs"
+    out = page.locator(".jp-OutputArea-output").all_inner_texts()
+    assert any("keep_tunnel+keep_netns   last seen at cgroup_skb ingress" in t for t in out), \
+        "the tunnel table does not show both flags carrying storage to the socket"
+
+
+@pytest.mark.timeout(900)
+def test_what_it_costs_in_the_browser(server, page):  # noqa: F811
+    mode, url = server
+    run_all(page, url, "09_what_it_costs", mode)
+    charts = [s for s in static_svgs(page) if "labkit-cost" in s]
+    assert charts, "no cost chart"
+    for label in ("skb storage, plain: create+write", "skb storage, inline: create+write", "hash side-stash: cleanup"):
+        assert label in charts[0], f"no {label!r} bar"
+    tables = page.locator(".labkit-cost-table")
+    assert tables.count() == 2
+    assert "1000 kpps" in tables.nth(1).inner_text()
+    if mode == "replay":
+        assert page.locator(".labkit-banner:has-text('RECORDED')").count() == 1
