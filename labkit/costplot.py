@@ -132,3 +132,21 @@ def rates_html(res, rates=(100_000, 1_000_000)) -> str:
         body.append(f"<tr><td>{html.escape(label.split(':')[0])}</td><td>{role}</td><td>{extra:.0f}</td>" + "".join(
             f"<td>{at_rate(extra, r):.1f}%</td>" for r in rates) + "</tr>")
     return f'<table class="labkit-cost-table">{head}{"".join(body)}</table>'
+
+
+TEST_RUN_ROWS = (("bench_floor_w", "floor (tc)"), ("bench_storage_w", "skb storage create+write (tc)"),
+                 ("bench_stash_w", "hash side-stash write (tc)"), ("bench_mark_w", "skb->mark write (tc)"),
+                 ("bench_floor_r", "floor (cgroup_skb)"), ("bench_storage_r", "skb storage lookup+read (cgroup_skb)"),
+                 ("bench_stash_r", "hash side-stash read (cgroup_skb)"), ("bench_mark_r", "skb->mark read (cgroup_skb)"),
+                 ("bench_floor_x", "floor (XDP)"), ("bench_meta_w", "data_meta write (XDP)"),
+                 ("bench_meta_r", "data_meta read (tc)"))
+
+
+def test_run_html(res) -> str:
+    """BPF_PROG_TEST_RUN's average ns per run for the same programs, with what it does and does not time."""
+    t = res.get("test_run") or {}
+    body = "".join(f"<tr><td>{html.escape(label)}</td><td>{t[p]['ns']:.0f}</td></tr>" for p, label in TEST_RUN_ROWS
+                   if p in t and t[p].get("ns") is not None)
+    note = html.escape((res.get("notes") or {}).get("test_run", ""))
+    return (f'<table class="labkit-cost-table"><tr><th>program</th><th>ns per run (BPF_PROG_TEST_RUN)</th></tr>'
+            f'{body}</table><p style="max-width:60em">{note}</p>')

@@ -239,6 +239,47 @@ def carry_across_tunnel(lab, cell):
     return Verdict("04", ok, "the note survives the tunnel" if ok else "the note did not make it across", lines)
 
 
+# ---- 08: the flags that carry a note through a tunnel -----------------------------------
+
+
+@_checked("08")
+def keep_through_tunnel(lab, cell):
+    """tc_note (tc egress of lk-t in lk-a, before encapsulation) writes a random note into your map;
+    cg_read (cgroup_skb ingress in lk-b) reports what arrives. Your map's flags decide. The tunnel
+    is GRE in one run and VXLAN in another, three packets each."""
+    bad = _cell_ready("08", cell, ("tc_note", "cg_read"))
+    if bad:
+        return bad
+    lines, ok = [], True
+    for kind in ("gre", "vxlan"):
+        sc = replace(lab.scenario("tunnel", kind=kind, create="before_encap"), expect=())
+        log = _with(lab, sc, [cell.at("tc_note", "tc/egress", "a/lk-t"),
+                              cell.at("cg_read", "cgroup_skb/ingress", "b")], count=3)
+        for p in range(1, len(log.header.get("tokens", [])) + 1):
+            written = [e["value"] for e in _reports(log, "written") if e.get("packet") == p]
+            arrived = [e for e in _reports(log) if e.get("packet") == p and e.get("tag") in ("value", "absent")]
+            dropped = [e for e in log if e["kind"] == "storage_scrub" and e.get("packet") == p
+                       and e.get("map") not in ("storage_a", "storage_b") and not e.get("kept")]
+            if not written:
+                ok = False
+                lines.append(f"{kind} packet {p}: tc_note wrote no note (keep it as given)")
+            elif not arrived:
+                ok = False
+                lines.append(f"{kind} packet {p}: never reached cgroup_skb ingress in lk-b")
+            elif arrived[0]["tag"] == "absent":
+                ok = False
+                where = (f": the {dropped[0]['reason']} scrub in {dropped[0]['where']}() dropped it"
+                         if dropped else "")
+                lines.append(f"{kind} packet {p}: wrote {written[0]:#010x}, nothing arrived{where}")
+            elif arrived[0]["value"] != written[0]:
+                ok = False
+                lines.append(f"{kind} packet {p}: wrote {written[0]:#010x}, arrived {arrived[0]['value']:#010x}")
+            else:
+                lines.append(f"{kind} packet {p}: {written[0]:#010x} arrived, the same skb storage all the way")
+    return Verdict("08", ok, "the note crosses the tunnel and the namespace" if ok else
+                   "the note did not reach the socket", lines)
+
+
 # ---- 05: the crossing table -----------------------------------------------------------
 
 CROSSINGS = {

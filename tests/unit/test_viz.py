@@ -42,6 +42,16 @@ def of_kind(log, kind, packet=1):
     return [e for e in log.events if e["kind"] == kind and e.get("packet") == packet]
 
 
+def hook(log, name, ifname=None, packet=1):
+    return next(e for e in of_kind(log, "hook", packet) if e["hook"] == name and (ifname is None or e["ifname"] == ifname))
+
+
+def token(log, packet=1):
+    """The value the packet's storage was created with (a random token, new in every recording)."""
+    return next(e["maps"]["storage_a"]["value"] for e in of_kind(log, "hook", packet)
+                if e["maps"]["storage_a"]["state"] == "created")
+
+
 def test_recordings_are_there():
     for name in ("basic-udp", "clone-mirred", "tunnel-gre-before_encap", "netns-veth", "mark_vs_storage-same_netns",
                  "side_stash-clone", "two_maps"):
@@ -82,9 +92,15 @@ def test_scrubs_are_red_and_name_the_kernel_function():
     # "who dropped it": the storage was freed right at the encap scrub
     (free,) = of_kind(log, "storage_free")
     tail, head, _ = edges[f"to-ev{free['seq']}"]
-    assert tail == f"ev{scrubs[0]['seq']}" and "storage freed\\nin iptunnel_xmit" in nodes[head][1]
+    assert tail == f"ev{scrubs[0]['seq']}" and "freed\\nin iptunnel_xmit" in nodes[head][1]
+    # and the kernel's tracepoint said so for the map, at the same scrub
+    (dropped,) = of_kind(log, "storage_scrub")
+    assert dropped["where"] == "iptunnel_xmit" and not dropped["kept"] and dropped["reason"] == "tunnel"
+    tail, head, _ = edges[f"to-ev{dropped['seq']}"]
+    assert tail == f"ev{scrubs[0]['seq']}" and "storage_a dropped\\ntunnel scrub" in nodes[head][1]
     # the scrub sits on the edge from the writing hook to the next one
-    assert edges[f"to-ev{scrubs[0]['seq']}"][0] == "ev1"
+    writer = hook(log, "tc/egress", "lk-t")
+    assert edges[f"to-ev{scrubs[0]['seq']}"][0] == f"ev{writer['seq']}"
 
 
 def test_clone_branches_off_dashed_and_both_sides_are_refused():
@@ -95,17 +111,23 @@ def test_clone_branches_off_dashed_and_both_sides_are_refused():
     assert len(branch) == 1
     tail, head, attrs = branch[0]
     assert "style=dashed" in attrs and "clone by tcf_mirred_to_dev" in attrs and "skb#2" in attrs
-    assert tail == "ev1" and head == "ev3"  # from the tc/ingress that wrote it to the clone's tc/egress on lk-s
+    writer, on_clone = hook(log, "tc/ingress", "lk-b0"), hook(log, "tc/egress", "lk-s")
+    # from the tc/ingress that wrote it to the clone's tc/egress on lk-s
+    assert tail == f"ev{writer['seq']}" and head == f"ev{on_clone['seq']}"
     refused = viz.STATE["refused"][0]
-    for seq in (3, 4):  # the clone and the original after it
-        assert f'BGCOLOR="{refused}"' in nodes[f"ev{seq}"][1] and "refused" in nodes[f"ev{seq}"][1]
-    assert f'BGCOLOR="{refused}"' not in nodes["ev1"][1]
-    assert viz.STATE["created"][0] in nodes["ev1"][1] and "0x4583bd40" in nodes["ev1"][1]
+    for e in (on_clone, hook(log, "cgroup_skb/ingress")):  # the clone and the original after it
+        assert f'BGCOLOR="{refused}"' in nodes[f"ev{e['seq']}"][1] and "refused" in nodes[f"ev{e['seq']}"][1]
+    attrs = nodes[f"ev{writer['seq']}"][1]
+    assert f'BGCOLOR="{refused}"' not in attrs
+    assert viz.STATE["created"][0] in attrs and f"{token(log):#x}" in attrs
 
 
 def test_skbs_get_short_names_and_a_reused_address_is_another_skb():
     log = load("basic-tcp")
-    assert len({e["skb"] for e in log.events}) == 1  # the allocator handed packet 2 the same sk_buff
+    # the allocator may hand packet 2 the same sk_buff; make sure it did here
+    first = next(e["skb"] for e in log.events if e.get("packet") == 1)
+    log = EventLog([{**e, "skb": first} if e.get("skb") else e for e in log.events], log.header)
+    assert len({e["skb"] for e in log.events if e.get("skb")}) == 1
     assert set(viz.skb_names(log).values()) == {"skb#1", "skb#2"}
     assert 'label="skb#2"' in viz.lifetime_graph(log, packet=2).source
     assert "skb#2" not in viz.lifetime_graph(log, packet=1).source
@@ -115,8 +137,9 @@ def test_only_slots_used_in_the_run_are_shown_and_mark_when_set():
     basic = viz.lifetime_graph(load("basic-udp")).source
     assert ">storage_a<" in basic and ">storage_b<" not in basic and ">stash<" not in basic and ">mark<" not in basic
     assert ">storage_b<" in viz.lifetime_graph(load("two_maps")).source
-    stash = viz.lifetime_graph(load("side_stash-clone")).source
-    assert ">stash<" in stash and "present 0x56c03f3e" in stash
+    log = load("side_stash-clone")
+    stash = viz.lifetime_graph(log).source
+    assert ">stash<" in stash and f"present {token(log):#x}" in stash
     log = load("mark_vs_storage-same_netns")
     nodes, _ = elements(viz.lifetime_graph(log))
     for e in of_kind(log, "hook"):  # inside one namespace the mark survives the scrub
@@ -146,8 +169,9 @@ def test_every_frame_has_the_same_nodes_and_edges(name):
 def test_current_step_is_bold_and_later_ones_faded():
     log = load("netns-veth")
     steps = viz.frames(log)
-    assert steps == [1, 2, 3, 4, 5, 6]  # the allocation (0) is part of the hook that made it
-    cur = 4
+    alloc = of_kind(log, "storage_alloc")[0]["seq"]
+    assert alloc not in steps and steps == [e["seq"] for e in log.events if e["seq"] != alloc]  # part of its hook
+    cur = steps[3]
     nodes, edges = elements(viz.lifetime_graph(log, current=cur))
     faded = f'color="{viz.FADED[1]}"'
     for e in log.events:
@@ -157,8 +181,10 @@ def test_current_step_is_bold_and_later_ones_faded():
         attrs = nodes[nid][1]
         assert ("penwidth=3" in attrs) == (e["seq"] == cur), nid
         assert (faded in attrs) == (e["seq"] > cur), nid
-    assert "penwidth=3" in edges[f"to-ev{cur}"][2] and faded in edges["to-ev5"][2]
-    assert faded not in edges["to-ev2"][2]
+    later = next(s for s in steps if s > cur and f"to-ev{s}" in edges)
+    earlier = next(s for s in steps if s < cur and f"to-ev{s}" in edges)
+    assert "penwidth=3" in edges[f"to-ev{cur}"][2] and faded in edges[f"to-ev{later}"][2]
+    assert faded not in edges[f"to-ev{earlier}"][2]
 
 
 def test_clone_step_highlights_the_dashed_edge_and_allocation_its_hook():
@@ -173,26 +199,33 @@ def test_clone_step_highlights_the_dashed_edge_and_allocation_its_hook():
 
 def test_frames_and_details():
     log = load("basic-udp")
-    assert viz.frames(log) == [1, 2, 3, 4, 10]
-    assert viz.frames(log, packet=2) == [6, 7, 8, 9, 11]
+    for p in (1, 2):
+        mine = [e["seq"] for e in log.events if e.get("packet") == p and e["kind"] != "storage_alloc"]
+        assert viz.frames(log, packet=p) == mine
+    assert viz.frames(log) == viz.frames(log, packet=1)
     with pytest.raises(ValueError, match="packet 3"):
         viz.frames(log, packet=3)
-    text = viz.frame_details(log, 1)
-    assert "tc/ingress" in text and "created" in text and "0x66c75509" in text and "bpf_skb_storage_get" in text
+    text = viz.frame_details(log, hook(log, "tc/ingress")["seq"])
+    assert "tc/ingress" in text and "created" in text and f"{token(log):#x}" in text and "bpf_skb_storage_get" in text
     gre = load("tunnel-gre-before_encap")
-    text = viz.frame_details(gre, 2)
+    text = viz.frame_details(gre, of_kind(gre, "scrub")[0]["seq"])
     assert "skb_scrub_packet(xnet=0)" in text and "iptunnel_xmit" in text and "storage with them" in text
-    text = viz.frame_details(load("clone-mirred"), 2)
+    text = viz.frame_details(gre, of_kind(gre, "storage_scrub")[0]["seq"])
+    assert "tunnel scrub from iptunnel_xmit() drops the storage_a element" in text and "BPF_F_SKB_KEEP_TUNNEL" in text
+    mirred = load("clone-mirred")
+    text = viz.frame_details(mirred, of_kind(mirred, "clone")[0]["seq"])
     assert "skb#2 is a clone of skb#1" in text and "tcf_mirred_to_dev" in text
     with pytest.raises(ValueError):
         viz.frame_details(log, 999)
 
 
 def test_svg_embeds_in_html():
-    out = viz.svg(viz.lifetime_graph(load("side_stash-clone"), current=3))
+    log = load("side_stash-clone")
+    cur = viz.frames(log)[2]
+    out = viz.svg(viz.lifetime_graph(log, current=cur))
     assert out.startswith("<svg") and "<?xml" not in out and "DOCTYPE" not in out
-    assert 'id="ev3"' in out and "skb_scrub_packet" in out  # the legend names it too
-    group = out[out.index('id="ev3"'):]
+    assert f'id="ev{cur}"' in out and "skb_scrub_packet" in out  # the legend names it too
+    group = out[out.index(f'id="ev{cur}"'):]
     group = group[:group.index("</g>")]
     assert 'stroke-width="3"' in group
 
@@ -251,31 +284,34 @@ def test_import_labkit_stays_light():
 def test_explorer_follows_its_slider():
     from labkit.explorer import Explorer
 
-    x = Explorer(load("netns-veth"), title="veth")
-    assert x.slider.max == 5 and x.seq == 1
+    log = load("netns-veth")
+    steps = viz.frames(log)
+    x = Explorer(log, title="veth")
+    assert x.slider.max == len(steps) - 1 and x.seq == steps[0]
     before_svg, before_details = x.svg_html.value, x.details.value
-    x.slider.value = 1
-    assert x.seq == 2 and x.svg_html.value != before_svg and x.details.value != before_details
-    assert "__dev_forward_skb2" in x.details.value and "step 2 of 6" in x.details.value
-    group = x.svg_html.value[x.svg_html.value.index('id="ev2"'):]
+    x.slider.value = 1  # the scrub at the veth
+    assert x.seq == steps[1] and x.svg_html.value != before_svg and x.details.value != before_details
+    assert "__dev_forward_skb2" in x.details.value and f"step 2 of {len(steps)}" in x.details.value
+    group = x.svg_html.value[x.svg_html.value.index(f'id="ev{steps[1]}"'):]
     assert 'stroke-width="3"' in group[:group.index("</g>")]
-    x.next_button.click()
-    assert x.slider.value == 2 and "storage freed" in x.details.value.lower()
+    x.next_button.click()  # the tracepoint: the scrub drops storage_a
+    assert x.slider.value == 2 and "drops the storage_a element" in x.details.value
     x.go(99)
-    assert x.slider.value == 5
+    assert x.slider.value == len(steps) - 1
     x.prev_button.click()
-    assert x.slider.value == 4
+    assert x.slider.value == len(steps) - 2
     assert x.packet_menu is None
 
 
 def test_explorer_packet_menu_and_cache(monkeypatch):
     from labkit.explorer import Explorer
 
-    x = Explorer(load("basic-udp"))
-    assert x.packet_menu is not None and x.steps == [1, 2, 3, 4, 10]
+    log = load("basic-udp")
+    x = Explorer(log)
+    assert x.packet_menu is not None and x.steps == viz.frames(log, packet=1)
     x.slider.value = 2
     x.packet_menu.value = 2
-    assert x.steps == [6, 7, 8, 9, 11] and x.slider.value == 0 and "packet 2" in x.details.value
+    assert x.steps == viz.frames(log, packet=2) and x.slider.value == 0 and "packet 2" in x.details.value
     calls = []
     real = viz.svg
     monkeypatch.setattr(viz, "svg", lambda g: calls.append(1) or real(g))
@@ -290,13 +326,16 @@ def test_explorer_packet_menu_and_cache(monkeypatch):
 def test_side_by_side_shares_one_slider():
     from labkit.explorer import SideBySide
 
-    s = SideBySide(load("tunnel-gre-before_encap"), load("netns-veth"), titles=("gre", "veth"))
-    assert s.slider.max == len(viz.frames(load("tunnel-gre-before_encap"))) - 1
+    gre, veth = load("tunnel-gre-before_encap"), load("netns-veth")
+    left, right = viz.frames(gre), viz.frames(veth)
+    assert len(left) > len(right)
+    s = SideBySide(gre, veth, titles=("gre", "veth"))
+    assert s.slider.max == len(left) - 1
     s.slider.value = 3
     assert s.left.slider.value == 3 and s.right.slider.value == 3
-    assert s.left.seq == 4 and s.right.seq == 4
+    assert s.left.seq == left[3] and s.right.seq == right[3]
     s.slider.value = s.slider.max
-    assert s.right.slider.value == 5 and s.right.seq == 6  # the shorter run stays at its end
+    assert s.right.slider.value == len(right) - 1 and s.right.seq == right[-1]  # the shorter run stays at its end
     assert "gre" in s.left.children[0].value and "veth" in s.right.children[0].value
 
 
