@@ -219,9 +219,15 @@ def _settle_tracepoint_events(events) -> list[dict]:
     for e in events:
         if e.get("skb") and e.get("packet") is not None:
             packet_of.setdefault(e["skb"], (e["packet"], e.get("token")))
+    freed_in = {}
     for e in events:
         if e.get("via") == "tracepoint" and e.get("packet") is None and e.get("skb") in packet_of:
             e["packet"], e["token"] = packet_of[e["skb"]]
+        if e["kind"] == "free":
+            freed_in[e.get("skb")] = e.get("where")
+        elif e["kind"] == "storage_free" and e.get("via") == "tracepoint" and not e.get("where"):
+            # the block went with its last skb: say where that skb was freed (the stack is too short to)
+            e["where"] = freed_in.get(e.get("skb")) or "__skb_ext_put"
     out = []
     waiting = {}
     for e in events:

@@ -5,6 +5,7 @@ and tables). Screenshots go to artifacts/browser/.
 """
 
 import os
+import re
 import urllib.parse
 
 import pytest
@@ -43,23 +44,19 @@ def server(request):
         jupyter.stop(proc)
 
 
-def run_all(page, url, name, mode):
+def run_all(page, url, name, mode, last_output):
+    """Run all cells; done when last_output (a selector for the last code cell's output) is on the page."""
     ART.mkdir(parents=True, exist_ok=True)
-    page.goto(url.replace("00_index.ipynb", f"{name}.ipynb"))
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    target = url.replace("00_index.ipynb", f"{name}.ipynb")
+    page.goto(target + ("&" if "?" in target else "?") + "reset")  # this notebook alone, not a restored workspace
+    page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell", timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
                            ".jp-Toolbar-kernelStatus, .jp-KernelStatus", timeout=60_000)
     page.wait_for_timeout(1500)  # the kernel connects
     page.click("li.lm-MenuBar-item:has-text('Run')")
     page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
     try:
-        # done: every code cell has run (a number in its prompt, none still "*")
-        page.wait_for_function(
-            """() => {
-                const cells = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell')];
-                const prompts = cells.map(c => (c.querySelector('.jp-InputPrompt') || {}).textContent || '');
-                return cells.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p));
-            }""", timeout=RUN_ALL_TIMEOUT_MS, polling=1000)
+        page.wait_for_selector(last_output, timeout=RUN_ALL_TIMEOUT_MS)
         page.wait_for_timeout(1000)
     finally:
         page.screenshot(path=str(ART / f"{name}-{mode}.png"), full_page=True)
@@ -77,7 +74,7 @@ def static_svgs(page):
 @pytest.mark.timeout(900)
 def test_beyond_the_rfc_in_the_browser(server, page):  # noqa: F811
     mode, url = server
-    run_all(page, url, "08_beyond_the_rfc", mode)
+    run_all(page, url, "08_beyond_the_rfc", mode, ".labkit-check")
     svgs = static_svgs(page)
     graphs = [s for s in svgs if "legend" in s and "skb#1" in s]
     assert len(graphs) >= 4, f"{len(graphs)} lifetime graphs of {len(svgs)} static SVGs"
@@ -86,21 +83,23 @@ def test_beyond_the_rfc_in_the_browser(server, page):  # noqa: F811
     for needle in ("copied", "to the clone (BPF_F_CLONE)", "storage_a kept", "storage_a dropped",
                    "BPF_F_SKB_KEEP_TUNNEL", "BPF_F_SKB_KEEP_NETNS"):
         assert needle in text, f"no {needle!r} in the lesson's graphs"
-    out = page.locator(".jp-OutputArea-output").all_inner_texts()
-    assert any("keep_tunnel+keep_netns   last seen at cgroup_skb ingress" in t for t in out), \
+    out = page.locator(".jp-OutputArea-output").all_text_contents()  # also cells scrolled out of view
+    assert any(re.search(r"keep_tunnel\+keep_netns\s+last seen at cgroup_skb ingress", t) for t in out), \
         "the tunnel table does not show both flags carrying storage to the socket"
 
 
 @pytest.mark.timeout(900)
 def test_what_it_costs_in_the_browser(server, page):  # noqa: F811
     mode, url = server
-    run_all(page, url, "09_what_it_costs", mode)
+    run_all(page, url, "09_what_it_costs", mode,
+            ".jp-OutputArea-output:has-text('skb storage (RFC) create+write')")
     charts = [s for s in static_svgs(page) if "labkit-cost" in s]
     assert charts, "no cost chart"
     for label in ("skb storage, plain: create+write", "skb storage, inline: create+write", "hash side-stash: cleanup"):
         assert label in charts[0], f"no {label!r} bar"
     tables = page.locator(".labkit-cost-table")
-    assert tables.count() == 2
-    assert "1000 kpps" in tables.nth(1).inner_text()
+    assert tables.count() == 3  # the costs, BPF_PROG_TEST_RUN, the packet rates
+    assert "BPF_PROG_TEST_RUN" in tables.nth(1).text_content()
+    assert "1000 kpps" in tables.nth(2).text_content()
     if mode == "replay":
         assert page.locator(".labkit-banner:has-text('RECORDED')").count() == 1
