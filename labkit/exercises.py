@@ -196,6 +196,33 @@ def refused_or_absent(lab, cell):
                    lines)
 
 
+def _notes_arrived(log, writer, lost, arrived, prefix=""):
+    """Per packet: did the note the writer reported ("written") reach cg_read ("value"), or was it
+    lost ("absent")? A lost note names the scrub that dropped it when the kernel's tracepoint said so."""
+    lines, ok = [], True
+    for p in range(1, len(log.header.get("tokens", [])) + 1):
+        written = [e["value"] for e in _reports(log, "written") if e.get("packet") == p]
+        came = [e for e in _reports(log) if e.get("packet") == p and e.get("tag") in ("value", "absent")]
+        dropped = [e for e in log if e["kind"] == "storage_scrub" and e.get("packet") == p
+                   and e.get("map") not in ("storage_a", "storage_b") and not e.get("kept")]
+        if not written:
+            ok = False
+            lines.append(f"{prefix}packet {p}: {writer} wrote no note (keep it as given)")
+        elif not came:
+            ok = False
+            lines.append(f"{prefix}packet {p}: never reached cgroup_skb ingress in lk-b (dropped on the way?)")
+        elif came[0]["tag"] == "absent":
+            ok = False
+            where = f": the {dropped[0]['reason']} scrub in {dropped[0]['where']}() dropped it" if dropped else ""
+            lines.append(f"{prefix}packet {p}: wrote {written[0]:#010x}{lost}{where}")
+        elif came[0]["value"] != written[0]:
+            ok = False
+            lines.append(f"{prefix}packet {p}: wrote {written[0]:#010x}, arrived {came[0]['value']:#010x}")
+        else:
+            lines.append(f"{prefix}packet {p}: {written[0]:#010x} {arrived}")
+    return ok, lines
+
+
 # ---- 04: carry a value across a GENEVE tunnel ------------------------------------------
 
 
@@ -217,25 +244,8 @@ def carry_across_tunnel(lab, cell):
     log = _with(lab, geneve_external(lab), [cell.at("tc_encap", "tc/egress", "a/lk-t"),
                                             cell.at("tc_decap", "tc/ingress", "b/lk-t"),
                                             cell.at("cg_read", "cgroup_skb/ingress", "b")], count=3)
-    lines, ok = [], True
-    for p in range(1, len(log.header.get("tokens", [])) + 1):
-        written = [e["value"] for e in _reports(log, "written") if e.get("packet") == p]
-        arrived = [e for e in _reports(log) if e.get("packet") == p and e.get("tag") in ("value", "absent")]
-        if not written:
-            ok = False
-            lines.append(f"packet {p}: tc_encap wrote no note (keep it as given)")
-        elif not arrived:
-            ok = False
-            lines.append(f"packet {p}: never reached cgroup_skb ingress in lk-b (dropped on the way?)")
-        elif arrived[0]["tag"] == "absent":
-            ok = False
-            lines.append(f"packet {p}: wrote {written[0]:#010x} before encapsulation; after decapsulation the "
-                         "packet had no note")
-        elif arrived[0]["value"] != written[0]:
-            ok = False
-            lines.append(f"packet {p}: wrote {written[0]:#010x}, arrived {arrived[0]['value']:#010x}")
-        else:
-            lines.append(f"packet {p}: {written[0]:#010x} carried across encapsulation and decapsulation")
+    ok, lines = _notes_arrived(log, "tc_encap", lost=" before encapsulation; after decapsulation the packet had "
+                                                       "no note", arrived="carried across encapsulation and decapsulation")
     return Verdict("04", ok, "the note survives the tunnel" if ok else "the note did not make it across", lines)
 
 
@@ -255,27 +265,9 @@ def keep_through_tunnel(lab, cell):
         sc = replace(lab.scenario("tunnel", kind=kind, create="before_encap"), expect=())
         log = _with(lab, sc, [cell.at("tc_note", "tc/egress", "a/lk-t"),
                               cell.at("cg_read", "cgroup_skb/ingress", "b")], count=3)
-        for p in range(1, len(log.header.get("tokens", [])) + 1):
-            written = [e["value"] for e in _reports(log, "written") if e.get("packet") == p]
-            arrived = [e for e in _reports(log) if e.get("packet") == p and e.get("tag") in ("value", "absent")]
-            dropped = [e for e in log if e["kind"] == "storage_scrub" and e.get("packet") == p
-                       and e.get("map") not in ("storage_a", "storage_b") and not e.get("kept")]
-            if not written:
-                ok = False
-                lines.append(f"{kind} packet {p}: tc_note wrote no note (keep it as given)")
-            elif not arrived:
-                ok = False
-                lines.append(f"{kind} packet {p}: never reached cgroup_skb ingress in lk-b")
-            elif arrived[0]["tag"] == "absent":
-                ok = False
-                where = (f": the {dropped[0]['reason']} scrub in {dropped[0]['where']}() dropped it"
-                         if dropped else "")
-                lines.append(f"{kind} packet {p}: wrote {written[0]:#010x}, nothing arrived{where}")
-            elif arrived[0]["value"] != written[0]:
-                ok = False
-                lines.append(f"{kind} packet {p}: wrote {written[0]:#010x}, arrived {arrived[0]['value']:#010x}")
-            else:
-                lines.append(f"{kind} packet {p}: {written[0]:#010x} arrived, the same skb storage all the way")
+        good, more = _notes_arrived(log, "tc_note", lost=", nothing arrived",
+                                    arrived="arrived, the same skb storage all the way", prefix=f"{kind} ")
+        ok, lines = ok and good, lines + more
     return Verdict("08", ok, "the note crosses the tunnel and the namespace" if ok else
                    "the note did not reach the socket", lines)
 

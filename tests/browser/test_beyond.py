@@ -10,13 +10,10 @@ import urllib.parse
 
 import pytest
 
-from labkit import jupyter, paths
+from labkit import jupyter
 from labkit.lesson import live_possible
-from tests.browser.test_first_storage import CHROMIUM, page  # noqa: F401 - the page fixture
+from tests.browser.test_first_storage import CHROMIUM, page, run_all  # noqa: F401 - the page fixture
 from tests.conftest import need
-
-ART = paths.PROJECT / "artifacts" / "browser"
-RUN_ALL_TIMEOUT_MS = 600_000
 
 
 @pytest.fixture(scope="module", params=["live", "replay"])
@@ -42,28 +39,6 @@ def server(request):
         yield request.param, url
     finally:
         jupyter.stop(proc)
-
-
-def run_all(page, url, name, mode, last_output):
-    """Run all cells; done when last_output (a selector for the last code cell's output) is on the page."""
-    ART.mkdir(parents=True, exist_ok=True)
-    target = url.replace("00_index.ipynb", f"{name}.ipynb")
-    page.goto(target + ("&" if "?" in target else "?") + "reset")  # this notebook alone, not a restored workspace
-    page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle'], "
-                           ".jp-Toolbar-kernelStatus, .jp-KernelStatus", timeout=60_000)
-    page.wait_for_timeout(1500)  # the kernel connects
-    page.click("li.lm-MenuBar-item:has-text('Run')")
-    page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
-    try:
-        page.wait_for_selector(last_output, timeout=RUN_ALL_TIMEOUT_MS)
-        page.wait_for_timeout(1000)
-    finally:
-        page.screenshot(path=str(ART / f"{name}-{mode}.png"), full_page=True)
-    errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
-    tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
-    assert not tracebacks, tracebacks[:2]
-    assert page.locator(f".labkit-banner:has-text('{'LIVE' if mode == 'live' else 'REPLAY'}')").count() >= 1
 
 
 def static_svgs(page):
