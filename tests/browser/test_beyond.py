@@ -4,41 +4,18 @@ run all cells, then check the pictures the lesson is about are on the page
 and tables). Screenshots go to artifacts/browser/.
 """
 
-import os
 import re
 import urllib.parse
 
 import pytest
 
-from labkit import jupyter
-from labkit.lesson import live_possible
-from tests.browser.test_first_storage import CHROMIUM, page, run_all  # noqa: F401 - the page fixture
-from tests.conftest import need
+from tests.browser.test_first_storage import lab_server, page, run_all  # noqa: F401 - the page fixture
 
 
 @pytest.fixture(scope="module", params=["live", "replay"])
 def server(request):
-    need(os.path.exists(CHROMIUM), "the browser tests need Debian's chromium", "sudo apt-get install chromium")
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        need(False, "the browser tests need Playwright", "./lab setup (pip install playwright)")
-    if request.param == "live":
-        ok, why = live_possible()
-        need(ok, f"the live browser test needs the lab VM: {why}", "./lab setup")
-    old = os.environ.get("LABKIT_MODE")
-    os.environ["LABKIT_MODE"] = request.param  # the notebooks' kernels inherit it from the server
-    try:
-        proc, url = jupyter.start()
-    finally:
-        if old is None:
-            os.environ.pop("LABKIT_MODE", None)
-        else:
-            os.environ["LABKIT_MODE"] = old
-    try:
+    with lab_server(request.param) as url:
         yield request.param, url
-    finally:
-        jupyter.stop(proc)
 
 
 def static_svgs(page):

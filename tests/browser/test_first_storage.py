@@ -4,8 +4,13 @@ step-through work in a real browser. The screenshot is kept in
 artifacts/browser/.
 """
 
+import contextlib
+import hashlib
+import json
 import os
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -18,20 +23,57 @@ ART = paths.PROJECT / "artifacts" / "browser"
 RUN_ALL_TIMEOUT_MS = 600_000  # live: the VM boots, the scenarios and the check run
 
 
-@pytest.fixture(scope="module")
-def server():
+def _notebooks_digest():
+    h = hashlib.sha256()
+    for p in sorted((paths.PROJECT / "notebooks").rglob("*.ipynb")):
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def lab_server(mode=None):
+    """JupyterLab on the lessons with settings and workspaces of its own, in a
+    temporary directory: autosave off, so running the lessons in the browser
+    never writes outputs into the committed notebooks (checked on the way out);
+    mode sets LABKIT_MODE for its kernels."""
     need(os.path.exists(CHROMIUM), "the browser tests need Debian's chromium", "sudo apt-get install chromium")
     try:
         import playwright  # noqa: F401
     except ImportError:
         need(False, "the browser tests need Playwright", "./lab setup (pip install playwright)")
-    ok, why = live_possible()
-    need(ok, f"the browser test runs the lesson live: {why}", "./lab setup")
-    proc, url = jupyter.start()
-    try:
+    if mode in (None, "live"):
+        ok, why = live_possible()
+        need(ok, f"the browser test runs the lesson live: {why}", "./lab setup")
+    before = _notebooks_digest()
+    with tempfile.TemporaryDirectory(prefix="labkit-browser-") as tmp:
+        docmanager = Path(tmp, "settings", "@jupyterlab", "docmanager-extension")
+        docmanager.mkdir(parents=True)
+        (docmanager / "plugin.jupyterlab-settings").write_text(json.dumps({"autosave": False}))
+        env = {"JUPYTERLAB_SETTINGS_DIR": str(Path(tmp, "settings")),
+               "JUPYTERLAB_WORKSPACES_DIR": str(Path(tmp, "workspaces"))}
+        if mode:
+            env["LABKIT_MODE"] = mode  # the notebooks' kernels inherit it from the server
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            proc, url = jupyter.start()
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        try:
+            yield url
+        finally:
+            jupyter.stop(proc)
+    assert _notebooks_digest() == before, "the browser test changed the notebooks on disk"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with lab_server() as url:
         yield url
-    finally:
-        jupyter.stop(proc)
 
 
 @pytest.fixture()
