@@ -20,6 +20,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from labkit import kernel  # noqa: E402
+from labkit.bench import run_in_vm  # noqa: E402
+from labkit.errors import LabError  # noqa: E402
 from labkit.vm import Lab, choose_accel  # noqa: E402
 
 # Public figures, for orientation (native hardware, not this VM).
@@ -59,25 +61,21 @@ def main():
 
     kdir = kernel.kernel_path()
     accel, why = choose_accel(kdir)
-    scratch = PROJECT / ".lab" / f"storage-cost-{os.getpid()}.json"
-    scratch.parent.mkdir(exist_ok=True)
     t0 = time.monotonic()
-    with Lab(kdir) as lab:
-        res = lab.run(["python", "-m", "labkit.bench", "--packets", str(args.packets), "--repeats", str(args.repeats),
-                      "--json", str(scratch)], cwd=PROJECT, timeout=3600, stream=True)
-    if res.code != 0:
-        raise SystemExit(f"labkit.bench failed in the VM ({res.code})")
-    data = json.loads(scratch.read_text())
-    scratch.unlink()
+    try:
+        with Lab(kdir) as lab:
+            data = run_in_vm(lab, args.packets, args.repeats, stream=True)
+    except LabError as exc:
+        raise SystemExit(f"storage_cost: {exc}") from None
     data.update(accel=accel, accel_why=why, cpus_host=os.cpu_count(), wall_s=round(time.monotonic() - t0, 1),
                 command=f"benchmarks/storage_cost.py --packets {args.packets} --repeats {args.repeats}",
                 kernel_build=kernel.info(kdir))
-    out = Path(args.out) if args.out else PROJECT / "benchmarks" / "results" / f"storage-cost-{accel}.json"
+    out = Path(args.out).resolve() if args.out else PROJECT / "benchmarks" / "results" / f"storage-cost-{accel}.json"
     out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     print(table(data))
     if data["problems"]:
         print("\nproblems:\n  " + "\n  ".join(data["problems"]))
-    print(f"\n{out.relative_to(PROJECT)} ({data['wall_s']} s)")
+    print(f"\n{out.relative_to(PROJECT) if out.is_relative_to(PROJECT) else out} ({data['wall_s']} s)")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import json
 import os
 import socket
 import statistics
+import struct
 import sys
 import time
 from contextlib import ExitStack
@@ -90,30 +91,16 @@ class Bench:
     # -- set-up ------------------------------------------------------------------------------
 
     def _topology(self, st):
-        from pyroute2 import IPRoute, netns as prnetns
+        """Two namespaces and a veth between them (the runtime builds it, and removes it with st); a
+        sending socket in one, the receiving socket in the other, made in the benchmark's cgroup."""
+        from pyroute2 import netns as prnetns
 
-        from labkit.runtime import _remove_netns
+        from labkit.runtime import build_topology
+        from labkit.scenario import Topology, Veth
 
-        for ns in (NS_TX, NS_RX):
-            if os.path.exists(f"/run/netns/lk-{ns}"):
-                raise BenchError(f"namespace lk-{ns} already exists (left by an earlier run?)",
-                                 fix="run: labkit cleanup")
-        ipr = {}
-        for ns in (NS_TX, NS_RX):
-            st.callback(_remove_netns, f"lk-{ns}")
-            ipr[ns] = IPRoute(netns=f"lk-{ns}", flags=os.O_CREAT)
-            st.callback(ipr[ns].close)
-            ipr[ns].link("set", index=ipr[ns].link_lookup(ifname="lo")[0], state="up")
-        ipr[NS_TX].link("add", ifname="lk-btx", kind="veth", peer={"ifname": "lk-brx", "net_ns_fd": f"lk-{NS_RX}"})
-        for ns, dev, ip in ((NS_TX, "lk-btx", TX_IP), (NS_RX, "lk-brx", RX_IP)):
-            idx = ipr[ns].link_lookup(ifname=dev)[0]
-            ipr[ns].addr("add", index=idx, address=ip, prefixlen=24)
-            ipr[ns].link("set", index=idx, state="up")
-        macs = {ns: ipr[ns].get_links(ipr[ns].link_lookup(ifname=dev)[0])[0].get("IFLA_ADDRESS")
-                for ns, dev in ((NS_TX, "lk-btx"), (NS_RX, "lk-brx"))}
-        ipr[NS_TX].neigh("replace", dst=RX_IP, lladdr=macs[NS_RX], ifindex=ipr[NS_TX].link_lookup(ifname="lk-btx")[0],
-                         state=0x80)
-        self.rx_ifindex = ipr[NS_RX].link_lookup(ifname="lk-brx")[0]
+        topo = Topology(netns=(NS_TX, NS_RX), veths=(Veth(NS_TX, "lk-btx", NS_RX, "lk-brx", f"{TX_IP}/24",
+                                                           f"{RX_IP}/24"),))
+        self.rx_ifindex = build_topology(st, topo).ifindex(NS_RX, "lk-brx")
         self.tx = prnetns.create_socket(f"lk-{NS_TX}", socket.AF_INET, socket.SOCK_DGRAM, flags=0)
         st.callback(self.tx.close)
         with self.cgroup.member():
@@ -124,14 +111,14 @@ class Bench:
         self.rx.setblocking(False)
 
     def _attach(self, st, prog, where):
-        from labkit.netns import NetNS
+        from labkit.runtime import in_netns
 
         p = self.obj.program(prog)
         if where == "tc":
-            with NetNS(f"lk-{NS_RX}").enter():
+            with in_netns(f"lk-{NS_RX}"):
                 st.callback(p.attach_tc(self.rx_ifindex, ingress=True, priority=1).close)
         elif where == "xdp":
-            with NetNS(f"lk-{NS_RX}").enter():
+            with in_netns(f"lk-{NS_RX}"):
                 st.callback(p.attach_xdp(self.rx_ifindex).close)
         elif where == "cgroup":
             st.callback(p.attach_cgroup(self.cgroup.path).close)
@@ -163,8 +150,6 @@ class Bench:
         return got
 
     def _counts(self):
-        import struct
-
         m = self.obj.map("counts")
         out = {}
         for prog, i in COUNT.items():
@@ -290,6 +275,23 @@ def summarise(samples, test_runs, packets, repeats) -> dict:
     return {"packets": packets, "repeats": repeats, "designs": designs, "test_run": test_runs,
             "problems": problems, "notes": REPORT_NOTES, "kernel": os.uname().release,
             "inline_knob": inline_available(), "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def run_in_vm(lab, packets, repeats, *, stream=False, timeout=3600) -> dict:
+    """Run the benchmark in a running lab VM (a ``labkit.vm.Lab``) and return its results: what
+    benchmarks/storage_cost.py and lesson 09 both do."""
+    from labkit import paths
+
+    out = paths.PROJECT / ".lab" / f"bench-{os.getpid()}.json"
+    out.parent.mkdir(exist_ok=True)
+    res = lab.run(["python", "-m", "labkit.bench", "--packets", str(packets), "--repeats", str(repeats),
+                   "--json", str(out)], cwd=paths.PROJECT, timeout=timeout, stream=stream)
+    if res.code != 0:
+        raise BenchError("the benchmark failed in the lab VM", details=(res.err or res.out)[-3000:])
+    try:
+        return json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
 
 
 def main(argv=None):

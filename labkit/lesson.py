@@ -246,21 +246,13 @@ class Lesson:
                                fix="run it live (./lab open), or record it: benchmarks/storage_cost.py") from None
             res["replay"] = self.RECORDED_COST
             return res
-        self.start()
-        out = paths.PROJECT / ".lab" / f"bench-{os.getpid()}.json"
-        out.parent.mkdir(exist_ok=True)
-        from labkit.bench import DESIGNS
+        from labkit.bench import DESIGNS, run_in_vm
 
+        self.start()
         designs = len(DESIGNS) + 1  # skb storage runs twice: plain and inline
         print(f"Timing {designs} designs x {repeats} repeats x {packets} packets in the lab VM "
               f"(about {max(10, designs * repeats * packets // 700)} s under TCG) ...", flush=True)
-        res = self.session.lab.run(["python", "-m", "labkit.bench", "--packets", str(packets), "--repeats",
-                                    str(repeats), "--json", str(out)], cwd=paths.PROJECT, timeout=1800)
-        if res.code != 0:
-            raise LabError("the benchmark failed in the lab VM", details=(res.err or res.out)[-3000:])
-        data = json.loads(out.read_text())
-        out.unlink()
-        return data
+        return run_in_vm(self.session.lab, packets, repeats, timeout=1800)
 
     def cost(self, res):
         """The benchmark's results as a chart (ratio to the floor, spread over repeats) and a table."""

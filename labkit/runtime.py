@@ -22,7 +22,7 @@ from labkit import traffic
 from labkit.errors import LabError
 from labkit.events import EventLog, header
 from labkit.records import HOOK_IDS, POINT, ACTION, RECORD_SIZE, SCRUB_REASONS, Record
-from labkit.scenario import SLOTS, Scenario, Sink, Tunnel, Veth
+from labkit.scenario import SLOTS, Scenario, Sink, Topology, Tunnel, Veth
 
 PREFIX = "lk-"
 SO_ATTACH_BPF = 50
@@ -228,14 +228,14 @@ def _settle_tracepoint_events(events) -> list[dict]:
         elif e["kind"] == "storage_free" and e.get("via") == "tracepoint" and not e.get("where"):
             # the block went with its last skb: say where that skb was freed (the stack is too short to)
             e["where"] = freed_in.get(e.get("skb")) or "__skb_ext_put"
-    out = []
-    waiting = {}
+    out, waiting, cloned = [], {}, set()
     for e in events:
-        if e["kind"] == "storage_clone" and not any(x["kind"] == "clone" and x.get("skb") == e["skb"] for x in out):
+        if e["kind"] == "storage_clone" and e["skb"] not in cloned:
             waiting.setdefault(e["skb"], []).append(e)
             continue
         out.append(e)
         if e["kind"] == "clone":
+            cloned.add(e.get("skb"))
             out.extend(waiting.pop(e.get("skb"), []))
     for rest in waiting.values():
         out.extend(rest)
@@ -389,10 +389,9 @@ def _remove_netns(name):
         pass
 
 
-def build_topology(st: ExitStack, scenario: Scenario) -> Built:
+def build_topology(st: ExitStack, topo: Topology) -> Built:
     from pyroute2 import IPRoute
 
-    topo = scenario.topology
     b = Built()
     for ns in topo.netns:
         name = ns_name(ns)
@@ -502,7 +501,7 @@ class Run:
         with ExitStack() as st:
             obj, ring = observer(st, self.obj_path or obj_path("observe"), sc.map_flag_bits())
             self._lap("load")
-            built = build_topology(st, sc)
+            built = build_topology(st, sc.topology)
             self._lap("topology")
             actions = obj.map("actions")
             cgroup = None

@@ -30,7 +30,6 @@ FLAGGED = (
       for f in (("keep_tunnel",), ("keep_netns",), ("keep_tunnel", "keep_netns"))),
     *(("netns", {"path": p}, ("keep_netns",)) for p in ("veth", "same_netns", "redirect_peer")),
 )
-FLAG_CHOICES = ("none", "clone", "keep_tunnel", "keep_netns", "keep_tunnel+keep_netns")
 
 
 def parse_flags(flags) -> tuple:
@@ -85,6 +84,6 @@ def recording_path(name: str, params: dict, flags=None):
     """Where the recording of a variant lives: notebooks/data/NAME[-VALUE...][-FLAG+FLAG].jsonl."""
     from labkit import paths
 
-    stem = "-".join([name] + [str(v) for v in params.values()] + (["+".join(parse_flags(flags))]
-                                                                 if parse_flags(flags) else []))
+    flags = parse_flags(flags)
+    stem = "-".join([name] + [str(v) for v in params.values()] + (["+".join(flags)] if flags else []))
     return paths.PROJECT / "notebooks" / "data" / f"{stem}.jsonl"

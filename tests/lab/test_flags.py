@@ -33,6 +33,13 @@ SCRUB_XMIT = {"gre": "iptunnel_xmit", "ipip": "iptunnel_xmit", "vxlan": "iptunne
 SCRUB_RCV = "__iptunnel_pull_header"
 
 
+def deleting_at_socket():
+    """GRE, storage_a created after decapsulation and deleted by bpf_skb_storage_delete() at cgroup_skb ingress."""
+    sc = scenarios.get("tunnel", kind="gre", create="after_decap")
+    hooks = tuple(replace(h, delete=("storage_a",)) if h.at == "cgroup_skb/ingress" else h for h in sc.hooks)
+    return replace(sc, hooks=hooks, expect=()).validate()
+
+
 def kinds(log, kind, **fields):
     return [e for e in log.events if e["kind"] == kind and all(e.get(k) == v for k, v in fields.items())]
 

@@ -8,7 +8,6 @@ bpf_selem_alloc() shows which implementation a packet really went through.
 """
 
 import os
-from dataclasses import replace
 
 import pytest
 
@@ -93,9 +92,7 @@ def test_tunnel_and_netns_rules_under_both(implementation):
 
 
 def test_delete_under_both(implementation):
-    sc = scenarios.get("tunnel", kind="gre", create="after_decap")
-    hooks = tuple(replace(h, delete=("storage_a",)) if h.at == "cgroup_skb/ingress" else h for h in sc.hooks)
-    log = runtime.run(replace(sc, hooks=hooks, expect=()).validate())
+    log = runtime.run(test_flags.deleting_at_socket())
     expect(log, (at("tc/ingress", "lk-t", storage_a="created"),
                  step("storage_free", map="storage_a", where="bpf_skb_storage_delete", same_skb=True),
                  at("cgroup_skb/ingress", storage_a="absent", same_skb=True)))

@@ -14,6 +14,8 @@ import pytest
 from labkit import runtime, scenarios
 from labkit.events import at, expect, step
 
+from .test_flags import deleting_at_socket
+
 TRACEFS = "/sys/kernel/tracing"
 EVENTS = ("skb_storage_create", "skb_storage_clone", "skb_storage_scrub", "skb_storage_free")
 
@@ -40,9 +42,7 @@ def test_create_and_free_with_the_skb():
 
 
 def test_free_by_delete_names_the_skb():
-    sc = scenarios.get("tunnel", kind="gre", create="after_decap")
-    hooks = tuple(replace(h, delete=("storage_a",)) if h.at == "cgroup_skb/ingress" else h for h in sc.hooks)
-    log = runtime.run(replace(sc, hooks=hooks, expect=()).validate())
+    log = runtime.run(deleting_at_socket())
     created, deleted, after = expect(log, (
         at("tc/ingress", "lk-t", storage_a="created"),
         step("storage_free", map="storage_a", where="bpf_skb_storage_delete", same_skb=True),
