@@ -53,7 +53,7 @@ def host_sweep() -> list[str]:
 
 
 def guest_sweep() -> list[str]:
-    from labkit.cgroup import ROOT, lab_cgroups
+    from labkit.cgroup import ROOT, lab_cgroups, remove
     from labkit.netns import lab_namespaces, sh
 
     done = []
@@ -67,7 +67,7 @@ def guest_sweep() -> list[str]:
             done.append(f"deleted link {name}")
     for cg in lab_cgroups():
         try:
-            os.rmdir(os.path.join(ROOT, cg))
+            remove(os.path.join(ROOT, cg))
             done.append(f"removed cgroup {cg}")
         except OSError as exc:
             done.append(f"could not remove cgroup {cg}: {exc}")

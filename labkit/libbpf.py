@@ -498,18 +498,25 @@ class _InNetns:
 
     def __enter__(self):
         if os.fstat(self.fd).st_ino != _netns_ino():
-            from labkit.netns import _setns
+            from labkit.netns import _setns, interrupts_deferred
 
             self.back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-            _setns(self.fd)
+            try:
+                with interrupts_deferred():  # a Ctrl-C lands after the switch, and switches back
+                    _setns(self.fd)
+            except BaseException:
+                self.__exit__()
+                raise
         return self
 
     def __exit__(self, *exc):
         if self.back is not None:
-            from labkit.netns import _setns
+            from labkit.netns import _setns, interrupts_deferred
 
-            _setns(self.back)
-            os.close(self.back)
+            with interrupts_deferred():
+                _setns(self.back)
+                os.close(self.back)
+                self.back = None
         return False
 
 

@@ -71,18 +71,44 @@ class NetNS:
 
     @contextmanager
     def enter(self):
-        """Switch this thread into the namespace for the with block."""
+        """Switch this thread into the namespace for the with block.
+
+        A Ctrl-C waits while the thread switches, in and out, so it cannot
+        leave the thread in the namespace after the block."""
         here = os.open("/proc/self/ns/net", os.O_RDONLY)
-        there = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
         try:
-            _setns(there)
+            there = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
             try:
+                with interrupts_deferred():
+                    _setns(there)
                 yield self
             finally:
-                _setns(here)
+                with interrupts_deferred():
+                    _setns(here)
+                os.close(there)
         finally:
             os.close(here)
-            os.close(there)
+
+
+@contextmanager
+def interrupts_deferred():
+    """A SIGINT during the with block is acted on right after it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # a KeyboardInterrupt is only ever raised in the main thread
+        return
+    got = []
+    old = signal.signal(signal.SIGINT, lambda *sig: got.append(sig))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if got and callable(old):
+            old(*got[0])
+        elif got and old == signal.SIG_DFL:
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def socket_if_nametoindex(dev):

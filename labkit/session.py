@@ -137,7 +137,7 @@ class Session:
         if resp.get("ok"):
             return resp
         if resp.get("kind") == "interrupted":
-            raise Interrupted(f"{what}: {resp['error']}")
+            raise Interrupted(f"{what}: {resp['error']}", details=resp.get("details", ""))
         if resp.get("kind") == "VerifierError":
             from labkit.errors import VerifierError
 

@@ -17,7 +17,8 @@ answering one JSON line each on stdout:
 
 A failure answers ``{"ok": false, "error": one line, "details": ..., "kind":
 ...}``. SIGINT interrupts the run in progress: the run tears down what it
-built and the worker answers ``kind: interrupted`` and goes on serving.
+built, anything a badly timed signal kept from it is swept, and the worker
+answers ``kind: interrupted`` and goes on serving.
 """
 
 import base64
@@ -79,6 +80,34 @@ def handle(req):
     return {"ok": False, "error": f"unknown request {op!r}", "kind": "protocol"}
 
 
+def _during_interrupt(exc):
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__context__
+    return False
+
+
+HOME_NETNS = os.open("/proc/self/ns/net", os.O_RDONLY)
+
+
+def after_interrupt(sweep):
+    """A Ctrl-C can land anywhere, also inside a library between creating
+    something and handing it to the run's teardown, or between entering a
+    namespace and the block that leaves it: come home, sweep what is left."""
+    from labkit.netns import _setns
+
+    left = []
+    try:
+        if os.stat("/proc/self/ns/net").st_ino != os.fstat(HOME_NETNS).st_ino:
+            _setns(HOME_NETNS)
+            left.append("the worker was left in a lab namespace; it went back to its own")
+        left += [d for d in sweep() if d != "nothing to clean"]
+    except KeyboardInterrupt:
+        left.append("interrupted again while sweeping; the next worker sweeps")
+    return "\n".join(["swept after the run's own teardown:", *left]) if left else ""
+
+
 def main():
     from labkit.errors import LabError
 
@@ -108,12 +137,17 @@ def main():
             resp = handle(req)
         except KeyboardInterrupt:
             resp = {"ok": False, "kind": "interrupted", "error": "interrupted; the run's namespaces, links, "
-                    "tc hooks and programs were removed"}
+                    "tc hooks and programs were removed", "details": after_interrupt(guest_sweep)}
         except LabError as exc:
             resp = {"ok": False, "kind": type(exc).__name__, "error": exc.headline(), "details": exc.details}
         except Exception as exc:  # noqa: BLE001 - report, keep serving
-            resp = {"ok": False, "kind": "internal", "error": f"{type(exc).__name__}: {exc}",
-                    "details": traceback.format_exc()}
+            if _during_interrupt(exc):  # the teardown after a Ctrl-C failed: still an interrupt, swept
+                resp = {"ok": False, "kind": "interrupted", "error": "interrupted; what the run built was removed by a sweep",
+                        "details": "\n".join([f"the run's teardown failed: {type(exc).__name__}: {exc}",
+                                              after_interrupt(guest_sweep)])}
+            else:
+                resp = {"ok": False, "kind": "internal", "error": f"{type(exc).__name__}: {exc}",
+                        "details": traceback.format_exc()}
         try:
             emit({"id": req.get("id"), **resp})
         except KeyboardInterrupt:

@@ -29,3 +29,35 @@ def test_cleanup_sweeps_only_lab_objects():
     finally:
         sh("ip", "netns", "del", "keep-ns", check=False)
         sh("ip", "link", "del", "keep0", check=False)
+
+
+def test_a_cgroup_with_processes_left_in_it_is_removed():
+    # What an interrupted run can leave: this process still inside member()'s
+    # cgroup and a helper child (pyroute2 forks one per namespace socket) in it.
+    from labkit.cgroup import Cgroup
+
+    cg = Cgroup().__enter__()
+    child = None
+    try:
+        with open(os.path.join(cg.path, "cgroup.procs"), "w") as fh:
+            fh.write(str(os.getpid()))
+        child = subprocess.Popen(["sleep", "60"])
+        with open(os.path.join(cg.path, "cgroup.procs")) as fh:
+            assert {str(os.getpid()), str(child.pid)} <= set(fh.read().split())
+        try:
+            os.rmdir(cg.path)
+            raise AssertionError("the kernel removed a populated cgroup; this test no longer tests anything")
+        except OSError as exc:
+            assert exc.errno == 16  # EBUSY: what a plain rmdir met in an interrupted run
+        cg.close()
+        assert not os.path.exists(cg.path)
+        assert child.wait(timeout=5) == -9, "the helper left in the cgroup was not killed"
+        with open("/proc/self/cgroup") as fh:
+            assert fh.read().strip() == "0::/", "this process was not moved back to the root cgroup"
+    finally:
+        if child is not None and child.poll() is None:
+            child.kill()
+        with open("/sys/fs/cgroup/cgroup.procs", "w") as fh:
+            fh.write(str(os.getpid()))
+        if os.path.exists(cg.path):
+            os.rmdir(cg.path)
