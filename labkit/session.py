@@ -35,6 +35,15 @@ class Interrupted(LabError):
     """A run was interrupted; what it built was removed."""
 
 
+def run_message(scenario) -> dict:
+    """The worker's request to run scenario: validated, its packets built here and encoded."""
+    from labkit import runtime
+
+    scenario.validate()
+    packets = [[ns, base64.b64encode(data).decode()] for ns, data in runtime.build_packets(scenario)]
+    return {"op": "run", "scenario": scenario.to_dict(), "packets": packets}
+
+
 class Session:
     def __init__(self, lab=None, *, start_timeout=START_TIMEOUT):
         self.lab = lab
@@ -100,12 +109,7 @@ class Session:
 
     def run(self, scenario, *, timeout=RUN_TIMEOUT) -> EventLog:
         """Run scenario once; its EventLog, or ScenarioFailed with one line."""
-        from labkit import runtime
-
-        scenario.validate()
-        packets = [[ns, base64.b64encode(data).decode()] for ns, data in runtime.build_packets(scenario)]
-        resp = self.request({"op": "run", "scenario": scenario.to_dict(), "packets": packets}, timeout=timeout,
-                            what=f"scenario {scenario.name}")
+        resp = self.request(run_message(scenario), timeout=timeout, what=f"scenario {scenario.name}")
         log = EventLog.loads(resp["log"], source=f"scenario {scenario.name}")
         log.header["recorded"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # when it reached the host
         return log

@@ -10,25 +10,19 @@ The details of an interrupt say what the worker's safety-net sweep had to
 remove; in a healthy lab that is always nothing.
 """
 
-import base64
-import dataclasses
 import os
 import signal
 import sys
 import threading
 import time
 
-from labkit import runtime, scenarios
 from labkit.session import Interrupted, Session
-
-CLEAN = {"netns": [], "links": [], "cgroups": [], "pins": [], "tc": []}
+from tests.host.test_session import CLEAN, geneve_flood, left_in_guest
 
 
 def main(runs):
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    sc = scenarios.get("tunnel", kind="geneve")
-    many = dataclasses.replace(sc, packets=(dataclasses.replace(sc.packets[0], count=1000),))
-    packets = [[ns, base64.b64encode(d).decode()] for ns, d in runtime.build_packets(many)]
+    sc, flood = geneve_flood()
     bad = swept = 0
     with Session() as s:
         s.run(sc)
@@ -39,7 +33,7 @@ def main(runs):
             timer.start()
             details = ""
             try:
-                s.request({"op": "run", "scenario": many.to_dict(), "packets": packets}, timeout=60, what="run")
+                s.request(flood, timeout=60, what="scenario tunnel")
                 what = "finished before the signal"
             except Interrupted as exc:
                 what, details = "interrupted", exc.details
@@ -48,8 +42,7 @@ def main(runs):
                 bad += 1
             finally:
                 timer.cancel()
-            st = s.state()
-            left = {k: st[k] for k in CLEAN}
+            left = left_in_guest(s)
             if left != CLEAN:
                 bad += 1
                 s.cleanup()

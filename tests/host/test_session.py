@@ -5,7 +5,6 @@ namespace, link, cgroup or pin in the guest (asked of the worker itself)
 and no QEMU process on the host.
 """
 
-import base64
 import dataclasses
 import os
 import signal
@@ -14,10 +13,10 @@ import time
 
 import pytest
 
-from labkit import paths, runtime, scenarios
+from labkit import paths, scenarios
 from labkit.errors import GuestTimeout, VerifierError, VMError
 from labkit.scenario import Attach, Hook, Packet, ScenarioError
-from labkit.session import Interrupted, ScenarioFailed, Session
+from labkit.session import Interrupted, ScenarioFailed, Session, run_message
 from tests.conftest import need
 from tests.host.conftest import labkit, lab_qemus
 
@@ -117,20 +116,24 @@ def test_invalid_address_never_reaches_the_vm(session):
         session.run(bad)
 
 
-def test_interrupt_during_traffic(session):
-    # 1000 packets through a GENEVE tunnel: sending starts about 0.45 s into
-    # the run and takes about 0.5 s; the run as a whole takes seconds.
+def geneve_flood():
+    """The GENEVE tunnel scenario, and a run request for 1000 of its packets
+    (built beforehand, so a timer started before the request measures the run):
+    sending starts about 0.45 s into the run and takes about 0.5 s; the run as
+    a whole takes seconds."""
     sc = scenarios.get("tunnel", kind="geneve")
-    many = dataclasses.replace(sc, packets=(dataclasses.replace(sc.packets[0], count=1000),))
-    packets = [[ns, base64.b64encode(d).decode()] for ns, d in runtime.build_packets(many)]
+    return sc, run_message(dataclasses.replace(sc, packets=(dataclasses.replace(sc.packets[0], count=1000),)))
+
+
+def test_interrupt_during_traffic(session):
+    sc, flood = geneve_flood()
     session.run(sc)  # warm
     timer = threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT))
     t0 = time.monotonic()
     timer.start()
     try:
         with pytest.raises(Interrupted) as err:
-            session.request({"op": "run", "scenario": many.to_dict(), "packets": packets}, timeout=60,
-                            what="scenario tunnel")
+            session.request(flood, timeout=60, what="scenario tunnel")
     finally:
         timer.cancel()
     assert time.monotonic() - t0 < 10
