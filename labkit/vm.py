@@ -300,10 +300,16 @@ class Lab:
                              memory=self.memory, python=_guest_python())
             t0 = time.monotonic()
             with open(self.rundir / "qemu.log", "wb") as log:
+                # Its own session: a signal to this process group (a terminal's
+                # Ctrl-C, Jupyter's interrupt and shutdown, which signal the
+                # kernel's whole group) reaches Python, which stops the run and
+                # closes the VM, not QEMU, which would die mid-run and leave
+                # its run directory. A VM that is not persistent still dies
+                # with this process.
                 self.proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     preexec_fn=None if self.persistent else _die_with_parent,
-                    start_new_session=self.persistent,
+                    start_new_session=True,
                 )
             self.pid = self.proc.pid
             self._await_ready(t0)

@@ -173,6 +173,49 @@ def test_vm_killed_mid_run():
     assert set((paths.cache_dir() / "vm").glob("run-*")) <= dirs, "run directory left behind"
 
 
+def _cell(kc, code, timeout=120):
+    """Run code in the kernel; its execute_reply content and what it printed."""
+    msg_id = kc.execute(code)
+    out = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+    return kc.get_shell_msg(timeout=timeout)["content"], "".join(out)
+
+
+def test_a_jupyter_interrupt_stops_the_cell_and_keeps_the_vm():
+    # JupyterLab's interrupt button, and nbclient before it shuts a kernel
+    # down, send SIGINT to the kernel's whole process group.
+    _ready()
+    from jupyter_client.manager import start_new_kernel
+
+    before = set(lab_qemus())
+    dirs = set((paths.cache_dir() / "vm").glob("run-*"))
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(paths.PROJECT))
+    try:
+        reply, _ = _cell(kc, "from labkit.lesson import Lesson\nlab = Lesson('live').start()\n"
+                             "log = lab.run('tunnel', kind='geneve')")
+        assert reply["status"] == "ok", reply
+        kc.execute("import time\ntime.sleep(60)")
+        time.sleep(2)
+        km.interrupt_kernel()
+        reply = kc.get_shell_msg(timeout=30)["content"]
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt", reply
+        reply, out = _cell(kc, "print(lab.session.lab.alive(), bool(lab.run('tunnel', kind='geneve').packets()))")
+        assert reply["status"] == "ok", reply
+        assert out.split() == ["True", "True"], out
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel()  # interrupts the group first, then the kernel closes the lesson at exit
+    assert not set(lab_qemus()) - before, "QEMU left behind"
+    assert set((paths.cache_dir() / "vm").glob("run-*")) <= dirs, "run directory left behind"
+
+
 def test_record_and_show(tmp_path):
     _ready()
     out = tmp_path / "veth.jsonl"
