@@ -61,13 +61,22 @@ def _live():
     need(ok, f"live notebooks need the lab VM: {why}", "./lab setup")
 
 
-@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
-def test_lesson_runs_live_and_its_check_fails_on_the_starter(path):
+def run_live(path, out_dir):
+    """Run path live with no error output; when its kernel is shut down, the
+    lesson's VM goes with it and leaves no run directory."""
     from labkit.nbrun import execute
 
     _live()
-    r = execute(path, "live", out_dir=OUT)
+    dirs = set((paths.cache_dir() / "vm").glob("run-*"))
+    r = execute(path, "live", out_dir=out_dir)
     assert not r["errors"], show_errors(r)
+    assert set((paths.cache_dir() / "vm").glob("run-*")) <= dirs, "the notebook's lab VM left its run directory"
+    return r
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_lesson_runs_live_and_its_check_fails_on_the_starter(path):
+    r = run_live(path, OUT)
     if has_check(path):
         assert r["checks"], "the check cell showed no verdict"
         assert all(c["passed"] is False for c in r["checks"]), f"a check passed on the untouched starter: {r['checks']}"
@@ -75,11 +84,7 @@ def test_lesson_runs_live_and_its_check_fails_on_the_starter(path):
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
 def test_solution_passes_its_check_live(path):
-    from labkit.nbrun import execute
-
-    _live()
-    r = execute(path, "live", out_dir=OUT / "solutions")
-    assert not r["errors"], show_errors(r)
+    r = run_live(path, OUT / "solutions")
     assert r["checks"] and all(c["passed"] is True for c in r["checks"]), f"checks: {r['checks']}"
 
 
