@@ -3,6 +3,8 @@
     labkit doctor                 what this machine can do, and what to fix
     labkit kernel build           build (or find in the cache) the lab kernel
     labkit kernel path            the directory with vmlinux and vmlinux.h
+    labkit kernel export -o FILE  the built lab kernel as one checksummed file
+    labkit kernel import FILE [--to DIR]   install such a file (DIR: shared by all users), no build
     labkit bpf build              compile bpf/*.bpf.c against the lab vmlinux.h
     labkit bpf load OBJ           (in the VM) load an object, show verifier errors
     labkit vm run -- CMD ...      run CMD as root in the lab VM, in this directory
@@ -61,6 +63,9 @@ def _parser():
     kb.add_argument("-j", "--jobs", type=int, default=None)
     kb.set_defaults(func=cmd_kernel_build)
     k.add_parser("path", help="print the lab kernel directory").set_defaults(func=cmd_kernel_path)
+    from labkit import kernelpack
+
+    kernelpack.add_commands(k)  # export, import
 
     b = sub.add_parser("bpf", help="BPF programs").add_subparsers()
     bb = b.add_parser("build", help="compile bpf/*.bpf.c")
