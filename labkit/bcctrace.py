@@ -54,7 +54,7 @@ def run(lesson, program: str, probes: dict, during, *, timeout=COMPILE_TIMEOUT, 
     name, params = during
     sc = lesson.scenario(name, **params)
     lab = lesson.session.lab
-    work = paths.PROJECT / ".lab" / "bcc"
+    work = lab.exchange_dir() / "bcc"  # the guest writes its trace here
     work.mkdir(parents=True, exist_ok=True)
     out = work / "out.jsonl"
     out.unlink(missing_ok=True)

@@ -282,16 +282,16 @@ def run_in_vm(lab, packets, repeats, *, stream=False, timeout=3600) -> dict:
     benchmarks/storage_cost.py and lesson 09 both do."""
     from labkit import paths
 
-    out = paths.PROJECT / ".lab" / f"bench-{os.getpid()}.json"
-    out.parent.mkdir(exist_ok=True)
-    res = lab.run(["python", "-m", "labkit.bench", "--packets", str(packets), "--repeats", str(repeats),
-                   "--json", str(out)], cwd=paths.PROJECT, timeout=timeout, stream=stream)
+    # The results come back on stdout (progress goes to stderr): the guest
+    # writes no file on the host.
+    res = lab.run(["python", "-m", "labkit.bench", "--packets", str(packets), "--repeats", str(repeats)],
+                  cwd=paths.PROJECT, timeout=timeout, stream="stderr" if stream else False)
     if res.code != 0:
         raise BenchError("the benchmark failed in the lab VM", details=(res.err or res.out)[-3000:])
     try:
-        return json.loads(out.read_text())
-    finally:
-        out.unlink(missing_ok=True)
+        return json.loads(res.out)
+    except ValueError as exc:
+        raise BenchError("the benchmark in the lab VM printed no results", details=res.out[-3000:]) from exc
 
 
 def main(argv=None):

@@ -28,7 +28,7 @@ def sources() -> list[Path]:
 
 def object_for(src: Path) -> Path:
     rel = src.relative_to(paths.BPF_DIR)
-    return paths.BPF_BUILD_DIR / rel.parent / (src.name[: -len(".c")] + ".o")
+    return paths.bpf_build_dir() / rel.parent / (src.name[: -len(".c")] + ".o")
 
 
 def compile_one(src: Path, obj: Path, kernel_dir: Path, *, verbose=False) -> Path:
@@ -73,7 +73,7 @@ def build_all(*, verbose=False, kernel_dir=None) -> list[Path]:
 
 def obj_path(stem: str) -> Path:
     """``bpf/build/<stem>.bpf.o``, with a clear error if it was not built."""
-    obj = paths.BPF_BUILD_DIR / f"{stem}.bpf.o"
+    obj = paths.bpf_build_dir() / f"{stem}.bpf.o"
     if not obj.exists():
         raise BpfBuildError(f"{obj} is not built", fix="run: labkit bpf build")
     return obj

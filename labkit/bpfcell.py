@@ -29,8 +29,12 @@ from pathlib import Path
 from labkit import paths
 from labkit.errors import BpfBuildError, LabError
 
-CELL_DIR = paths.PROJECT / ".lab" / "cells"  # under the project: the lab VM reads it at the same path
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+
+
+def cell_dir():
+    """Where cells are compiled: this user's lab state (the lab VM reads it at the same path)."""
+    return paths.state_dir() / "cells"
 
 
 @dataclass
@@ -67,7 +71,7 @@ class BpfCell:
 
 
 def compile_cell(name: str, source: str, kernel_dir=None) -> BpfCell:
-    """clang the cell into .lab/cells/NAME.bpf.o; errors name the cell's lines."""
+    """clang the cell into <lab state>/cells/NAME.bpf.o; errors name the cell's lines."""
     from labkit import bpfbuild, kernel, tools
 
     if not NAME_RE.match(name):
@@ -75,10 +79,11 @@ def compile_cell(name: str, source: str, kernel_dir=None) -> BpfCell:
                        fix="write it like: %%bpf stamp")
     cell = BpfCell(name, source)
     kdir = Path(kernel_dir) if kernel_dir else kernel.kernel_path()
-    CELL_DIR.mkdir(parents=True, exist_ok=True)
-    src = CELL_DIR / f"{name}.bpf.c"
+    cells = cell_dir()
+    cells.mkdir(parents=True, exist_ok=True)
+    src = cells / f"{name}.bpf.c"
     src.write_text(source)
-    obj = CELL_DIR / f"{name}.bpf.o"
+    obj = cells / f"{name}.bpf.o"
     clang = tools.require("clang")
     # An skb storage map is an anonymous struct passed as struct bpf_map *,
     # which clang warns about in every call: keep that noise out of the cell.

@@ -1,7 +1,10 @@
 """``labkit cleanup``: remove what lab runs left behind, and nothing else.
 
-On the host: the persistent lab VM, QEMU processes booted by labkit (their
-command line names this checkout's guest init) and their run directories.
+On the host: this user's own lab VMs and nothing else: the persistent one,
+QEMU processes of this user whose run folder is in this user's run folder
+(``labkit.paths.run_dir()``), and those run folders. Another user's VMs (a
+workshop server has one per student), or another run folder's, are never
+looked at; so a sweep by one student leaves every other student's VM up.
 Inside the VM: namespaces, cgroups and bpffs pins whose names start with
 ``lk``, and tc hooks on the root namespace's ``lk*`` links (the links go).
 """
@@ -17,26 +20,36 @@ def sweep() -> list[str]:
     return guest_sweep() if paths.in_guest() else host_sweep()
 
 
-def lab_qemu_pids() -> list[int]:
-    marker = f"init={paths.GUEST_DIR / 'init'}".encode()
+def lab_qemu_pids(run_dir=None, uid=None) -> list[int]:
+    """Lab QEMU processes of this user (uid) whose run folder lies in run_dir
+    (default: this user's run folder)."""
+    base = os.path.realpath(run_dir or paths.run_dir())
+    uid = os.getuid() if uid is None else uid
     pids = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
-            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+            if os.stat(f"/proc/{d}").st_uid != uid:
+                continue
+            argv = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
         except OSError:
             continue
-        if b"qemu-system" in cmd and marker in cmd:
+        if b"qemu-system" not in argv[0] or b"-pidfile" not in argv[:-1]:
+            continue
+        # A lab VM's pid file is in its run folder, one level below the run dir.
+        pidfile = os.fsdecode(argv[argv.index(b"-pidfile") + 1])
+        if os.path.realpath(os.path.dirname(os.path.dirname(pidfile))) == base:
             pids.append(int(d))
     return pids
 
 
 def host_sweep() -> list[str]:
-    from labkit import vm
+    from labkit import persistent
 
     done = []
-    if vm.stop_persistent():
+    base = paths.run_dir()
+    if persistent.stop_persistent():
         done.append("stopped the persistent lab VM")
     for pid in lab_qemu_pids():
         try:
@@ -44,11 +57,9 @@ def host_sweep() -> list[str]:
             done.append(f"killed lab QEMU pid {pid}")
         except ProcessLookupError:
             pass
-    base = paths.cache_dir() / "vm"
-    if base.exists():
-        for d in base.glob("run-*"):
-            shutil.rmtree(d, ignore_errors=True)
-            done.append(f"removed {d}")
+    for d in base.glob("run-*"):
+        shutil.rmtree(d, ignore_errors=True)
+        done.append(f"removed {d}")
     return done or ["nothing to clean"]
 
 

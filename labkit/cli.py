@@ -130,13 +130,13 @@ def cmd_doctor(args):
 
 def _agent_check():
     """Boot (or reach) the lab VM, start the scenario worker, time both."""
-    from labkit import vm
+    from labkit import persistent
     from labkit.preflight import Check
     from labkit.session import Session
 
     try:
-        with vm.persistent_lock():
-            lab, reused = vm.open_lab()
+        with persistent.persistent_lock():
+            lab, reused = persistent.open_lab()
             t0 = time.monotonic()
             s = Session(lab)
             try:
@@ -195,7 +195,7 @@ def cmd_bpf_load(args):
 
 
 def cmd_vm_run(args):
-    from labkit import vm
+    from labkit import persistent
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
@@ -206,8 +206,8 @@ def cmd_vm_run(args):
 
     if paths.in_guest():
         raise LabError("this is already the lab VM", fix=f"run the command directly: {' '.join(cmd)}")
-    with vm.persistent_lock():
-        lab, reused = vm.open_lab()
+    with persistent.persistent_lock():
+        lab, reused = persistent.open_lab()
         if not reused:
             lab.start()
         try:
@@ -222,24 +222,24 @@ def cmd_vm_run(args):
 
 
 def cmd_vm_start(args):
-    from labkit import vm
+    from labkit import persistent
 
-    with vm.persistent_lock():
-        state = vm.start_persistent()
+    with persistent.persistent_lock():
+        state = persistent.start_persistent()
     print(f"lab VM up: pid {state['pid']}, kernel {state['release']}, accel {state['accel']} "
           f"({state.get('accel_why') or 'reused'}); stop it with: labkit vm stop")
 
 
 def cmd_vm_stop(args):
-    from labkit import vm
+    from labkit import persistent
 
-    print("lab VM stopped" if vm.stop_persistent() else "no lab VM was running")
+    print("lab VM stopped" if persistent.stop_persistent() else "no lab VM was running")
 
 
 def cmd_vm_status(args):
-    from labkit import vm
+    from labkit import persistent
 
-    state = vm.persistent_state()
+    state = persistent.persistent_state()
     if state:
         print(f"running: pid {state['pid']}, kernel {state['release']}, accel {state['accel']}")
         return 0
@@ -328,11 +328,11 @@ def _runner():
 
         yield lambda sc, timeout: runtime.run(sc)
         return
-    from labkit import vm
+    from labkit import persistent
     from labkit.session import Session
 
-    with vm.persistent_lock():
-        lab, reused = vm.open_lab()
+    with persistent.persistent_lock():
+        lab, reused = persistent.open_lab()
         if not reused:
             sys.stderr.write("booting the lab VM (labkit vm start keeps one up between commands)\n")
         try:

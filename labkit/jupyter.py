@@ -70,8 +70,7 @@ def start(port=None, ip="127.0.0.1", token=None):
     """Start JupyterLab on notebooks/; (process, url) once it answers."""
     token = token or secrets.token_urlsafe(24)
     port = port or free_port(ip=ip)
-    log = paths.PROJECT / ".lab" / "jupyterlab.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
+    log = paths.state_dir() / "jupyterlab.log"
     # The lab's own JupyterLab settings (no news pop-up over the lessons) come first.
     env = dict(os.environ)
     env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(

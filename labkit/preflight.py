@@ -28,7 +28,7 @@ class Check:
 
 
 def host_checks(probe_kvm=True) -> list[Check]:
-    from labkit import kernel, vm
+    from labkit import accel as vmaccel, kernel, persistent
     from labkit.errors import LabError
 
     checks = [Check("python", sys.version_info >= (3, 11), f"{sys.version.split()[0]} at {sys.executable}",
@@ -51,13 +51,14 @@ def host_checks(probe_kvm=True) -> list[Check]:
         checks.append(Check("lab kernel", True, f"{info.get('release', '?')} in {kdir}"))
     except LabError as exc:
         checks.append(Check("lab kernel", False, exc.message, exc.fix))
-    accel, why = vm.choose_accel(kdir, probe=probe_kvm and kdir is not None)
+    accel, why = vmaccel.choose_accel(kdir, probe=probe_kvm and kdir is not None)
     checks.append(Check("accel", True, f"{accel}: {why}"))
-    state = vm.persistent_state()
+    state = persistent.persistent_state()
     checks.append(Check("persistent vm", True,
                         f"running (pid {state['pid']}, {state['accel']})" if state else "none (labkit vm start)"))
-    built = sorted(p.name for p in paths.BPF_BUILD_DIR.glob("*.bpf.o")) if paths.BPF_BUILD_DIR.exists() else []
-    checks.append(Check("bpf objects", bool(built), f"{len(built)} in {paths.BPF_BUILD_DIR}" if built
+    build_dir = paths.bpf_build_dir()
+    built = sorted(p.name for p in build_dir.glob("*.bpf.o")) if build_dir.exists() else []
+    checks.append(Check("bpf objects", bool(built), f"{len(built)} in {build_dir}" if built
                         else "none built", "run: labkit bpf build"))
     return checks
 

@@ -198,7 +198,7 @@ class Session:
                                      details="\n".join(tail))
 
     def _timed_out(self, what, timeout):
-        from labkit.vm import console_tail
+        from labkit.qemu import console_tail
 
         tail = self.err.decode(errors="replace")[-1500:]
         try:
@@ -221,7 +221,7 @@ class Session:
                            details="console:\n" + console)
 
     def _vm_gone(self, what):
-        from labkit.vm import console_tail
+        from labkit.qemu import console_tail
 
         console = console_tail(self.lab.rundir) if self.lab.rundir else ""
         self.lab.kill()

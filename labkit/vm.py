@@ -1,26 +1,27 @@
-"""The lab VM: QEMU booting the lab kernel, commands run as root inside.
+"""The running lab VM: QEMU booting the lab kernel, commands run as root inside.
 
-The guest's root filesystem is the host's own ``/`` over 9p (read-only,
-``cache=loose``), so it runs the same Python environment, bpftool and
-compiled BPF objects as the host. The host's ``/`` is also mounted
-read-write at ``/run/labkit/host``; before a command runs the agent binds
-the command's working directory (and the project checkout) from there, so
-they are writable at the same path. ``vmlinux`` boots directly through its
-PVH entry point. Commands travel as JSON lines over a virtio-serial port to
-``labkit/guest/agent.py``.
+The guest's root filesystem is the host's own ``/`` over 9p, read-only
+(``cache=loose``), so it runs the same Python environment, bpftool and
+compiled BPF objects as the host. One host folder is writable in the
+guest, at the same path: the VM's working folder (``workdir``, by default
+the current directory when it boots). Nothing else of the host can be
+written from the guest (``labkit.qemu`` builds that command line).
+``vmlinux`` boots directly through its PVH entry point. Commands travel as
+JSON lines over a virtio-serial port to ``labkit/guest/agent.py``.
 
     with Lab() as lab:
         res = lab.run(["bpftool", "prog", "show"])
         print(res.code, res.stdout)
 
 A command past its deadline is reported with the console tail and the VM
-is killed; the VM process never outlives a ``Lab`` (QEMU gets SIGKILL if
-the Python process dies). ``labkit vm start`` keeps one VM running for
-reuse by ``labkit vm run``; ``labkit vm stop`` or ``labkit cleanup`` ends it.
+is killed. The VM never outlives its ``Lab``'s process: QEMU gets SIGKILL
+when that process dies, and a guard process then removes the run folder
+(``labkit.qemu.Guard``). Run folders and control sockets live in this
+user's own run folder (mode 0700). ``labkit vm start`` keeps one VM running
+for reuse by ``labkit vm run`` (``labkit.persistent``).
 """
 
 import base64
-import fcntl
 import json
 import os
 import select
@@ -35,7 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit import paths, tools
+from labkit.accel import choose_accel
+from labkit.channel import Channel, connect
 from labkit.errors import GuestTimeout, LabError, VMError
+from labkit.qemu import Guard, check_workdir, console_tail, die_with_parent, qemu_argv
 
 BOOT_TIMEOUT = float(os.environ.get("LABKIT_BOOT_TIMEOUT", "90"))
 DEFAULT_TIMEOUT = 600.0
@@ -59,185 +63,6 @@ class Result:
         return self.stderr.decode(errors="replace")
 
 
-# ---- acceleration ------------------------------------------------------------
-
-
-def choose_accel(kernel_dir=None, probe=True):
-    """("kvm" | "tcg", why). KVM only where a probe boot proved it works.
-
-    ``$LABKIT_ACCEL`` forces a choice. Under PVM (module kvm_pvm) a stock
-    guest kernel crawls and hangs instead of failing, so it is never tried.
-    """
-    forced = os.environ.get("LABKIT_ACCEL")
-    if forced in ("kvm", "tcg"):
-        return forced, f"LABKIT_ACCEL={forced}"
-    if not os.path.exists("/dev/kvm"):
-        return "tcg", "no /dev/kvm on this machine"
-    if os.path.exists("/sys/module/kvm_pvm"):
-        return "tcg", "/dev/kvm is PVM (kvm_pvm), under which the lab kernel does not boot"
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return "tcg", "/dev/kvm is not accessible to this user (add yourself to group kvm)"
-    if not probe or kernel_dir is None:
-        return "tcg", "KVM not probed yet"
-    cache = paths.cache_dir() / "vm" / "kvm-probe.json"
-    boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    try:
-        known = json.loads(cache.read_text())
-        if known.get("boot_id") == boot_id and known.get("kernel") == str(kernel_dir):
-            return known["accel"], known["why"]
-    except (OSError, ValueError, KeyError):
-        pass
-    t0 = time.monotonic()
-    try:
-        with Lab(kernel_dir=kernel_dir, accel="kvm", boot_timeout=20) as lab:
-            lab.run(["true"], timeout=10)
-        accel, why = "kvm", f"a probe boot under KVM answered in {time.monotonic() - t0:.1f}s"
-    except LabError as exc:
-        accel, why = "tcg", f"a probe boot under KVM failed ({exc.message})"
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"boot_id": boot_id, "kernel": str(kernel_dir), "accel": accel, "why": why}))
-    return accel, why
-
-
-# ---- QEMU ----------------------------------------------------------------------
-
-
-_TSC_KHZ = []
-
-
-def host_tsc_khz() -> int | None:
-    """The host's TSC rate in kHz, measured with rdtsc against CLOCK_MONOTONIC
-    over 50 ms (x86-64 only; None elsewhere or when it cannot run code)."""
-    if _TSC_KHZ:
-        return _TSC_KHZ[0]
-    khz = None
-    if os.uname().machine == "x86_64":
-        try:
-            import ctypes
-            import mmap
-
-            # rdtsc; shl rdx, 32; or rax, rdx; ret
-            code = bytes.fromhex("0f3148c1e2204809d0c3")
-            buf = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-            buf.write(code)
-            addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-            rdtsc = ctypes.CFUNCTYPE(ctypes.c_uint64)(addr)
-            t0, c0 = time.monotonic_ns(), rdtsc()
-            time.sleep(0.05)
-            t1, c1 = time.monotonic_ns(), rdtsc()
-            khz = round((c1 - c0) * 1_000_000 / (t1 - t0))
-            del rdtsc
-            if not 100_000 < khz < 10_000_000:  # not a plausible x86 TSC: leave it to the guest
-                khz = None
-        except (OSError, ValueError, TypeError):
-            khz = None
-    _TSC_KHZ.append(khz)
-    return khz
-
-
-def qemu_argv(kernel: Path, rundir: Path, *, accel: str, cpus: int, memory: str, python: str):
-    append = " ".join([
-        "console=ttyS0",
-        "root=root", "rootfstype=9p",
-        "rootflags=trans=virtio,version=9p2000.L,cache=loose,msize=262144", "ro",
-        f"init={paths.GUEST_DIR / 'init'}",
-        "panic=-1", "quiet", "loglevel=4",
-        # The guest has no HPET or PM timer (no ACPI), so the TSC is its only
-        # clocksource. Under a loaded TCG its calibration against the PIT can
-        # fail ("Marking TSC unstable due to could not calculate TSC khz") and
-        # the kernel falls back to jiffies: bpf_ktime_get_ns() then moves in 4 ms
-        # steps and per-packet times read 0. TCG's TSC is the host's, so give the
-        # guest the host's rate and skip the calibration; and trust the TSC.
-        *([f"tsc_early_khz={host_tsc_khz()}"] if host_tsc_khz() else []),
-        "tsc=reliable",
-        f"labkit.python={python}",
-        f"labkit.bind={paths.PROJECT},{sys.prefix}",
-    ])
-    accel_opt = "kvm" if accel == "kvm" else "tcg,thread=multi"
-    return [
-        tools.require("qemu-system-x86_64"),
-        "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-        "-machine", "q35", "-accel", accel_opt, "-cpu", "host" if accel == "kvm" else "max",
-        "-smp", str(cpus), "-m", memory,
-        "-kernel", str(kernel), "-append", append,
-        "-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
-        "-device", "virtio-9p-pci,fsdev=root,mount_tag=root",
-        "-fsdev", "local,id=hostrw,path=/,security_model=none,multidevs=remap",
-        "-device", "virtio-9p-pci,fsdev=hostrw,mount_tag=hostrw",
-        "-device", "virtio-serial-pci",
-        "-chardev", f"socket,id=ctl,path={rundir / 'ctl.sock'},server=on,wait=off",
-        "-device", "virtserialport,chardev=ctl,name=labkit.0",
-        "-device", "virtio-rng-pci",
-        "-serial", f"file:{rundir / 'console.log'}",
-        "-pidfile", str(rundir / "qemu.pid"),
-    ]
-
-
-def _die_with_parent():
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def console_tail(rundir, lines=30) -> str:
-    try:
-        text = (Path(rundir) / "console.log").read_bytes()[-20000:].decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.replace("\r", "").splitlines()[-lines:])
-
-
-# ---- the channel -----------------------------------------------------------------
-
-
-class Channel:
-    """JSON lines over the QEMU chardev socket."""
-
-    def __init__(self, sock):
-        self.sock = sock
-        self.buf = b""
-
-    def send(self, msg):
-        self.sock.sendall((json.dumps(msg) + "\n").encode())
-
-    def recv(self, timeout):
-        """One message, or None if none arrived within timeout seconds."""
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self.buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            r, _, _ = select.select([self.sock], [], [], left)
-            if not r:
-                return None
-            data = self.sock.recv(65536)
-            if not data:
-                raise EOFError("the VM closed the channel")
-            self.buf += data
-        line, self.buf = self.buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-def _connect(path, deadline, alive):
-    while True:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(str(path))
-            return s
-        except OSError:
-            s.close()
-            if not alive() or time.monotonic() > deadline:
-                return None
-            time.sleep(0.02)
-
-
 # ---- the VM ------------------------------------------------------------------------
 
 
@@ -247,10 +72,12 @@ class Lab:
     kernel_dir: the directory ``labkit kernel path`` prints (default: the
     current lab kernel). accel: "kvm", "tcg" or None to choose. persistent:
     the QEMU process survives this Python process (``labkit vm start``).
+    workdir: the host folder the guest may write (default: the current
+    directory at boot); everything else of the host is read-only in the guest.
     """
 
     def __init__(self, kernel_dir=None, *, accel=None, cpus=2, memory="1G",
-                 boot_timeout=BOOT_TIMEOUT, persistent=False, rundir=None):
+                 boot_timeout=BOOT_TIMEOUT, persistent=False, rundir=None, workdir=None):
         self.kernel_dir = Path(kernel_dir) if kernel_dir else None
         self.accel = accel
         self.accel_why = None
@@ -259,7 +86,9 @@ class Lab:
         self.boot_timeout = boot_timeout
         self.persistent = persistent
         self.rundir = Path(rundir) if rundir else None
+        self.workdir = Path(workdir) if workdir else None
         self.proc = None
+        self.guard = None
         self.pid = None
         self.chan = None
         self.boot_seconds = None
@@ -288,16 +117,16 @@ class Lab:
         if not vmlinux.is_file():
             raise VMError(f"no vmlinux in {self.kernel_dir}", fix="run: labkit kernel build")
         tools.require("qemu-system-x86_64")  # before anything is created on disk
+        self.workdir = check_workdir(self.workdir or os.getcwd())
         if self.accel is None:
             self.accel, self.accel_why = choose_accel(self.kernel_dir)
         if self.rundir is None:
-            base = paths.cache_dir() / "vm"
-            base.mkdir(parents=True, exist_ok=True)
-            self.rundir = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+            self.rundir = Path(tempfile.mkdtemp(prefix="run-", dir=paths.run_dir()))
             self._own_rundir = True
         try:
             argv = qemu_argv(vmlinux, self.rundir, accel=self.accel, cpus=self.cpus,
-                             memory=self.memory, python=_guest_python())
+                             memory=self.memory, python=_guest_python(), workdir=self.workdir,
+                             visible=guest_visible())
             t0 = time.monotonic()
             with open(self.rundir / "qemu.log", "wb") as log:
                 # Its own session: a signal to this process group (a terminal's
@@ -308,10 +137,12 @@ class Lab:
                 # with this process.
                 self.proc = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    preexec_fn=None if self.persistent else _die_with_parent,
+                    preexec_fn=None if self.persistent else die_with_parent,
                     start_new_session=True,
                 )
             self.pid = self.proc.pid
+            if self._own_rundir and not self.persistent:
+                self.guard = Guard(self.pid, self.rundir)
             self._await_ready(t0)
         except BaseException:
             self.kill()  # QEMU, if it started, and the run directory
@@ -319,7 +150,7 @@ class Lab:
 
     def _await_ready(self, t0):
         deadline = t0 + self.boot_timeout
-        sock = _connect(self.rundir / "ctl.sock", deadline, self.alive)
+        sock = connect(self.rundir / "ctl.sock", deadline, self.alive)
         if sock is None:
             self._fail_boot("QEMU did not open its control socket")
         self.chan = Channel(sock)
@@ -383,6 +214,9 @@ class Lab:
                 time.sleep(0.02)
         if self._own_rundir and self.rundir and not self.persistent:
             shutil.rmtree(self.rundir, ignore_errors=True)
+        if self.guard is not None:
+            self.guard.release()
+            self.guard = None
 
     def close(self):
         """Ask the guest to stop, then make sure QEMU is gone."""
@@ -400,7 +234,7 @@ class Lab:
     def spawn(self, argv, *, cwd, env=None, stdin=False) -> int:
         """Start argv as root in the guest without waiting: its id on the channel
         (``out``/``exit`` events carry it; ``input``, ``signal`` and ``kill`` take it).
-        cwd and the project are bound writable."""
+        cwd and the project are visible at their own paths (writable only inside the workdir)."""
         self._ids += 1
         msg = {"op": "run", "id": self._ids, "argv": [str(a) for a in argv], "cwd": str(cwd),
                "env": guest_env(env), "bind": sorted({str(cwd), str(paths.PROJECT)})}
@@ -413,9 +247,9 @@ class Lab:
             input=None) -> Result:
         """Run argv as root in the guest; return its exit code and output.
 
-        cwd defaults to the host's current directory (bound writable in the
-        guest); env adds to the guest's base environment; stream copies the
-        output to this process's stdout/stderr as it arrives. Past timeout
+        cwd defaults to the host's current directory (writable in the guest
+        when it is inside the VM's workdir, read-only otherwise); env adds to the guest's base environment; stream copies the
+        output to this process's stdout/stderr as it arrives ("stderr": only that). Past timeout
         seconds the VM is killed and GuestTimeout raised.
         """
         if input is not None:
@@ -446,7 +280,7 @@ class Lab:
                 if msg["ev"] == "out":
                     data = base64.b64decode(msg["data"])
                     (out if msg["fd"] == 1 else err).extend(data)
-                    if stream:
+                    if stream is True or (stream == "stderr" and msg["fd"] == 2):
                         target = sys.stdout if msg["fd"] == 1 else sys.stderr
                         target.buffer.write(data)
                         target.flush()
@@ -481,6 +315,13 @@ class Lab:
             fix="the console below shows why (a kernel oops or panic); run it again to boot a fresh VM",
             details="console:\n" + tail,
         )
+
+    def exchange_dir(self) -> Path:
+        """A folder in the working folder where the guest writes files for the
+        host (the only place it can write)."""
+        d = self.workdir / ".labkit-vm"
+        d.mkdir(mode=0o700, exist_ok=True)
+        return d
 
     def ping(self, timeout=5.0) -> bool:
         self._ids += 1
@@ -521,95 +362,15 @@ def guest_env(extra=None) -> dict:
         if key in PASS_ENV or key.startswith("LABKIT_"):
             env.setdefault(key, value)
     env["LABKIT_GUEST"] = "1"
+    # The guest cannot tell a shared read-only install from a checkout of the
+    # user's own: it finds the BPF objects where the host compiled them.
+    env["LABKIT_BPF_BUILD"] = str(paths.bpf_build_dir())
     if extra:
         env.update({k: str(v) for k, v in extra.items()})
     return env
 
 
-# ---- the persistent VM (labkit vm start / run / stop) ---------------------------------
-
-
-def _state_dir():
-    d = paths.cache_dir() / "vm" / "persistent"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def persistent_state():
-    """The running persistent VM's state, or None (stale state is removed)."""
-    d = _state_dir()
-    try:
-        state = json.loads((d / "state.json").read_text())
-    except (OSError, ValueError):
-        return None
-    try:
-        os.kill(state["pid"], 0)
-        alive = Path(f"/proc/{state['pid']}/cmdline").read_bytes().find(b"qemu-system") >= 0
-    except (ProcessLookupError, KeyError, OSError):
-        alive = False
-    if not alive:
-        (d / "state.json").unlink(missing_ok=True)
-        return None
-    return state
-
-
-def start_persistent(kernel_dir=None):
-    state = persistent_state()
-    if state:
-        return state
-    d = _state_dir()
-    for stale in ("ctl.sock", "console.log", "qemu.log", "qemu.pid"):
-        (d / stale).unlink(missing_ok=True)
-    lab = Lab(kernel_dir, persistent=True, rundir=d)
-    lab.start()
-    state = {"pid": lab.pid, "rundir": str(d), "kernel": str(lab.kernel_dir), "accel": lab.accel,
-             "accel_why": lab.accel_why, "boot_seconds": lab.boot_seconds, "release": lab.release}
-    (d / "state.json").write_text(json.dumps(state))
-    lab.chan.close()
-    return state
-
-
-def attach_persistent(state):
-    """A Lab object talking to the running persistent VM."""
-    lab = Lab(state["kernel"], accel=state["accel"], persistent=True, rundir=state["rundir"])
-    lab.pid = state["pid"]
-    sock = _connect(Path(state["rundir"]) / "ctl.sock", time.monotonic() + 5, lab.alive)
-    if sock is None:
-        raise VMError("the persistent lab VM does not answer", fix="run: labkit vm stop, then try again")
-    lab.chan = Channel(sock)
-    if not lab.ping():
-        lab.chan.close()
-        raise VMError("the persistent lab VM does not answer", fix="run: labkit vm stop, then try again")
-    return lab
-
-
-class persistent_lock:
-    """One host client at a time on the persistent VM's single channel."""
-
-    def __enter__(self):
-        self.fh = open(_state_dir() / "lock", "w")
-        fcntl.flock(self.fh, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        self.fh.close()
-        return False
-
-
-def stop_persistent() -> bool:
-    state = persistent_state()
-    if not state:
-        return False
-    lab = Lab(state["kernel"], accel=state["accel"], persistent=True, rundir=state["rundir"])
-    lab.pid = state["pid"]
-    lab.kill()
-    (_state_dir() / "state.json").unlink(missing_ok=True)
-    return True
-
-
-def open_lab():
-    """The persistent VM if one runs (caller holds persistent_lock), else a fresh one (not started)."""
-    state = persistent_state()
-    if state:
-        return attach_persistent(state), True
-    return Lab(), False
+def guest_visible() -> list:
+    """Host folders the guest needs at their own paths: the checkout, this
+    Python environment, the compiled BPF objects and this user's lab state."""
+    return [paths.PROJECT, Path(sys.prefix), paths.bpf_build_dir(), paths.state_dir()]

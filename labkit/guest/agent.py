@@ -5,6 +5,8 @@ host over the virtio-serial port named ``labkit.0``:
 
 host -> guest
     ``{"op": "run", "id": N, "argv": [...], "cwd": "/path", "env": {...}, "bind": ["/path", ...]}``
+                                     bind: host folders the command needs at their own
+                                     paths (read-only, unless inside the working folder)
     ``{"op": "kill", "id": N}``     kill the command's process group
     ``{"op": "input", "id": N, "data": text}``  write to the stdin of a command
                                      started with ``"stdin": true``
@@ -28,7 +30,9 @@ import signal
 import sys
 import time
 
-HOST_RW = "/run/labkit/host"
+HOST_RO = "/run/labkit/host"  # the host's root again, read-only (init mounts it)
+# The guest's own filesystems: a host folder under them is hidden until bound.
+GUEST_MOUNTS = ("/tmp", "/run", "/dev/shm")
 
 
 def find_port(name="labkit.0"):
@@ -45,12 +49,28 @@ def find_port(name="labkit.0"):
     raise SystemExit(f"labkit agent: no virtio port named {name}")
 
 
+def unquote(text):
+    out, i = bytearray(), 0
+    while i < len(text):
+        if text[i] == "%" and i + 2 < len(text):
+            out.append(int(text[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out.extend(text[i].encode())
+            i += 1
+    return out.decode(errors="surrogateescape")
+
+
 def boot_binds():
+    """What init mounted: the folders bound at boot and the working folder."""
+    done = []
     with open("/proc/cmdline") as fh:
         for arg in fh.read().split():
             if arg.startswith("labkit.bind="):
-                return [p for p in arg[len("labkit.bind="):].split(",") if p]
-    return []
+                done += [unquote(p) for p in arg[len("labkit.bind="):].split(",") if p]
+            elif arg.startswith("labkit.work="):
+                done.append(unquote(arg[len("labkit.work="):]))
+    return done
 
 
 class Agent:
@@ -59,7 +79,7 @@ class Agent:
         self.inbuf = b""
         self.procs = {}  # id -> {"pid": pid, "fds": {fd: stream}}
         self.fd_owner = {}  # child fd -> id
-        self.bound = boot_binds()  # what init already bound writable
+        self.bound = boot_binds()  # what init already mounted
 
     # -- channel ------------------------------------------------------------
 
@@ -111,19 +131,18 @@ class Agent:
 
     # -- commands -------------------------------------------------------------
 
-    def ensure_writable(self, path):
-        """Bind the host's read-write view of path over the read-only one."""
+    def ensure_visible(self, path):
+        """Bind the host's (read-only) path where the guest's own mounts hide it."""
         path = os.path.normpath(path)
-        if path == "/" or path.startswith(("/proc", "/sys", "/dev", "/run")):
-            return
+        if not path.startswith(tuple(m + "/" for m in GUEST_MOUNTS)):
+            return  # the read-only root shows it already
         for b in self.bound:
             if path == b or path.startswith(b + "/"):
                 return
-        src = HOST_RW + path
+        src = HOST_RO + path
         if not os.path.isdir(src):
             return
         if not os.path.isdir(path):
-            # Under the guest's own tmpfs (/tmp): make the mount point.
             try:
                 os.makedirs(path)
             except OSError:
@@ -141,7 +160,7 @@ class Agent:
     def start(self, msg):
         cid = msg["id"]
         for path in msg.get("bind", []):
-            self.ensure_writable(path)
+            self.ensure_visible(path)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         in_r, in_w = os.pipe() if msg.get("stdin") else (None, None)

@@ -39,7 +39,7 @@ def vm_ready():
         kdir = kernel.kernel_path()
     except LabError as exc:
         need(False, exc.message, exc.fix or "run: ./lab setup")
-    need((paths.BPF_BUILD_DIR / "storage_basic.bpf.o").exists(), "BPF objects are not built",
+    need((paths.bpf_build_dir() / "storage_basic.bpf.o").exists(), "BPF objects are not built",
          "run: labkit bpf build")
     before = set(lab_qemus())
     yield Path(kdir)

@@ -32,7 +32,7 @@ def _ready():
         kernel.kernel_path()
     except LabError as exc:
         need(False, exc.message, exc.fix or "run: ./lab setup")
-    need((paths.BPF_BUILD_DIR / "observe.bpf.o").exists(), "BPF objects are not built", "run: labkit bpf build")
+    need((paths.bpf_build_dir() / "observe.bpf.o").exists(), "BPF objects are not built", "run: labkit bpf build")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_one_worker_serves_many_runs(session):
 
 def test_verifier_reject_shows_the_verifier_and_the_source_line(session):
     sc = scenarios.get("basic")
-    bad = dataclasses.replace(sc, attach=(Attach(str(paths.BPF_BUILD_DIR / "fail" / "no_null_check.bpf.o"),
+    bad = dataclasses.replace(sc, attach=(Attach(str(paths.bpf_build_dir() / "fail" / "no_null_check.bpf.o"),
                                                  "no_null_check", "tc/ingress", "b", "lk-b0"),))
     with pytest.raises(VerifierError) as err:
         session.run(bad)

@@ -2,36 +2,64 @@
 
 import os
 
-from labkit import paths, vm
+import pytest
+
+from labkit import accel, paths, qemu, vm
+from labkit.errors import VMError
 
 
 def test_qemu_argv_boots_vmlinux_over_9p(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
-    monkeypatch.setattr(vm.tools, "require", lambda *a: "/usr/bin/qemu-system-x86_64")
-    argv = vm.qemu_argv(tmp_path / "vmlinux", tmp_path, accel="tcg", cpus=2, memory="1G", python="/py")
+    monkeypatch.setattr(qemu.tools, "require", lambda *a: "/usr/bin/qemu-system-x86_64")
+    argv = qemu.qemu_argv(tmp_path / "vmlinux", tmp_path, accel="tcg", cpus=2, memory="1G", python="/py",
+                          workdir=tmp_path / "my lab")
     text = " ".join(argv)
     assert "-kernel " + str(tmp_path / "vmlinux") in text
     assert "tcg,thread=multi" in text and "-no-reboot" in argv
-    assert "readonly=on" in text and "mount_tag=root" in text and "mount_tag=hostrw" in text
     assert f"init={paths.GUEST_DIR / 'init'}" in text
     assert "labkit.python=/py" in text
     assert "name=labkit.0" in text
+    # The kernel command line is split on spaces: a path with one is encoded.
+    assert f"labkit.work={tmp_path}/my%20lab" in text
+
+
+def test_only_the_workdir_is_exported_writable(tmp_path, monkeypatch):
+    monkeypatch.setattr(qemu.tools, "require", lambda *a: "/usr/bin/qemu-system-x86_64")
+    work = tmp_path / "a,b"
+    argv = qemu.qemu_argv(tmp_path / "vmlinux", tmp_path, accel="tcg", cpus=2, memory="1G", python="/py",
+                          workdir=work)
+    fsdevs = [argv[i + 1] for i, a in enumerate(argv) if a == "-fsdev"]
+    writable = [f for f in fsdevs if "readonly=on" not in f.split(",")]
+    assert any(f.startswith("local,id=root,path=/,") and "readonly=on" in f for f in fsdevs)
+    assert writable == [f"local,id=work,path={tmp_path}/a,,b,security_model=none,multidevs=remap"]
+
+
+@pytest.mark.parametrize("bad", ["/", "/etc", "/usr/lib", "/var", "/run/labkit"])
+def test_a_system_folder_is_never_the_workdir(bad):
+    with pytest.raises(VMError, match="only a working folder"):
+        qemu.check_workdir(bad)
+
+
+def test_the_workdir_must_exist(tmp_path):
+    assert qemu.check_workdir(tmp_path) == tmp_path
+    with pytest.raises(VMError, match="does not exist"):
+        qemu.check_workdir(tmp_path / "nope")
 
 
 def test_accel_is_tcg_under_pvm_or_without_kvm(monkeypatch):
     monkeypatch.delenv("LABKIT_ACCEL", raising=False)
     real_exists = os.path.exists
-    monkeypatch.setattr(vm.os.path, "exists",
+    monkeypatch.setattr(accel.os.path, "exists",
                         lambda p: {"/dev/kvm": True, "/sys/module/kvm_pvm": True}.get(p, real_exists(p)))
-    accel, why = vm.choose_accel(None)
-    assert accel == "tcg" and "PVM" in why
-    monkeypatch.setattr(vm.os.path, "exists", lambda p: False if p == "/dev/kvm" else real_exists(p))
-    assert vm.choose_accel(None) == ("tcg", "no /dev/kvm on this machine")
+    choice, why = accel.choose_accel(None)
+    assert choice == "tcg" and "PVM" in why
+    monkeypatch.setattr(accel.os.path, "exists", lambda p: False if p == "/dev/kvm" else real_exists(p))
+    assert accel.choose_accel(None) == ("tcg", "no /dev/kvm on this machine")
 
 
 def test_accel_can_be_forced(monkeypatch):
     monkeypatch.setenv("LABKIT_ACCEL", "kvm")
-    assert vm.choose_accel(None)[0] == "kvm"
+    assert accel.choose_accel(None)[0] == "kvm"
 
 
 def test_guest_env_puts_this_python_first(monkeypatch):
@@ -41,3 +69,12 @@ def test_guest_env_puts_this_python_first(monkeypatch):
     assert env["PATH"].split(":")[0] == os.path.dirname(vm.sys.executable)
     assert env["LABKIT_GUEST"] == "1" and env["CI"] == "true" and env["EXTRA"] == "1"
     assert "SECRET_TOKEN" not in env
+    assert env["LABKIT_BPF_BUILD"] == str(paths.bpf_build_dir())
+
+
+def test_run_dir_is_private(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "c"))
+    monkeypatch.delenv("LABKIT_RUN_DIR", raising=False)
+    d = paths.run_dir()
+    assert d == tmp_path / "c" / "vm"
+    assert (d.stat().st_mode & 0o777) == 0o700 and ((tmp_path / "c").stat().st_mode & 0o777) == 0o700
