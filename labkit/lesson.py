@@ -13,6 +13,12 @@ runs scenarios on the lab kernel in a VM the lesson owns; replay reads the
 recordings in ``notebooks/data/`` (made on that kernel with ``labkit
 record --all``) and says so in a banner. Exercises need live: in replay
 their checks say how to get it.
+
+Where a workshop hub caps the lab VMs on the machine (``$LABKIT_VM_SLOTS``,
+``labkit.slots``), live holds a running slot for as long as its VM lives and
+boots under a boot slot (waiting in the queue with progress); with no slot
+free the notebook replays instead, with a banner saying why, and never hangs.
+Re-running the setup cell closes the VM the last one started.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from labkit.errors import LabError
 
 ENV = "LABKIT_MODE"
 MODES = ("live", "replay")
+BOOT_WAIT = 600.0  # s in the boot queue before a notebook replays instead
+_last = None  # the Lesson the setup cell made last in this kernel
 
 
 class LiveOnly(LabError):
@@ -71,6 +79,23 @@ class Lesson:
         self.mode, self.why = choose_mode(mode)
         self.session = None
         self.started = None
+        self.slot = None  # the running slot this notebook's VM holds (labkit.slots)
+        self.fallback = None  # why live fell back to replay, for the banner
+        self._atexit = False
+        if self.live:
+            from labkit import slots
+
+            try:
+                self.slot = slots.running_slot()
+            except LabError as exc:  # SlotsFull, or a cap the hub set up wrong
+                self.fall_back(exc)
+
+    def fall_back(self, exc: LabError):
+        """Replay instead of live, because of exc (no VM slot free): the banner says so."""
+        self.close()
+        self.mode, self.why = "replay", exc.message
+        self.fallback = (f"{exc.message}; this notebook replays recordings made on the lab kernel"
+                         + (f"; {exc.fix}" if exc.fix else ""))
 
     @property
     def live(self) -> bool:
@@ -79,27 +104,40 @@ class Lesson:
     # -- the VM ---------------------------------------------------------------------
 
     def start(self, say=print):
+        """Boot the VM (live): under a boot slot where the VMs are capped, waiting in the queue first.
+        A full cap raises ``labkit.slots.SlotsFull``; ``start()`` of the module falls back to replay."""
         if not self.live or self.session is not None:
             return self
+        from labkit import slots
         from labkit.session import Session
 
         t0 = time.monotonic()
-        say("Booting the lab VM and starting the scenario worker (about 10-15 s under TCG) ...")
-        self.session = Session()
+        if self.slot is None:  # closed before: take a running slot again
+            self.slot = slots.running_slot()
+        if not self._atexit:
+            atexit.register(self.close)
+            self._atexit = True
         try:
-            self.session.start()
+            with slots.boot_slot(progress=say, timeout=BOOT_WAIT):
+                say("Booting the lab VM and starting the scenario worker (about 10-15 s under TCG) ...")
+                self.session = Session()
+                self.session.start()
         except BaseException:
-            self.session.close()
-            self.session = None
+            self.close()
             raise
-        atexit.register(self.close)
         self.started = time.monotonic() - t0
         return self
 
     def close(self):
+        """Stop the VM and give its slot back (also at exit)."""
         if self.session is not None:
-            self.session.close()
-            self.session = None
+            try:
+                self.session.close()
+            finally:
+                self.session = None
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
 
     def _need_live(self, what):
         if not self.live:
@@ -171,6 +209,9 @@ class Lesson:
                     f"booted in {lab.boot_seconds:.1f} s") if lab and lab.boot_seconds else "lab VM starts at the first run"
             return _box("#e8f5e9", "#2e7d32", "LIVE", f"Scenarios run on the real lab kernel. {what}.")
         rec = _recorded_on()
+        if self.fallback:
+            return _box("#fff8e1", "#f57f17", "REPLAY",
+                        f"<b>{html.escape(self.fallback)}</b>. The recordings were made on {rec}.")
         return _box("#fff8e1", "#f57f17", "REPLAY",
                     "Every run below is a <b>recording</b> made on the real lab kernel " + rec +
                     ", not a live run. Exercises need the live lab: <code>./lab open</code>.")
@@ -296,11 +337,19 @@ def _box(bg, fg, tag, text) -> str:
 
 def start(mode=None) -> Lesson:
     """The lesson's setup cell: pick the mode, show the banner, start the VM when live."""
+    global _last
     from IPython.display import HTML, display
 
-    lesson = Lesson(mode)
+    from labkit.slots import SlotsFull
+
+    if _last is not None:  # the cell ran again: one VM (and one slot) per notebook
+        _last.close()
+    lesson = _last = Lesson(mode)
     if lesson.live:
-        lesson.start()
+        try:
+            lesson.start()
+        except SlotsFull as exc:  # no boot slot within BOOT_WAIT
+            lesson.fall_back(exc)
     display(HTML(lesson.banner_html()))
     from labkit import bpfcell
 

@@ -217,3 +217,87 @@ def test_a_missing_directory_says_who_makes_it(tmp_path, monkeypatch):
     with pytest.raises(LabError, match="does not exist"):
         with slots.boot_slot(timeout=1):
             pass
+
+
+# -- a lesson under the cap (the VM is a stand-in: the decision is what is tested) -----------
+
+
+class FakeSession:
+    """Stands in for labkit.session.Session: records whether a boot slot was held while it 'booted'."""
+
+    made = []
+
+    lab = None  # the banner then says the VM starts at the first run
+
+    def __init__(self):
+        self.closed, self.booted_under_slot = False, None
+        FakeSession.made.append(self)
+
+    def start(self):
+        other = slots._take(slots.config(), "boot", 1)  # a second taker in this process must not get one
+        self.booted_under_slot = other is None
+        if other:
+            other.release()
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def lessons(cap, monkeypatch):
+    from labkit import lesson, session
+
+    monkeypatch.setattr(lesson, "live_possible", lambda: (True, "stub"))
+    monkeypatch.setattr(session, "Session", FakeSession)
+    monkeypatch.setattr(lesson, "_last", None)
+    FakeSession.made = []
+    yield lesson
+    if lesson._last is not None:
+        lesson._last.close()
+
+
+def _free(d, name):
+    fd = slots._open(d / name)
+    try:
+        return slots._lock(fd)
+    finally:
+        os.close(fd)
+
+
+def test_a_full_cap_replays_with_a_banner_why(cap, lessons):
+    _, hold = cap
+    hold(user="a").expect("held"), hold(user="b").expect("held")
+    lab = lessons.start("live")
+    assert not lab.live and lab.session is None and FakeSession.made == []
+    assert ("all 2 lab VMs on this server are in use; this notebook replays recordings made on the lab kernel; "
+            "re-run this cell later for a live VM") in lab.banner_html()
+    assert "REPLAY" in lab.banner_html()
+
+
+def test_live_holds_its_running_slot_until_closed_and_boots_under_a_boot_slot(cap, lessons):
+    d, _ = cap
+    lab = lessons.start("live")
+    assert lab.live and lab.slot.index == 0 and lab.fallback is None
+    assert FakeSession.made[0].booted_under_slot is True
+    assert _free(d, "boot-0")  # the boot slot goes once the VM is up
+    assert not _free(d, "run-0")  # the running slot stays
+    lab.close()
+    assert FakeSession.made[0].closed and _free(d, "run-0")
+
+
+def test_rerunning_the_setup_cell_closes_the_last_vm(cap, lessons):
+    first = lessons.start("live")
+    second = lessons.start("live")  # one per user: it would be refused if the first kept its slot
+    assert second.live and second.slot.index == 0
+    assert FakeSession.made[0].closed and first.slot is None
+
+
+def test_a_boot_queue_timeout_replays_and_gives_the_slot_back(cap, lessons, monkeypatch, capsys):
+    d, hold = cap
+    hold("boot", user="a").expect("booting")
+    monkeypatch.setattr(lessons, "BOOT_WAIT", 0.3)
+    lab = lessons.start("live")
+    assert not lab.live and FakeSession.made == []
+    assert "waiting for a boot slot: 0 ahead" in capsys.readouterr().out
+    assert "no boot slot for the lab VM within" in lab.banner_html()
+    assert _free(d, "run-0")
