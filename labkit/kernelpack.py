@@ -30,7 +30,7 @@ import time
 import zlib
 from pathlib import Path
 
-from labkit import __version__, kernelcache
+from labkit import __version__, kernelcache, paths
 from labkit.errors import LabError
 from labkit.progress import Progress
 
@@ -231,7 +231,8 @@ def import_kernel(path, to=None, progress=None) -> Path:
         _remove_empty(made)
         fix = (f"run it as root: sudo labkit kernel import {path} --to {root}" if isinstance(exc, PermissionError)
                else "give a directory you can write with --to DIR")
-        raise KernelArtifactError(f"cannot write {root}: {exc.strerror}", fix=fix) from None
+        why = "permission denied" if isinstance(exc, PermissionError) else exc.strerror or str(exc)
+        raise KernelArtifactError(f"cannot write {root}: {why}", fix=fix) from None
     done = False
     try:
         manifest = unpack(path, tmp / "out", ident, progress)
@@ -281,6 +282,8 @@ def _makedirs(d: Path, mode) -> list[Path]:
             made.append(m)
             if mode is not None:
                 os.chmod(m, mode)
+            elif m == paths.cache_dir():  # the user's own cache: theirs alone, as the lab makes it
+                os.chmod(m, 0o700)
     except BaseException:
         _remove_empty(made)
         raise

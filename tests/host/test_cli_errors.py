@@ -15,7 +15,7 @@ def one_line_error(res):
 
 
 def test_missing_kernel(tmp_path):
-    res = labkit("vm", "run", "--", "true", env={"LABKIT_CACHE": str(tmp_path)})
+    res = labkit("vm", "run", "--", "true", env={"LABKIT_CACHE": str(tmp_path), "LABKIT_SHARED_KERNELS": ""})
     assert res.returncode == 2
     line = one_line_error(res)
     assert "no lab kernel is built" in line and "labkit kernel build" in line
@@ -23,7 +23,7 @@ def test_missing_kernel(tmp_path):
 
 
 def test_kernel_path_without_kernel(tmp_path):
-    res = labkit("kernel", "path", env={"LABKIT_CACHE": str(tmp_path)})
+    res = labkit("kernel", "path", env={"LABKIT_CACHE": str(tmp_path), "LABKIT_SHARED_KERNELS": ""})
     assert res.returncode == 2
     assert "labkit kernel build" in one_line_error(res)
 

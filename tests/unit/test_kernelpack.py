@@ -93,6 +93,7 @@ def test_round_trip_installs_into_the_cache_where_kernel_path_finds_it(env, name
     # labkit kernel build finds it and builds nothing (with no source here, a build would fail)
     assert kernel.build(progress=QUIET) == out
     assert not list((env / "cache").glob(".*")), "the import left its temporary directory"
+    assert stat.S_IMODE((env / "cache").stat().st_mode) == 0o700, "the user's cache it made is not theirs alone"
 
 
 def test_exporting_an_imported_kernel_gives_the_same_members(env):
