@@ -3,6 +3,7 @@ to run, exit status 2, nothing left running. No VM needed."""
 
 import os
 
+from labkit import paths
 from tests.host.conftest import labkit, lab_qemus
 
 
@@ -48,7 +49,7 @@ def test_missing_qemu(tmp_path):
     line = one_line_error(res)
     assert "qemu-system-x86_64 not found" in line and "apt-get install qemu-system-x86" in line
     assert not lab_qemus()
-    assert not list(cache.glob("vm/run-*")), "a failed start left its run directory behind"
+    assert not list(paths.run_dir().glob("run-*")), "a failed start left its run directory behind"
 
 
 def test_load_on_the_host_points_at_the_vm():

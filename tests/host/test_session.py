@@ -156,7 +156,7 @@ def test_deadline_restarts_the_worker_and_sweeps(session):
 def test_vm_killed_mid_run():
     _ready()
     before = set(lab_qemus())
-    dirs = set((paths.cache_dir() / "vm").glob("run-*"))
+    dirs = set(paths.run_dir().glob("run-*"))
     s = Session().start()
     try:
         s.run(scenarios.get("basic"))
@@ -170,7 +170,7 @@ def test_vm_killed_mid_run():
     finally:
         s.close()
     assert not set(lab_qemus()) - before, "QEMU left behind"
-    assert set((paths.cache_dir() / "vm").glob("run-*")) <= dirs, "run directory left behind"
+    assert set(paths.run_dir().glob("run-*")) <= dirs, "run directory left behind"
 
 
 def _cell(kc, code, timeout=120):
@@ -195,7 +195,7 @@ def test_a_jupyter_interrupt_stops_the_cell_and_keeps_the_vm():
     from jupyter_client.manager import start_new_kernel
 
     before = set(lab_qemus())
-    dirs = set((paths.cache_dir() / "vm").glob("run-*"))
+    dirs = set(paths.run_dir().glob("run-*"))
     km, kc = start_new_kernel(kernel_name="python3", cwd=str(paths.PROJECT))
     try:
         reply, _ = _cell(kc, "from labkit.lesson import Lesson\nlab = Lesson('live').start()\n"
@@ -213,7 +213,7 @@ def test_a_jupyter_interrupt_stops_the_cell_and_keeps_the_vm():
         kc.stop_channels()
         km.shutdown_kernel()  # interrupts the group first, then the kernel closes the lesson at exit
     assert not set(lab_qemus()) - before, "QEMU left behind"
-    assert set((paths.cache_dir() / "vm").glob("run-*")) <= dirs, "run directory left behind"
+    assert set(paths.run_dir().glob("run-*")) <= dirs, "run directory left behind"
 
 
 def test_record_and_show(tmp_path):

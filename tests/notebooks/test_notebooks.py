@@ -67,10 +67,10 @@ def run_live(path, out_dir):
     from labkit.nbrun import execute
 
     _live()
-    dirs = set((paths.cache_dir() / "vm").glob("run-*"))
+    dirs = set(paths.run_dir().glob("run-*"))
     r = execute(path, "live", out_dir=out_dir)
     assert not r["errors"], show_errors(r)
-    assert set((paths.cache_dir() / "vm").glob("run-*")) <= dirs, "the notebook's lab VM left its run directory"
+    assert set(paths.run_dir().glob("run-*")) <= dirs, "the notebook's lab VM left its run directory"
     return r
 
 
