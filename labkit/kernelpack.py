@@ -200,11 +200,12 @@ def unpack(path, dest: Path, ident: dict, progress) -> dict:
                 progress.note(f"{name}: {size / 1e6:.1f} MB, sha256 ok")
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise KernelArtifactError(f"kernel artifact {path} is truncated or damaged ({exc})", fix=damaged) from None
-    except OSError as exc:
-        if exc.filename is None:  # a decompressor's complaint (gzip CRC, lzma), not our disk
-            raise KernelArtifactError(f"kernel artifact {path} is truncated or damaged ({exc})",
-                                      fix=damaged) from None
-        raise
+    except OSError as exc:  # tarfile wraps the decompressors' errors: this is opening path or writing dest
+        if exc.filename and Path(exc.filename) == Path(path):
+            raise KernelArtifactError(f"cannot read kernel artifact {path}: {exc.strerror}",
+                                      fix="give a file you can read") from None
+        raise KernelArtifactError(f"could not unpack {path} into {dest.parent}: {exc.strerror or exc}",
+                                  fix="check the free space and permissions there") from None
     missing = [n for n in MEMBERS if n not in seen]
     if missing:
         raise KernelArtifactError(f"kernel artifact {path} has no member {missing[0]} (file truncated?)",
