@@ -6,15 +6,23 @@ tokens in every packet, the time a value was written, a thousand packets)
 and says what it expected and what the kernel did instead. In replay mode
 a check says it needs the live lab. The verdict is shown in the notebook
 and carried in the output's metadata (``labkit_check``), which is how the
-notebook tests tell a passing check from a failing one.
+notebook tests tell a passing check from a failing one. Every verdict is
+also appended to the learner's own ``progress.jsonl`` in their labkit cache
+(what a workshop's instructor view reads).
 """
 
 from __future__ import annotations
 
 import html
+import json
+import os
+import time
 from dataclasses import dataclass, field, replace
 
+from labkit import paths
 from labkit.errors import LabError
+
+PROGRESS = "progress.jsonl"
 
 
 @dataclass
@@ -46,6 +54,29 @@ def show(v: Verdict) -> None:
         print(v)
 
 
+def progress_path():
+    return paths.cache_dir() / PROGRESS
+
+
+def record(v: Verdict, check: str, mode: str) -> None:
+    """Append the verdict to the learner's progress.jsonl (dir 0700, file 0600); never fails the check."""
+    lesson = next((p.stem for p in (paths.PROJECT / "notebooks").glob(f"{v.exercise}_*.ipynb")), v.exercise)
+    line = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "lesson": lesson, "exercise": v.exercise,
+            "check": check, "passed": v.passed, "summary": v.summary, "mode": mode}
+    if os.environ.get("JPY_SESSION_NAME"):
+        line["notebook"] = os.environ["JPY_SESSION_NAME"]
+    path = progress_path()
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, (json.dumps(line) + "\n").encode())  # one write: lines from two kernels never mix
+        finally:
+            os.close(fd)
+    except OSError:
+        pass  # the verdict is shown all the same
+
+
 def _checked(exercise):
     """Run a check function; replay and lab errors become verdicts, not tracebacks."""
     def wrap(fn):
@@ -58,6 +89,7 @@ def _checked(exercise):
                     v = fn(lab, *args, **kw)
                 except LabError as exc:
                     v = Verdict(exercise, False, exc.message, [exc.fix] if exc.fix else [])
+            record(v, fn.__name__, getattr(lab, "mode", "live" if lab.live else "replay"))
             if quiet:
                 return v
             show(v)  # shown once; the verdict stays in the output's metadata
