@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     from labkit.vm import Lab
 
     try:
-        with Lab() as lab:
+        with Lab(workdir=paths.PROJECT) as lab:  # the guest's pytest writes artifacts/ there
             print(f"lab VM: kernel {lab.release}, accel {lab.accel} ({lab.accel_why}), "
                   f"booted in {lab.boot_seconds:.1f}s", flush=True)
             res = lab.run([sys.executable, "-m", "pytest", "tests/lab", "-v", f"--junitxml={lab_xml}", *argv],
