@@ -15,6 +15,7 @@
     labkit demo                   boot the VM, run doctor and one storage program
     labkit open [--port N]        JupyterLab on the lessons, with the lab VM proven to boot
     labkit cleanup                stop lab VMs and remove what they left behind
+    labkit hub setup|start|up|status|stop   JupyterHub for a workshop (labkit/hub/)
 
 Errors are one line: what failed, then what to run. Exit status 2 means
 the lab could not do what was asked; `vm run` otherwise exits with the
@@ -112,6 +113,9 @@ def _parser():
     op.add_argument("--no-vm", action="store_true", help="skip the VM boot check")
     op.set_defaults(func=cmd_open)
     sub.add_parser("cleanup", help="stop lab VMs and remove leftovers").set_defaults(func=cmd_cleanup)
+    from labkit.hub import cli as hub_cli
+
+    hub_cli.add_commands(sub)  # labkit hub setup|start|up|status|stop
     return p
 
 
