@@ -23,6 +23,7 @@ from labkit import paths
 from labkit.errors import LabError
 
 PROGRESS = "progress.jsonl"
+CHECKS = {}  # exercise -> check name, filled by @_checked (the instructor view's columns)
 
 
 @dataclass
@@ -80,6 +81,8 @@ def record(v: Verdict, check: str, mode: str) -> None:
 def _checked(exercise):
     """Run a check function; replay and lab errors become verdicts, not tracebacks."""
     def wrap(fn):
+        CHECKS[exercise] = fn.__name__
+
         def run(lab, *args, quiet=False, **kw):
             if not lab.live:
                 v = Verdict(exercise, None, "this check runs your work on the lab kernel; this notebook is a replay",

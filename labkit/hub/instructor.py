@@ -1,0 +1,305 @@
+"""The instructor view: which students have a server, a lab VM, and which exercise checks pass.
+
+A JupyterHub service managed by the hub (``service_config()`` is its entry in
+``c.JupyterHub.services``, ``roles()`` what it may read), running as root
+beside the hub so that it can read every student's progress file and see
+their processes. One page at ``/services/instructor/`` (refreshes itself)
+and the same data as JSON at ``/services/instructor/api/students``. Login is
+the hub's own OAuth (``HubOAuthenticated``): only users with the scope
+``access:services!service=instructor`` get in, which hub admins have (the
+workshop's instructors); ``roles(instructors=[...])`` grants it to others.
+
+Per student (a user the hub knows, from its REST API with the service's token):
+
+- server: running, starting, stopping or stopped (the hub says);
+- lab VMs: the pids of QEMU processes owned by the student's unix uid whose
+  command line names labkit's guest init (``MARKER``, as ``labkit cleanup``
+  finds them);
+- exercises: the latest verdict per exercise from the student's own
+  ``~/.cache/labkit/progress.jsonl`` (``labkit.exercises.record``); a file
+  that is a symlink, not regular, or not owned by the student is not read;
+- last activity: the latest of the hub's activity and the last check.
+
+JupyterHub is imported only when the service runs, so this module imports without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import html
+import json
+import os
+import pwd
+import socket
+import stat
+import sys
+import time
+from datetime import datetime, timezone
+
+from labkit import paths
+
+NAME = "instructor"
+PROGRESS = "{home}/.cache/labkit/progress.jsonl"  # where a student's checks are recorded; {home} {name} {uid}
+MARKER = f"init={paths.GUEST_DIR / 'init'}".encode()  # in every lab VM's QEMU command line
+MAX_READ = 4 << 20  # the last 4 MiB of a progress file are plenty
+SCOPES = ["list:users", "read:users", "read:servers"]
+
+
+# -- the hub's side -------------------------------------------------------------------------
+
+
+def service_config(prefix_dir: str, state_dir: str, port: int = 0, progress: str = PROGRESS) -> dict:
+    """The ``c.JupyterHub.services`` entry: the hub starts it (as root) with the install's Python."""
+    port = port or _free_port()
+    return {
+        "name": NAME,
+        "display": True,
+        "info": {"description": "students, their lab VMs and exercise checks"},
+        "url": f"http://127.0.0.1:{port}",
+        "command": [os.path.join(prefix_dir, "venv", "bin", "python"), "-m", "labkit.hub.instructor",
+                    "--progress", progress],
+        "cwd": state_dir,
+        "oauth_no_confirm": True,
+    }
+
+
+def roles(service: dict | None = None, instructors=()) -> list[dict]:
+    """The ``c.JupyterHub.load_roles`` entries: what the service may read; who may open it besides admins."""
+    name = (service or {}).get("name", NAME)
+    out = [{"name": "skb-lab-instructor-view", "description": "the instructor view reads users and servers",
+            "scopes": list(SCOPES), "services": [name]}]
+    if instructors:
+        out.append({"name": "skb-lab-instructor", "description": "may open the instructor view",
+                    "scopes": [f"access:services!service={name}"], "users": list(instructors)})
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the data -------------------------------------------------------------------------------
+
+
+def read_progress(path, uid: int | None = None) -> list[dict]:
+    """The records of a progress file; [] if it is missing, a symlink, not a regular file or
+    (with uid) not owned by uid. Lines that are not JSON objects are skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return []
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (uid is not None and st.st_uid != uid):
+            return []
+        if st.st_size > MAX_READ:
+            fh.seek(st.st_size - MAX_READ)
+            fh.readline()  # a partial line
+        data = fh.read(MAX_READ)
+    out = []
+    for line in data.splitlines():
+        with contextlib.suppress(ValueError):
+            rec = json.loads(line)
+            if isinstance(rec, dict) and isinstance(rec.get("exercise"), str):
+                out.append(rec)
+    return out
+
+
+def latest(records: list[dict]) -> dict:
+    """Per exercise: {"passed", "summary", "when", "mode", "tries"} of the last verdict that judged
+    something (live), else of the last one (a replay's "not checked")."""
+    out = {}
+    for rec in records:
+        ex = rec["exercise"]
+        prev = out.get(ex)
+        tries = (prev["tries"] if prev else 0) + 1
+        if prev is None or rec.get("passed") is not None or prev["passed"] is None:
+            out[ex] = {k: rec.get(k) for k in ("passed", "summary", "when", "mode", "lesson")}
+        out[ex]["tries"] = tries
+    return out
+
+
+def lab_vms_by_uid(marker: bytes = MARKER) -> dict[int, list[int]]:
+    """{uid: [pid, ...]} of the lab VMs' QEMU processes on this machine."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as fh:
+                cmd = fh.read()
+            uid = os.stat(f"/proc/{d}").st_uid
+        except OSError:
+            continue
+        if b"qemu-system" in cmd and marker in cmd:
+            out.setdefault(uid, []).append(int(d))
+    return {uid: sorted(pids) for uid, pids in out.items()}
+
+
+def _when(text):
+    if not text:
+        return None
+    with contextlib.suppress(ValueError, TypeError):
+        t = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return None
+
+
+def _server_state(user: dict) -> str:
+    server = (user.get("servers") or {}).get("")
+    if server is None:
+        return "stopped"
+    if server.get("pending"):
+        return {"spawn": "starting", "stop": "stopping"}.get(server["pending"], server["pending"])
+    return "running" if server.get("ready") else "starting"
+
+
+def students(users: list[dict], progress: str = PROGRESS, vms: dict | None = None) -> list[dict]:
+    """One row per hub user (the hub's user models, as from GET /users) with what this machine knows."""
+    vms = lab_vms_by_uid() if vms is None else vms
+    rows = []
+    for u in sorted(users, key=lambda u: u["name"]):
+        try:
+            pw = pwd.getpwnam(u["name"])
+        except KeyError:
+            pw = None
+        ex = latest(read_progress(progress.format(home=pw.pw_dir, name=pw.pw_name, uid=pw.pw_uid), pw.pw_uid)
+                    ) if pw else {}
+        server = (u.get("servers") or {}).get("") or {}
+        times = [t for t in (_when(u.get("last_activity")), _when(server.get("last_activity")),
+                             *(_when(e["when"]) for e in ex.values())) if t]
+        rows.append({
+            "name": u["name"],
+            "admin": bool(u.get("admin")),
+            "uid": pw.pw_uid if pw else None,
+            "server": _server_state(u),
+            "lab_vms": vms.get(pw.pw_uid, []) if pw else [],
+            "exercises": ex,
+            "passed": sorted(k for k, e in ex.items() if e["passed"]),
+            "last_activity": max(times).isoformat(timespec="seconds") if times else None,
+        })
+    return rows
+
+
+def exercise_ids(rows) -> list[str]:
+    from labkit import exercises
+
+    return sorted(set(getattr(exercises, "CHECKS", {})) | {k for r in rows for k in r["exercises"]})
+
+
+def report(users: list[dict], progress: str = PROGRESS) -> dict:
+    rows = students(users, progress)
+    return {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "exercises": exercise_ids(rows),
+            "students": rows}
+
+
+# -- the page -------------------------------------------------------------------------------
+
+_STYLE = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+          "td,th{border:1px solid #ccc;padding:4px 8px;text-align:center}td.name{text-align:left}"
+          ".ok{background:#e8f5e9;color:#2e7d32}.no{background:#ffebee;color:#c62828}.na{color:#999}")
+
+
+def render(data: dict, api_url: str = "api/students") -> str:
+    """The page for a report(): one row per student."""
+    e = html.escape
+    heads = "".join(f"<th>{e(x)}</th>" for x in data["exercises"])
+    rows = []
+    for r in data["students"]:
+        cells = []
+        for x in data["exercises"]:
+            v = r["exercises"].get(x)
+            if v is None:
+                cells.append('<td class="na">&ndash;</td>')
+                continue
+            cls, mark = {True: ("ok", "passed"), False: ("no", "not yet"), None: ("na", "not checked")}[v["passed"]]
+            tip = f"{v.get('summary') or ''} ({v.get('tries')} tries, last {v.get('when')}, {v.get('mode')})"
+            cells.append(f'<td class="{cls}" title="{e(tip)}">{mark}</td>')
+        vms = ", ".join(str(p) for p in r["lab_vms"]) or "&ndash;"
+        who = e(r["name"]) + (" (admin)" if r["admin"] else "")
+        rows.append(f'<tr><td class="name">{who}</td><td>{e(r["server"])}</td><td>{vms}</td>{"".join(cells)}'
+                    f'<td>{e(r["last_activity"] or "never")}</td></tr>')
+    running = sum(1 for r in data["students"] if r["lab_vms"])
+    return (f'<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="10">'
+            f"<title>Workshop: students</title><style>{_STYLE}</style></head><body>"
+            f"<h2>Students ({len(data['students'])}; {running} with a lab VM)</h2>"
+            f"<table><tr><th>student</th><th>server</th><th>lab VM (QEMU pids)</th>{heads}"
+            f"<th>last activity</th></tr>{''.join(rows)}</table>"
+            f'<p>As of {e(data["when"])}; this page refreshes every 10 s. The same as JSON: '
+            f'<a href="{e(api_url)}">{e(api_url)}</a>.</p></body></html>')
+
+
+# -- the service ----------------------------------------------------------------------------
+
+
+async def hub_users() -> list[dict]:
+    """Every user model from the hub's REST API (all pages), with the service's token."""
+    from tornado.httpclient import AsyncHTTPClient
+
+    api = os.environ["JUPYTERHUB_API_URL"].rstrip("/")
+    headers = {"Authorization": f"token {os.environ['JUPYTERHUB_API_TOKEN']}",
+               "Accept": "application/jupyterhub-pagination+json"}
+    client, users, offset = AsyncHTTPClient(), [], 0
+    while True:
+        resp = await client.fetch(f"{api}/users?offset={offset}&limit=200", headers=headers)
+        page = json.loads(resp.body)
+        if isinstance(page, list):  # a hub without pagination
+            return users + page
+        users += page["items"]
+        nxt = (page.get("_pagination") or {}).get("next")
+        if not nxt or not page["items"]:
+            return users
+        offset = nxt["offset"]
+
+
+def make_app(progress: str = PROGRESS, prefix: str | None = None):
+    from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+    from jupyterhub.utils import url_path_join
+    from tornado import web
+
+    prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX", f"/services/{NAME}/")
+
+    class Page(HubOAuthenticated, web.RequestHandler):
+        @web.authenticated
+        async def get(self):
+            self.set_header("Cache-Control", "no-store")
+            self.write(render(report(await hub_users(), progress)))
+
+    class Api(HubOAuthenticated, web.RequestHandler):
+        def get_login_url(self):  # a script gets a 403, not a redirect to the login page
+            raise web.HTTPError(403)
+
+        @web.authenticated
+        async def get(self):
+            self.set_header("Content-Type", "application/json")
+            self.set_header("Cache-Control", "no-store")
+            self.write(json.dumps(report(await hub_users(), progress)))
+
+    return web.Application([
+        (prefix, Page),
+        (url_path_join(prefix, "api/students"), Api),
+        (url_path_join(prefix, "oauth_callback"), HubOAuthCallbackHandler),
+    ], cookie_secret=os.urandom(32))
+
+
+def main(argv=None):
+    from urllib.parse import urlsplit
+
+    from tornado.ioloop import IOLoop
+
+    ap = argparse.ArgumentParser(prog="python -m labkit.hub.instructor", description=__doc__.split("\n")[0])
+    ap.add_argument("--progress", default=PROGRESS, help="a student's progress file ({home} {name} {uid})")
+    args = ap.parse_args(argv)
+    url = urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", ""))
+    if not url.port or "JUPYTERHUB_API_TOKEN" not in os.environ:
+        sys.exit("the instructor view runs as a JupyterHub service: `labkit hub start` starts it")
+    make_app(args.progress).listen(url.port, url.hostname or "127.0.0.1")
+    print(f"instructor view on {url.geturl()} ({time.strftime('%H:%M:%S')})", flush=True)
+    IOLoop.current().start()
+
+
+if __name__ == "__main__":
+    main()
