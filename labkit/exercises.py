@@ -68,7 +68,7 @@ def record(v: Verdict, check: str, mode: str) -> None:
         line["notebook"] = os.environ["JPY_SESSION_NAME"]
     path = progress_path()
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        paths.private_dir(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, (json.dumps(line) + "\n").encode())  # one write: lines from two kernels never mix

@@ -204,9 +204,8 @@ def running_slot(cfg: Config | None | str = "env") -> Slot:
 
 
 def _own_lock() -> int | None:
-    d = paths.cache_dir()
     try:
-        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        d = paths.private_dir(paths.cache_dir())
         return os.open(d / USER_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError:
         return None
