@@ -86,7 +86,8 @@ def _checked(exercise):
         def run(lab, *args, quiet=False, **kw):
             if not lab.live:
                 v = Verdict(exercise, None, "this check runs your work on the lab kernel; this notebook is a replay",
-                            ["open the live lab with ./lab open (or set MODE = 'live') and run the check there"])
+                            [getattr(lab, "fallback", None) or
+                             "open the live lab with ./lab open (or set MODE = 'live') and run the check there"])
             else:
                 try:
                     v = fn(lab, *args, **kw)

@@ -60,3 +60,10 @@ def test_a_cache_that_cannot_be_written_never_fails_the_check(cache):
     v = passes(SimpleNamespace(live=True, mode="live"), quiet=True)
     assert v.passed is True
     assert not os.path.isdir(cache)
+
+
+def test_a_replay_because_of_the_vm_cap_says_why_in_the_check(cache):
+    why = "all 2 lab VMs on this server are in use; this notebook replays recordings made on the lab kernel"
+    v = passes(SimpleNamespace(live=False, mode="replay", fallback=why), quiet=True)
+    assert v.passed is None and v.lines == [why]
+    assert "./lab open" in passes(SimpleNamespace(live=False, mode="replay"), quiet=True).lines[0]
