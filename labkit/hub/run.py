@@ -234,12 +234,12 @@ def banner(s: Settings, layout, running, booting, took, log) -> str:
              f"    workshop code:  {s.code}      (any username, the code as password)"]
     if s.admins:
         lines.append(f"    admin:          {admins}, admin code {s.admin_code}  (keep it to yourself)")
+    if s.ip == "127.0.0.1":
+        lines.append("    (serving 127.0.0.1 only: --ip 0.0.0.0 for the room, behind TLS or with --ssl-cert)")
     lines += ["",
               f"per student: {s.memory} memory, {s.cpus:g} CPU ({layout.describe()}); servers idle for "
               f"{s.idle_timeout} s are stopped; lab VMs: {running} running, {booting} booting at once",
               f"log: {log}", "Ctrl-C stops the hub and every student's server."]
-    if s.ip == "127.0.0.1":
-        lines.insert(4, "    (serving 127.0.0.1 only: --ip 0.0.0.0 for the room, behind TLS or with --ssl-cert)")
     return "\n".join(lines)
 
 

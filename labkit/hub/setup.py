@@ -43,11 +43,13 @@ def say(text):
     sys.stderr.flush()
 
 
-def run(argv, what, **kw):
+def run(argv, what, fix="see the output below, fix it, run again", **kw):
     res = subprocess.run(argv, capture_output=True, text=True, **kw)
     if res.returncode != 0:
-        raise LabError(f"{what} failed (exit {res.returncode})", fix="see the output below, fix it, run again",
-                       details=(res.stdout + res.stderr)[-3000:])
+        said = [ln for ln in res.stderr.splitlines() if ln.startswith("labkit: ")]
+        if said:  # labkit's own one-line error says it best
+            raise LabError(f"{what}: {said[-1].removeprefix('labkit: ').split(' -- ')[0]}", fix=fix)
+        raise LabError(f"{what} failed (exit {res.returncode})", fix=fix, details=(res.stdout + res.stderr)[-3000:])
     return res.stdout
 
 
@@ -63,6 +65,7 @@ def copy_source(project: Path, prefix: Path) -> Path:
     files = tracked_files(project)
     new = Path(tempfile.mkdtemp(prefix=".src-", dir=prefix))
     try:
+        os.chmod(new, 0o755)
         for rel in files:
             dst = new / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +138,8 @@ def install_kernel(prefix: Path, artifact: str | None) -> str:
             artifact = os.path.join(tmp, "lab-kernel.tar")
             say("kernel: exporting your lab kernel (labkit kernel path)")
             run([sys.executable, "-m", "labkit.cli", "kernel", "export", "-o", artifact],
-                "labkit kernel export", cwd=paths.PROJECT)
+                "no lab kernel to install", cwd=paths.PROJECT,
+                fix="build it first (labkit kernel build) or give an exported one: --kernel FILE")
         say(f"kernel: importing {artifact} into {prefix / 'kernel'}")
         out = run([*labkit, "kernel", "import", str(Path(artifact).absolute()), "--to", str(prefix / "kernel")],
                   "labkit kernel import", cwd=str(prefix / "src"), env={**os.environ, "LABKIT_KERNEL_DIR": ""})

@@ -1,0 +1,262 @@
+"""The workshop hub on this machine: install, students' servers as their own users, and stops that leave nothing.
+
+One install (``labkit hub setup`` into a fresh prefix) and one hub (``labkit
+hub start`` on 127.0.0.1) for the module; students with random names log
+in over HTTP; their lab VMs are started in their own kernels through their
+own servers. A lab VM must die, and its run folder go, however its owner
+goes: the server stopped through the hub, the idle culler, a kernel
+restart, the server killed (as the OOM killer does), the hub stopped. The
+test users are removed at the end (userdel -r), and only they.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need
+from tests.host import hubtools as ht
+from tests.host.conftest import PROJECT
+
+pytestmark = pytest.mark.timeout(900)
+
+START_VM = ("from labkit import Lab\n"
+            "lab = Lab()\n"
+            "lab.start()\n"
+            "print('VM', lab.pid, lab.rundir)\n")
+
+
+@pytest.fixture(scope="module")
+def install():
+    need(os.geteuid() == 0, "the hub creates unix users and cgroups: root only", "run the tests as root")
+    need(bool(shutil.which("npm") and shutil.which("node")), "nodejs and npm are not installed",
+         "apt-get install nodejs npm (./lab hub does it)")
+    need(bool(shutil.which("qemu-system-x86_64")), "QEMU is not installed", "run: ./lab setup")
+    from labkit.hub import cgroups
+
+    need(cgroups.detect() is not None, "no cgroup with memory and cpu controllers here", "boot with cgroup v2")
+    path = subprocess.run([str(PROJECT / ".venv" / "bin" / "labkit"), "kernel", "path"], capture_output=True,
+                          text=True, cwd=PROJECT)
+    need(path.returncode == 0, "no lab kernel to install", "run: labkit kernel build")
+    # Not under /tmp: the lab VM mounts a /tmp of its own over the host's.
+    prefix = Path(tempfile.mkdtemp(prefix="skb-lab-hubtest-", dir="/var/tmp"))
+    os.chmod(prefix, 0o755)
+    try:
+        res = ht.setup(prefix)
+        assert res.returncode == 0, f"labkit hub setup failed:\n{res.stdout}\n{res.stderr}"
+        yield prefix
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def hub(install):
+    hub = ht.start_hub(install, admin=f"teach-{os.urandom(3).hex()}")
+    try:
+        yield hub
+    finally:
+        hub.stop()
+        ht.remove_users(hub.users)
+
+
+@pytest.fixture(scope="module")
+def students(hub):
+    """Two students logged in, their servers running."""
+    a, b = (ht.login(hub, n) for n in ht.test_names(2))
+    for s in (a, b):
+        ht.spawn(hub, s)
+    return a, b
+
+
+def assert_nothing_left(name):
+    uid = ht.uid_of(name)
+    left = ht.procs_of(uid)
+    assert not left, f"processes of {name} left: {left}"
+    assert not ht.cgroup_left(name), f"the cgroup of {name} is still there"
+    assert not ht.run_folders(name), f"run folders of {name} left: {ht.run_folders(name)}"
+
+
+def start_vm(hub, student):
+    """A kernel in the student's server with a lab VM up; (kernel, QEMU pid)."""
+    k = ht.kernel(hub, student, timeout=300)
+    k.start()
+    res = k.execute(START_VM)
+    text = "".join(o.get("text", "") for o in res["outputs"])
+    assert res["status"] == "ok", f"the VM did not start in {student.name}'s kernel: {res['outputs']}"
+    qemus = ht.qemus_of(ht.uid_of(student.name))
+    assert qemus, f"no QEMU of {student.name} after: {text}"
+    return k, qemus[0]
+
+
+def close_quietly(k):
+    if k.ws is not None:
+        k.ws.close()
+        k.ws = None
+    k.loop.close()
+
+
+# -- the install -----------------------------------------------------------------------------
+
+
+def test_install_is_read_only_for_students(install):
+    for root, dirs, files in os.walk(install):
+        if Path(root) == install and "state" in dirs:
+            dirs.remove("state")
+        for name in dirs + files:
+            p = os.path.join(root, name)
+            st = os.lstat(p)
+            assert st.st_uid == 0, f"{p} is not root's"
+            assert os.path.islink(p) or not st.st_mode & 0o022, f"{p} is writable by others ({st.st_mode:o})"
+    assert os.path.realpath(install / "venv" / "bin" / "python").startswith("/usr/bin/python3")
+    assert not (install / "src" / "bpf" / "build").exists()
+    assert (install / "src" / "notebooks" / "01_first_storage.ipynb").is_file()
+    nobody = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                             str(install / "venv" / "bin" / "python"), "-c",
+                             "import labkit, jupyterhub; from labkit import kernel; print(kernel.kernel_path())"],
+                            capture_output=True, text=True, cwd="/",
+                            env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent",
+                                 "LABKIT_KERNEL_DIR": __import__("json").loads(
+                                     (install / "setup.json").read_text())["kernel_dir"]})
+    assert nobody.returncode == 0, nobody.stderr
+
+
+# -- logging in ------------------------------------------------------------------------------
+
+
+def test_login_needs_the_code_and_a_workshop_name(hub):
+    name = ht.test_names(1, "login")[0]
+    with pytest.raises(PermissionError):
+        ht.login(hub, name, code="wrong-code")
+    with pytest.raises(PermissionError):
+        ht.login(hub, "../etc", code=hub.code)
+    with pytest.raises(PermissionError):
+        ht.login(hub, "9starts-with-a-digit")
+    with pytest.raises(PermissionError):  # the room's code does not make anyone an admin
+        ht.login(hub, hub.admin, code=hub.code)
+    s = ht.login(hub, name.upper())
+    assert s.name == f"lab-{name}"
+    entry = __import__("pwd").getpwnam(s.name)
+    assert entry.pw_gecos.startswith("skb-lab-hub") and entry.pw_uid != 0
+    assert (os.stat(entry.pw_dir).st_mode & 0o777) == 0o700
+    again = ht.login(hub, name)  # the same name comes back to the same account
+    assert again.name == s.name
+    teacher = ht.login(hub, hub.admin, code=hub.admin_code)
+    assert teacher.api("GET", f"/users/{teacher.name}").json()["admin"] is True
+
+
+# -- servers -----------------------------------------------------------------------------------
+
+
+def test_each_server_runs_as_its_student_in_its_cgroup(hub, students):
+    from labkit.hub import cgroups
+
+    layout = cgroups.detect()
+    for s in students:
+        uid = ht.uid_of(s.name)
+        pid = ht.server_pid(uid)
+        assert pid, f"no jupyterhub-singleuser process of {s.name}: {ht.procs_of(uid)}"
+        status = Path(f"/proc/{pid}/status").read_text()
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+        assert set(map(int, uids)) == {uid}, f"{s.name}'s server runs with uids {uids}"
+        assert pid in cgroups.StudentCgroup(layout, s.name).pids()
+        home = Path(__import__("pwd").getpwnam(s.name).pw_dir)
+        lab = home / "lab"
+        assert (lab / "00_index.ipynb").is_file() and (lab / "01_first_storage.ipynb").is_file()
+        assert os.stat(lab / "01_first_storage.ipynb").st_uid == uid
+
+
+def test_a_student_cannot_read_another_students_notebooks(hub, students):
+    a, b = students
+    b_nb = Path(__import__("pwd").getpwnam(b.name).pw_dir) / "lab" / "01_first_storage.ipynb"
+    with ht.kernel(hub, a) as k:
+        res = k.execute(f"import os\nprint(os.getuid())\nopen({str(b_nb)!r}).read()")
+    assert any(o.get("ename") == "PermissionError" for o in res["outputs"]), res["outputs"]
+    assert ht.as_user(a.name, ["cat", str(b_nb)]).returncode != 0
+
+
+def test_work_persists_across_a_server_restart(hub, students):
+    a = students[0]
+    mine = Path(__import__("pwd").getpwnam(a.name).pw_dir) / "lab" / "01_first_storage.ipynb"
+    ht.as_user(a.name, ["sh", "-c", f"echo '{{}}' > {mine}"]).check_returncode()
+    ht.stop(hub, a)
+    ht.spawn(hub, a)
+    assert mine.read_text().strip() == "{}", "the student's notebook was overwritten by a new copy"
+
+
+# -- a lab VM dies with whatever owns it ---------------------------------------------------------
+
+
+def test_vm_dies_when_the_hub_stops_the_server(hub, students):
+    a = students[0]
+    k, qemu = start_vm(hub, a)
+    from labkit.hub import cgroups
+
+    assert qemu in cgroups.StudentCgroup(cgroups.detect(), a.name).pids(), "the student's QEMU is outside its cgroup"
+    close_quietly(k)
+    ht.stop(hub, a)
+    assert_nothing_left(a.name)
+
+
+def test_vm_dies_with_a_kernel_restart(hub, students):
+    b = students[1]
+    k, qemu = start_vm(hub, b)
+    try:
+        r = k.http.post(k.base + f"api/kernels/{k.kernel_id}/restart", timeout=120)
+        assert r.status_code == 200, r.text
+        ht.wait_until(lambda: not ht.qemus_of(ht.uid_of(b.name)), 60, "QEMU gone after the kernel restart")
+        ht.wait_until(lambda: not ht.run_folders(b.name), 30, "run folder gone after the kernel restart")
+        assert ht.server(b), "the server itself should still run"
+    finally:
+        k.shutdown()
+
+
+def test_vm_dies_when_the_server_is_killed(hub, students):
+    """SIGKILL to the server, as the OOM killer sends: the hub's poll finds it dead and cleans up."""
+    b = students[1]
+    k, qemu = start_vm(hub, b)
+    close_quietly(k)
+    os.kill(ht.server_pid(ht.uid_of(b.name)), signal.SIGKILL)
+    ht.wait_gone(hub, b, timeout=90)
+    ht.wait_until(lambda: not ht.procs_of(ht.uid_of(b.name)), 60, f"every process of {b.name} gone")
+    assert_nothing_left(b.name)
+
+
+def test_idle_culler_stops_the_server_and_its_vm(install):
+    hub = ht.start_hub(install, state=install / "state-cull", idle_timeout=20)
+    try:
+        s = ht.login(hub, ht.test_names(1, "idle")[0])
+        ht.spawn(hub, s)
+        k, qemu = start_vm(hub, s)
+        close_quietly(k)
+        ht.wait_gone(hub, s, timeout=150)
+        ht.wait_until(lambda: not ht.procs_of(ht.uid_of(s.name)), 60, f"every process of {s.name} gone")
+        assert_nothing_left(s.name)
+        log = (hub.state / "jupyterhub.log").read_text()
+        assert f"DELETE /hub/api/users/{s.name}/server (idle-culler@" in log, "not stopped by the culler"
+    finally:
+        hub.stop()
+        ht.remove_users(hub.users)
+
+
+def test_stopping_the_hub_leaves_nothing(hub, students):
+    a, b = students
+    ht.spawn(hub, a)
+    ht.spawn(hub, b)
+    k, qemu = start_vm(hub, a)
+    close_quietly(k)
+    proxy = int((hub.state / "proxy.pid").read_text())
+    assert hub.stop() == 0, hub.log()
+    for s in (a, b):
+        assert_nothing_left(s.name)
+    for f in ("jupyterhub.pid", "proxy.pid", "labkit-hub.pid"):
+        assert not (hub.state / f).exists(), f"{f} left in the state directory"
+    with pytest.raises(ProcessLookupError):
+        os.kill(proxy, 0)
+    from labkit.hub import cgroups
+
+    layout = cgroups.detect()
+    assert not set(cgroups.existing(layout)) & set(hub.users)
