@@ -22,8 +22,8 @@ from labkit import paths, tools
 from labkit.errors import VMError
 
 # Folders that never become the guest's writable export, nor anything under
-# them: they are the host system, not a learner's work (``/`` and ``/var``
-# themselves are refused, folders under them are not).
+# them: they are the host system, not a learner's work (``/``, ``/var`` and
+# the shared ``/tmp`` themselves are refused, folders under them are not).
 SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
                 "/run", "/sbin", "/sys", "/usr")
 
@@ -32,7 +32,7 @@ def check_workdir(workdir) -> Path:
     """The directory the guest may write, made absolute; a system folder is refused."""
     path = Path(os.path.abspath(workdir))
     text = str(path)
-    if text in ("/", "/var") or any(text == d or text.startswith(d + "/") for d in SYSTEM_TREES):
+    if text in ("/", "/var", "/tmp", "/var/tmp") or any(text == d or text.startswith(d + "/") for d in SYSTEM_TREES):
         raise VMError(f"the lab VM may write only a working folder of yours, not {path}",
                       fix="run from your lab folder (e.g. cd ~/lab), or pass workdir=")
     if not path.is_dir():
@@ -122,6 +122,10 @@ def qemu_argv(kernel: Path, rundir: Path, *, accel: str, cpus: int, memory: str,
         # The host's root, read-only: QEMU refuses every write through it.
         "-fsdev", "local,id=root,path=/,security_model=none,readonly=on,multidevs=remap",
         "-device", "virtio-9p-pci,fsdev=root,mount_tag=root",
+        # ... and again (a 9p export mounts once), for init and the agent to
+        # bind folders the guest's own /tmp and /run cover.
+        "-fsdev", "local,id=hostro,path=/,security_model=none,readonly=on,multidevs=remap",
+        "-device", "virtio-9p-pci,fsdev=hostro,mount_tag=hostro",
         # The learner's working folder: the only place the guest writes.
         "-fsdev", f"local,id=work,path={_fsdev_path(workdir)},security_model=none,multidevs=remap",
         "-device", "virtio-9p-pci,fsdev=work,mount_tag=work",

@@ -117,13 +117,22 @@ class Lab:
         if not vmlinux.is_file():
             raise VMError(f"no vmlinux in {self.kernel_dir}", fix="run: labkit kernel build")
         tools.require("qemu-system-x86_64")  # before anything is created on disk
-        self.workdir = check_workdir(self.workdir or os.getcwd())
+        if self.workdir is not None:
+            self.workdir = check_workdir(self.workdir)
         if self.accel is None:
             self.accel, self.accel_why = choose_accel(self.kernel_dir)
         if self.rundir is None:
             self.rundir = Path(tempfile.mkdtemp(prefix="run-", dir=paths.run_dir()))
             self._own_rundir = True
         try:
+            if self.workdir is None:
+                try:
+                    self.workdir = check_workdir(os.getcwd())
+                except VMError:
+                    # Started from / or /tmp: the guest writes a scratch folder
+                    # of its own; the current directory stays read-only.
+                    self.workdir = self.rundir / "work"
+                    self.workdir.mkdir(exist_ok=True)
             argv = qemu_argv(vmlinux, self.rundir, accel=self.accel, cpus=self.cpus,
                              memory=self.memory, python=_guest_python(), workdir=self.workdir,
                              visible=guest_visible())

@@ -67,10 +67,13 @@ def test_vm_run_in_a_folder_writes_only_there(vm_ready, tmp_path, outside):
     assert "Read-only file system" in res.stderr
 
 
-def test_a_system_folder_is_refused_as_working_folder(vm_ready):
-    res = labkit("vm", "run", "--", "true", cwd="/")
-    assert res.returncode == 2
-    assert "may write only a working folder of yours, not /" in res.stderr
+def test_run_from_a_system_folder_writes_nothing_there(vm_ready):
+    """From / (or the shared /tmp) the guest gets a scratch folder of its own
+    to write; the folder it was started in stays read-only."""
+    res = labkit("vm", "run", "--", "sh", "-c", "pwd; touch seal-test-from-root", cwd="/")
+    assert res.returncode != 0 and res.stdout.strip() == "/"
+    assert "Read-only file system" in res.stderr
+    assert not __import__("os").path.exists("/seal-test-from-root")
 
 
 def test_a_lab_object_refuses_the_root(vm_ready):

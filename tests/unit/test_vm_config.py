@@ -34,7 +34,7 @@ def test_only_the_workdir_is_exported_writable(tmp_path, monkeypatch):
     assert writable == [f"local,id=work,path={tmp_path}/a,,b,security_model=none,multidevs=remap"]
 
 
-@pytest.mark.parametrize("bad", ["/", "/etc", "/usr/lib", "/var", "/run/labkit"])
+@pytest.mark.parametrize("bad", ["/", "/etc", "/usr/lib", "/var", "/run/labkit", "/tmp"])
 def test_a_system_folder_is_never_the_workdir(bad):
     with pytest.raises(VMError, match="only a working folder"):
         qemu.check_workdir(bad)
