@@ -51,10 +51,17 @@ def live_possible() -> tuple[bool, str]:
         kdir = kernel.kernel_path()
     except LabError as exc:
         return False, f"the lab kernel is not built ({exc.message}; ./lab setup)"
-    if not (paths.BPF_BUILD_DIR / "observe.bpf.o").exists():
-        return False, "the lab's BPF programs are not built (labkit bpf build)"
-    if not os.access(paths.PROJECT, os.W_OK):
-        return False, f"{paths.PROJECT} is not writable (the lab VM writes its results there)"
+    if not (paths.bpf_build_dir() / "observe.bpf.o").exists():
+        # A learner on a shared install compiles the lab's programs into
+        # their own cache, once (a few seconds).
+        if not tools.which("clang"):
+            return False, "the lab's BPF programs are not built and clang is not installed (./lab setup)"
+        from labkit import bpfbuild
+
+        try:
+            bpfbuild.build_all(kernel_dir=kdir)
+        except LabError as exc:
+            return False, f"the lab's BPF programs do not compile here ({exc.message})"
     return True, f"lab kernel in {kdir}"
 
 
