@@ -45,3 +45,31 @@ def vm_ready():
     yield Path(kdir)
     left = set(lab_qemus()) - before
     assert not left, f"QEMU processes left behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def hub_install():
+    """One workshop install (``labkit hub setup`` into a fresh prefix) for the
+    whole run: the hub tests and the workshop test start their hubs from it."""
+    import shutil
+    import tempfile
+
+    need(os.geteuid() == 0, "the hub creates unix users and cgroups: root only", "run the tests as root")
+    need(bool(shutil.which("npm") and shutil.which("node")), "nodejs and npm are not installed",
+         "apt-get install nodejs npm (./lab hub does it)")
+    need(bool(shutil.which("qemu-system-x86_64")), "QEMU is not installed", "run: ./lab setup")
+    from labkit.hub import cgroups
+    from tests.host import hubtools
+
+    need(cgroups.detect() is not None, "no cgroup with memory and cpu controllers here", "boot with cgroup v2")
+    path = labkit("kernel", "path")
+    need(path.returncode == 0, "no lab kernel to install", "run: labkit kernel build")
+    # Not under /tmp: the lab VM mounts a /tmp of its own over the host's.
+    prefix = Path(tempfile.mkdtemp(prefix="skb-lab-hubtest-", dir="/var/tmp"))
+    os.chmod(prefix, 0o755)
+    try:
+        res = hubtools.setup(prefix)
+        assert res.returncode == 0, f"labkit hub setup failed:\n{res.stdout}\n{res.stderr}"
+        yield prefix
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)

@@ -1,0 +1,224 @@
+"""A workshop on this machine, end to end: the hub on 127.0.0.1 with three
+students created by logging in; two run lesson 01 live through their own
+server's kernel (the way their browser's kernel does), the third in
+headless Chromium through JupyterHub's login page and JupyterLab; each
+exercise check judges that student's own work (A solved it, B and C did
+not). Then the students try each other's things: A cannot read B's
+notebooks, reach B's VM socket or stop B's VM (not even with `labkit
+cleanup`), and A's guest cannot write outside A's lab folder nor read B's
+files. Stopping the hub leaves no QEMU, no server process and no run folder.
+
+Everything is real: the hub's own CLI, HTTP, the students' own unix users,
+their own lab VMs under TCG. The students are removed at the end (only
+they).
+"""
+
+import json
+import os
+import pwd
+import shutil
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from labkit import paths
+from tests.conftest import need
+from tests.host import hubtools as ht
+
+pytestmark = pytest.mark.timeout(1800)
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+LESSON = paths.PROJECT / "notebooks" / "01_first_storage.ipynb"
+SOLUTION = paths.PROJECT / "notebooks" / "solutions" / "01_first_storage.ipynb"
+ART = paths.PROJECT / "artifacts" / "workshop"
+
+
+def solved_lesson() -> nbformat.NotebookNode:
+    """Lesson 01 as a learner who solved it has it: the exercise cell holds the solution's program."""
+    nb = nbformat.read(LESSON, as_version=4)
+    sol = nbformat.read(SOLUTION, as_version=4)
+    answer = next(c for c in sol.cells if c.cell_type == "code" and c.source.startswith("%%bpf"))
+    cell = next(c for c in nb.cells if "exercise" in c.metadata.get("tags", []))
+    cell.source = answer.source
+    return nb
+
+
+def home(student) -> Path:
+    return Path(pwd.getpwnam(student.name).pw_dir)
+
+
+def save_as_student(student, nb):
+    """Save the notebook into the student's ~/lab through their server (JupyterLab's save)."""
+    url = f"{student.hub.url}/user/{student.name}/api/contents/01_first_storage.ipynb"
+    r = student.put(url, json={"type": "notebook", "format": "json", "content": nb},
+                    headers={"Authorization": f"token {student.token}"}, timeout=60)
+    assert r.status_code in (200, 201), r.text
+
+
+@pytest.fixture(scope="module")
+def workshop(hub_install):
+    hub = ht.start_hub(hub_install, state=hub_install / "state-workshop", admin=f"teach-{os.urandom(3).hex()}",
+                       max_vms=3)
+    try:
+        yield hub
+    finally:
+        hub.stop()
+        ht.remove_users(hub.users)
+
+
+def run_in_browser(hub, name, result):
+    """Student C: JupyterHub's login form, then lesson 01 run from JupyterLab's Run menu."""
+    from playwright.sync_api import sync_playwright
+
+    ART.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox"] if os.geteuid() == 0 else [])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{hub.url}/hub/login")
+            page.fill("input[name=username]", name)
+            page.fill("input[name=password]", hub.code)
+            page.click("input[type=submit], button[type=submit]")
+            page.wait_for_url("**/user/**", timeout=240_000)  # the hub spawns the server, then redirects
+            page.goto(page.url.split("/lab")[0].split("/tree")[0].rstrip("/") + "/lab/tree/01_first_storage.ipynb?reset")
+            page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell", timeout=120_000)
+            page.wait_for_timeout(2000)  # the kernel connects
+            page.click("li.lm-MenuBar-item:has-text('Run')")
+            page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
+            try:
+                page.wait_for_selector(".labkit-check", timeout=900_000)
+                page.wait_for_timeout(1000)
+            finally:
+                page.screenshot(path=str(ART / "student-c-01.png"), full_page=True)
+            static = page.locator(".jp-RenderedSVG img").evaluate_all("els => els.map(e => e.getAttribute('src'))")
+            result["graphs"] = [s for s in static if s.startswith("data:image/svg+xml") and "legend" in s]
+            result["live"] = page.locator(".labkit-banner:has-text('LIVE')").count()
+            result["check"] = page.locator(".labkit-check").first.inner_text()
+            errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+            result["tracebacks"] = [t for t in errors.all_inner_texts() if "Traceback" in t]
+        finally:
+            browser.close()
+
+
+def test_a_workshop_of_three(workshop):
+    need(os.path.exists(CHROMIUM), "student C uses Debian's chromium", "sudo apt-get install chromium")
+    hub = workshop
+    names = ht.test_names(3, "ws")
+    a, b = ht.login(hub, names[0]), ht.login(hub, names[1])
+    for s in (a, b):
+        ht.spawn(hub, s)
+    save_as_student(a, solved_lesson())  # A typed the answer and saved; B and C leave the starter
+
+    # -- the three run lesson 01 live at once, each on their own server and VM --
+    results, failures = {}, []
+
+    def drive(student, nb_path):
+        try:
+            nb = nbformat.read(nb_path, as_version=4)
+            k = ht.kernel(hub, student, timeout=900)
+            k.start()
+            from labkit.hub.drive import run_notebook
+
+            results[student.name] = {"kernel": k, **run_notebook(k, nb, cell_timeout=900)}
+        except Exception as exc:  # noqa: BLE001 - reported below with the student's name
+            failures.append(f"{student.name}: {type(exc).__name__}: {exc}")
+
+    a_copy = home(a) / "lab" / "01_first_storage.ipynb"
+    threads = [threading.Thread(target=drive, args=(a, a_copy)), threading.Thread(target=drive, args=(b, LESSON))]
+    for t in threads:
+        t.start()
+    c_result = {}
+    run_in_browser(hub, names[2], c_result)
+    for t in threads:
+        t.join()
+    assert not failures, f"{failures}\n{hub.log()}"
+    ra, rb = results[a.name], results[b.name]
+    try:
+        for who, r in (("A", ra), ("B", rb)):
+            assert not r["errors"], f"{who}: {r['errors'][:2]}"
+            assert not r["replay_banner"], f"{who} got replay instead of a live VM"
+            assert r["first_graph_s"] is not None, f"{who} saw no graph"
+        assert [c["passed"] for c in ra["checks"]] == [True], f"A solved the exercise: {ra['checks']}"
+        assert [c["passed"] for c in rb["checks"]] == [False], f"B left the starter: {rb['checks']}"
+        assert c_result["graphs"], "C's browser shows no lifetime graph"
+        assert c_result["live"] >= 1 and not c_result["tracebacks"], c_result
+        assert "not" in c_result["check"].lower() or "fail" in c_result["check"].lower(), c_result["check"]
+
+        # -- each student's VM is their own --
+        c = next(n for n in hub.users if n.endswith(names[2]))
+        uids = {s: ht.uid_of(s) for s in (a.name, b.name)}
+        for s, uid in uids.items():
+            assert len(ht.qemus_of(uid)) == 1, f"{s} should have one lab VM: {ht.procs_of(uid)}"
+        b_qemu = ht.qemus_of(uids[b.name])[0]
+        b_sock = Path(_pidfile(b_qemu)).parent / "ctl.sock"
+        assert b_sock.exists()
+        probe = ra["kernel"].execute(
+            "import os, socket, subprocess\n"
+            f"for what, f in [('notebook', lambda: open({str(home(b) / 'lab' / '01_first_storage.ipynb')!r}).read()),\n"
+            f"                ('socket', lambda: socket.socket(socket.AF_UNIX).connect({str(b_sock)!r})),\n"
+            f"                ('kill', lambda: os.kill({b_qemu}, 9))]:\n"
+            "    try:\n        f(); print(what, 'REACHED')\n"
+            "    except PermissionError:\n        print(what, 'refused')\n"
+            "r = subprocess.run(['labkit', 'cleanup'], capture_output=True, text=True)\n"
+            "print('cleanup', r.returncode)\n")
+        text = "".join(o.get("text", "") for o in probe["outputs"])
+        for what in ("notebook", "socket", "kill"):
+            assert f"{what} refused" in text, f"A could reach B's {what}: {text} {probe['outputs']}"
+        assert "cleanup 0" in text, text
+        assert ht.qemus_of(uids[b.name]) == [b_qemu], "labkit cleanup as A touched B's VM"
+        again = rb["kernel"].execute('print(len(lab.run("basic")) > 0)')
+        assert "True" in "".join(o.get("text", "") for o in again["outputs"]), again["outputs"]
+
+        # -- A's guest (root in A's VM): A's lab folder is writable, nothing else --
+        guest = ra["kernel"].execute(
+            "import json\n"
+            "vm = lab.session.lab\n"
+            f"for cmd in ['echo ok > in-lab.txt', 'echo x > {home(a)}/outside.txt',\n"
+            f"            'cat {home(b)}/lab/01_first_storage.ipynb > /dev/null',\n"
+            "            'echo x > /run/labkit/host/etc/labkit-workshop']:\n"
+            "    r = vm.run(['sh', '-c', cmd])\n"
+            "    print(json.dumps([r.code, r.err]))\n")
+        lines = [json.loads(x) for x in "".join(o.get("text", "") for o in guest["outputs"]).splitlines()]
+        assert len(lines) == 4, guest["outputs"]
+        assert lines[0] == [0, ""], lines[0]
+        assert lines[1][0] != 0 and "Read-only file system" in lines[1][1], lines[1]
+        assert lines[2][0] != 0 and "Permission denied" in lines[2][1], lines[2]
+        assert lines[3][0] != 0 and "Read-only file system" in lines[3][1], lines[3]
+        assert (home(a) / "lab" / "in-lab.txt").read_text() == "ok\n"
+        assert not (home(a) / "outside.txt").exists() and not Path("/etc/labkit-workshop").exists()
+
+        # -- the instructor's view sees who passed --
+        progress = {s: _progress(s) for s in (a.name, b.name, c)}
+        assert progress[a.name] == [True] and progress[b.name] == [False] and progress[c] == [False], progress
+    finally:
+        for r in (ra, rb):
+            r["kernel"].shutdown()
+
+    # -- stopping the hub leaves nothing --
+    students = [a.name, b.name, c]
+    assert hub.stop() == 0, hub.log()
+    for s in students:
+        uid = ht.uid_of(s)
+        assert not ht.procs_of(uid), f"processes of {s} left: {ht.procs_of(uid)}"
+        assert not ht.qemus_of(uid)
+        assert not ht.run_folders(s), f"run folders of {s} left: {ht.run_folders(s)}"
+        assert not ht.cgroup_left(s), f"the cgroup of {s} is still there"
+
+
+def _pidfile(pid) -> str:
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return os.fsdecode(argv[argv.index(b"-pidfile") + 1])
+
+
+def _progress(name) -> list:
+    """The verdicts lesson 01's check wrote into the student's own progress file."""
+    f = home_of(name) / ".cache" / "labkit" / "progress.jsonl"
+    lines = [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
+    return [x["passed"] for x in lines if x.get("lesson") == "01_first_storage"]
+
+
+def home_of(name) -> Path:
+    return Path(pwd.getpwnam(name).pw_dir)
