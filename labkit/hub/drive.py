@@ -142,14 +142,17 @@ def is_graph(output) -> bool:
 
 def run_notebook(kernel: ServerKernel, nb, *, cell_timeout: float = 600) -> dict:
     """Every code cell of nb (an nbformat notebook) in order; what it showed,
-    with the seconds to the first graph and to the end."""
+    with the seconds to the first graph and to the end, and whether its lab
+    VM waited for a boot slot (the machine-wide cap, labkit.slots)."""
     t0 = time.monotonic()
-    first_graph = []
+    first_graph, queued = [], []
     errors, checks, banner = [], [], False
 
     def seen(out):
         if not first_graph and is_graph(out):
             first_graph.append(round(time.monotonic() - t0, 1))
+        if "waiting for a boot slot" in out.get("text", ""):
+            queued.append(True)
 
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code" or not cell.source.strip():
@@ -166,5 +169,5 @@ def run_notebook(kernel: ServerKernel, nb, *, cell_timeout: float = 600) -> dict
             if check:
                 checks.append(check)
     return {"errors": errors, "checks": checks, "replay_banner": banner,
-            "first_graph_s": first_graph[0] if first_graph else None,
+            "first_graph_s": first_graph[0] if first_graph else None, "boot_queued": bool(queued),
             "seconds": round(time.monotonic() - t0, 1)}

@@ -73,3 +73,48 @@ def hub_install():
         yield prefix
     finally:
         shutil.rmtree(prefix, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bystander(request):
+    """Another user's lab VM, running beside the whole host tier when the
+    tests run as root (as on a workshop server, where every student has one):
+    no test, cleanup or check may see or touch it. The last test of the tier
+    (test_zz_bystander.py) checks it is still up; then it is stopped and the
+    user removed. Only under CI=true or LABKIT_BYSTANDER=1 (it costs a hub
+    install and a VM), and only as root (it makes a unix user)."""
+    wanted = os.environ.get("CI") == "true" or os.environ.get("LABKIT_BYSTANDER") == "1"
+    if os.geteuid() != 0 or not wanted:
+        yield None
+        return
+    import json
+    import pwd
+    import secrets
+    import shutil
+    import subprocess
+
+    prefix = request.getfixturevalue("hub_install")
+    info = json.loads((prefix / "setup.json").read_text())
+    name = f"lkby-{secrets.token_hex(3)}"
+    home = Path("/var/tmp") / name
+    subprocess.run(["useradd", "--system", "--create-home", "--home-dir", str(home), "--shell", "/usr/sbin/nologin",
+                    "--comment", "skb-lab test bystander", name], check=True, capture_output=True)
+    pw = pwd.getpwnam(name)
+    env = {"HOME": str(home), "PATH": f"{prefix}/venv/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+           "LABKIT_KERNEL_DIR": info["kernel_dir"], "LABKIT_ACCEL": "tcg"}
+    as_them = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups"]
+    try:
+        res = subprocess.run([*as_them, f"{prefix}/venv/bin/labkit", "vm", "start"], capture_output=True, text=True,
+                             env=env, cwd=home, timeout=180)
+        assert res.returncode == 0, f"the bystander's lab VM did not start: {res.stdout}{res.stderr}"
+        from tests.host.hubtools import qemus_of
+
+        pids = qemus_of(pw.pw_uid)
+        assert len(pids) == 1, f"the bystander should have one lab VM: {pids}"
+        yield {"user": name, "uid": pw.pw_uid, "pid": pids[0]}
+    finally:
+        subprocess.run([*as_them, f"{prefix}/venv/bin/labkit", "vm", "stop"], capture_output=True, env=env,
+                       cwd=home, timeout=60)
+        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
+        subprocess.run(["userdel", "-r", "-f", name], capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
