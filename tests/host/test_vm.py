@@ -5,6 +5,7 @@ QEMU process outlives it.
 """
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -135,3 +136,26 @@ def test_persistent_vm_is_reused_and_stopped(vm_ready):
     finally:
         labkit("vm", "stop")
     assert not lab_qemus()
+
+
+def test_a_killed_owner_leaves_no_vm_and_no_run_folder(vm_ready):
+    """SIGKILL to the process that owns a lab VM (what the OOM killer or a
+    hard kernel restart does: no Python cleanup runs): QEMU dies with it and
+    the guard removes the run folder."""
+    from labkit import paths
+
+    code = ("from labkit.vm import Lab\nlab = Lab()\nlab.start()\n"
+            "print(lab.pid, lab.rundir, flush=True)\nimport time\ntime.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT, stdout=subprocess.PIPE, text=True)
+    try:
+        pid, rundir = proc.stdout.readline().split()
+        assert int(pid) in lab_qemus() and os.path.isdir(rundir)
+        assert os.path.dirname(rundir) == str(paths.run_dir())
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while (lab_qemus() or os.path.exists(rundir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not lab_qemus(), "QEMU outlived its owner"
+    assert not os.path.exists(rundir), "the run folder outlived its owner"
