@@ -18,6 +18,24 @@ import time
 from pathlib import Path
 
 
+def scan(cells) -> tuple[list, list, bool]:
+    """What a run showed, from (cell index, outputs) pairs: the error outputs,
+    the exercise checks' verdicts, and whether the replay banner was shown."""
+    errors, checks, banner = [], [], False
+    for i, outputs in cells:
+        for o in outputs:
+            if o.get("output_type") == "error":
+                errors.append({"cell": i, "ename": o.get("ename"), "evalue": o.get("evalue"),
+                               "traceback": "\n".join(o.get("traceback", []))[-3000:]})
+            page = (o.get("data") or {}).get("text/html", "")
+            if "labkit-banner" in page and "REPLAY" in page:
+                banner = True
+            check = (o.get("metadata") or {}).get("labkit_check")
+            if check:
+                checks.append(check)
+    return errors, checks, banner
+
+
 def execute(path, mode, *, timeout=600, out_dir=None) -> dict:
     """Run one notebook in a fresh kernel with $LABKIT_MODE=mode; what it showed."""
     import nbformat
@@ -41,18 +59,7 @@ def execute(path, mode, *, timeout=600, out_dir=None) -> dict:
         else:
             os.environ["LABKIT_MODE"] = old
     seconds = round(time.monotonic() - t0, 1)
-    errors, checks, banner = [], [], False
-    for i, cell in enumerate(nb.cells):
-        for o in cell.get("outputs", []):
-            if o.get("output_type") == "error":
-                errors.append({"cell": i, "ename": o.get("ename"), "evalue": o.get("evalue"),
-                               "traceback": "\n".join(o.get("traceback", []))[-3000:]})
-            page = (o.get("data") or {}).get("text/html", "")
-            if "labkit-banner" in page and "REPLAY" in page:
-                banner = True
-            check = (o.get("metadata") or {}).get("labkit_check")
-            if check:
-                checks.append(check)
+    errors, checks, banner = scan((i, cell.get("outputs", [])) for i, cell in enumerate(nb.cells))
     if failure:
         errors.append({"cell": None, "ename": "execution", "evalue": failure, "traceback": ""})
     if out_dir:

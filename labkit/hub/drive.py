@@ -20,6 +20,7 @@ import time
 import uuid
 
 from labkit.errors import LabError
+from labkit.nbrun import scan
 
 
 class ServerKernel:
@@ -146,7 +147,6 @@ def run_notebook(kernel: ServerKernel, nb, *, cell_timeout: float = 600) -> dict
     VM waited for a boot slot (the machine-wide cap, labkit.slots)."""
     t0 = time.monotonic()
     first_graph, queued = [], []
-    errors, checks, banner = [], [], False
 
     def seen(out):
         if not first_graph and is_graph(out):
@@ -154,20 +154,11 @@ def run_notebook(kernel: ServerKernel, nb, *, cell_timeout: float = 600) -> dict
         if "waiting for a boot slot" in out.get("text", ""):
             queued.append(True)
 
+    ran = []
     for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code" or not cell.source.strip():
-            continue
-        res = kernel.execute(cell.source, cell_timeout, on_output=seen)
-        for o in res["outputs"]:
-            if o["output_type"] == "error":
-                errors.append({"cell": i, "ename": o["ename"], "evalue": o["evalue"],
-                               "traceback": "\n".join(o["traceback"])[-3000:]})
-            page = (o.get("data") or {}).get("text/html", "")
-            if "labkit-banner" in page and "REPLAY" in page:
-                banner = True
-            check = (o.get("metadata") or {}).get("labkit_check")
-            if check:
-                checks.append(check)
+        if cell.cell_type == "code" and cell.source.strip():
+            ran.append((i, kernel.execute(cell.source, cell_timeout, on_output=seen)["outputs"]))
+    errors, checks, banner = scan(ran)
     return {"errors": errors, "checks": checks, "replay_banner": banner,
             "first_graph_s": first_graph[0] if first_graph else None, "boot_queued": bool(queued),
             "seconds": round(time.monotonic() - t0, 1)}
