@@ -127,6 +127,15 @@ def test_env_names_are_read_by_labkit(values):
     assert env["LABKIT_ACCEL"] in ("tcg", "kvm")
 
 
+def test_one_vm_per_pod(values):
+    """The memory limit covers one VM, so the pod runs at most one at a time."""
+    from labkit import slots
+
+    cfg = slots.config(values["singleuser"]["extraEnv"][slots.ENV])
+    assert cfg.running == 1 and cfg.booting == 1
+    assert "slots.prepare(" in (DEPLOY / "image" / "start-lab").read_text()  # the entry point makes its directory
+
+
 def containerfile_instructions():
     """(instruction, arguments) per line of the Containerfile, continuations joined."""
     text = re.sub(r"\\\n", " ", CONTAINERFILE.read_text())
