@@ -24,6 +24,7 @@ import nbformat
 import pytest
 
 from labkit import paths
+from labkit.hub.auth import unix_name
 from tests.conftest import need
 from tests.host import hubtools as ht
 
@@ -82,13 +83,14 @@ def run_in_browser(hub, name, result):
             page.fill("input[name=username]", name)
             page.fill("input[name=password]", hub.code)
             page.click("input[type=submit], button[type=submit]")
-            page.wait_for_url("**/user/**", timeout=240_000)  # the hub spawns the server, then redirects
-            page.goto(page.url.split("/lab")[0].split("/tree")[0].rstrip("/") + "/lab/tree/01_first_storage.ipynb?reset")
-            page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell", timeout=120_000)
-            page.wait_for_timeout(2000)  # the kernel connects
-            page.click("li.lm-MenuBar-item:has-text('Run')")
-            page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
             try:
+                # The hub spawns the server (a progress page), then redirects into it.
+                page.wait_for_url(f"**/user/{unix_name(name)}/**", timeout=240_000)
+                page.goto(f"{hub.url}/user/{unix_name(name)}/lab/tree/01_first_storage.ipynb?reset")
+                page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell", timeout=120_000)
+                page.wait_for_timeout(2000)  # the kernel connects
+                page.click("li.lm-MenuBar-item:has-text('Run')")
+                page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
                 page.wait_for_selector(".labkit-check", timeout=900_000)
                 page.wait_for_timeout(1000)
             finally:
@@ -131,6 +133,7 @@ def test_a_workshop_of_three(workshop):
     for t in threads:
         t.start()
     c_result = {}
+    hub.users.append(unix_name(names[2]))  # logged in by the browser: removed at the end too
     run_in_browser(hub, names[2], c_result)
     for t in threads:
         t.join()
@@ -148,29 +151,11 @@ def test_a_workshop_of_three(workshop):
         assert "not" in c_result["check"].lower() or "fail" in c_result["check"].lower(), c_result["check"]
 
         # -- each student's VM is their own --
-        c = next(n for n in hub.users if n.endswith(names[2]))
+        c = unix_name(names[2])
         uids = {s: ht.uid_of(s) for s in (a.name, b.name)}
         for s, uid in uids.items():
             assert len(ht.qemus_of(uid)) == 1, f"{s} should have one lab VM: {ht.procs_of(uid)}"
         b_qemu = ht.qemus_of(uids[b.name])[0]
-        b_sock = Path(_pidfile(b_qemu)).parent / "ctl.sock"
-        assert b_sock.exists()
-        probe = ra["kernel"].execute(
-            "import os, socket, subprocess\n"
-            f"for what, f in [('notebook', lambda: open({str(home(b) / 'lab' / '01_first_storage.ipynb')!r}).read()),\n"
-            f"                ('socket', lambda: socket.socket(socket.AF_UNIX).connect({str(b_sock)!r})),\n"
-            f"                ('kill', lambda: os.kill({b_qemu}, 9))]:\n"
-            "    try:\n        f(); print(what, 'REACHED')\n"
-            "    except PermissionError:\n        print(what, 'refused')\n"
-            "r = subprocess.run(['labkit', 'cleanup'], capture_output=True, text=True)\n"
-            "print('cleanup', r.returncode)\n")
-        text = "".join(o.get("text", "") for o in probe["outputs"])
-        for what in ("notebook", "socket", "kill"):
-            assert f"{what} refused" in text, f"A could reach B's {what}: {text} {probe['outputs']}"
-        assert "cleanup 0" in text, text
-        assert ht.qemus_of(uids[b.name]) == [b_qemu], "labkit cleanup as A touched B's VM"
-        again = rb["kernel"].execute('print(len(lab.run("basic")) > 0)')
-        assert "True" in "".join(o.get("text", "") for o in again["outputs"]), again["outputs"]
 
         # -- A's guest (root in A's VM): A's lab folder is writable, nothing else --
         guest = ra["kernel"].execute(
@@ -190,15 +175,56 @@ def test_a_workshop_of_three(workshop):
         assert (home(a) / "lab" / "in-lab.txt").read_text() == "ok\n"
         assert not (home(a) / "outside.txt").exists() and not Path("/etc/labkit-workshop").exists()
 
-        # -- the instructor's view sees who passed --
+        # -- a fourth student, over the cap of 3 VMs: the recordings, with a banner saying why --
+        d = ht.login(hub, ht.test_names(1, "late")[0])
+        ht.spawn(hub, d)
+        with ht.kernel(hub, d, timeout=300) as k:
+            late = k.execute("from labkit.lesson import start\nlab = start(None)\nprint(lab.mode)")
+        shown = " ".join(o.get("text", "") + (o.get("data") or {}).get("text/html", "") for o in late["outputs"])
+        assert "replay" in shown and "all 3 lab VMs on this server are in use" in shown, late["outputs"]
+        assert not ht.qemus_of(ht.uid_of(d.name)), "the student over the cap got a VM anyway"
+
+        # -- the instructor's view sees who has a VM and who passed --
         progress = {s: _progress(s) for s in (a.name, b.name, c)}
         assert progress[a.name] == [True] and progress[b.name] == [False] and progress[c] == [False], progress
+        teacher = ht.login(hub, hub.admin, code=hub.admin_code)
+        page = teacher.get(f"{hub.url}/services/instructor/", timeout=60)  # the hub's OAuth, then the page
+        assert page.status_code == 200 and a.name in page.text, page.text[-2000:]
+        rows = {r["name"]: r for r in teacher.get(f"{hub.url}/services/instructor/api/students",
+                                                  timeout=60).json()["students"]}
+        assert rows[a.name]["passed"] == ["01"] and rows[b.name]["passed"] == [], (rows[a.name], rows[b.name])
+        assert rows[b.name]["exercises"]["01"]["passed"] is False
+        assert rows[a.name]["lab_vms"] == ht.qemus_of(uids[a.name]) and rows[b.name]["lab_vms"] == [b_qemu]
+        assert rows[d.name]["lab_vms"] == [] and rows[d.name]["server"] == "running", rows[d.name]
+        assert student_cannot_see(b, f"{hub.url}/services/instructor/api/students")
+
+        # -- A against B: B's notebooks, VM socket and VM are out of A's reach; A's
+        # `labkit cleanup` stops A's own VMs, never B's --
+        b_sock = Path(_pidfile(b_qemu)).parent / "ctl.sock"
+        assert b_sock.exists()
+        probe = ra["kernel"].execute(
+            "import os, socket, subprocess\n"
+            f"for what, f in [('notebook', lambda: open({str(home(b) / 'lab' / '01_first_storage.ipynb')!r}).read()),\n"
+            f"                ('socket', lambda: socket.socket(socket.AF_UNIX).connect({str(b_sock)!r})),\n"
+            f"                ('kill', lambda: os.kill({b_qemu}, 9))]:\n"
+            "    try:\n        f(); print(what, 'REACHED')\n"
+            "    except PermissionError:\n        print(what, 'refused')\n"
+            "r = subprocess.run(['labkit', 'cleanup'], capture_output=True, text=True)\n"
+            "print('cleanup', r.returncode)\n")
+        text = "".join(o.get("text", "") for o in probe["outputs"])
+        for what in ("notebook", "socket", "kill"):
+            assert f"{what} refused" in text, f"A could reach B's {what}: {text} {probe['outputs']}"
+        assert "cleanup 0" in text, text
+        assert ht.qemus_of(uids[b.name]) == [b_qemu], "labkit cleanup as A touched B's VM"
+        again = rb["kernel"].execute('print(len(lab.run("basic")) > 0)')
+        assert "True" in "".join(o.get("text", "") for o in again["outputs"]), again["outputs"]
+
     finally:
         for r in (ra, rb):
             r["kernel"].shutdown()
 
     # -- stopping the hub leaves nothing --
-    students = [a.name, b.name, c]
+    students = [a.name, b.name, c, d.name]
     assert hub.stop() == 0, hub.log()
     for s in students:
         uid = ht.uid_of(s)
@@ -206,6 +232,12 @@ def test_a_workshop_of_three(workshop):
         assert not ht.qemus_of(uid)
         assert not ht.run_folders(s), f"run folders of {s} left: {ht.run_folders(s)}"
         assert not ht.cgroup_left(s), f"the cgroup of {s} is still there"
+
+
+def student_cannot_see(student, url) -> bool:
+    """A student's own login does not open the instructor's view."""
+    r = student.get(url, timeout=60)
+    return r.status_code == 403 or "lab_vms" not in r.text
 
 
 def _pidfile(pid) -> str:
