@@ -49,13 +49,12 @@ def state_dir(prefix, state=None) -> Path:
 
 
 def _alive(pid) -> bool:
+    """The process exists and has not exited (a zombie waiting for its parent has)."""
     try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _read_pid(path) -> int | None:
@@ -125,6 +124,29 @@ def cleanup_as(prefix: Path, user: str) -> list[str]:
     return [f"{user}: {line}" for line in res.stdout.splitlines() if line and line != "nothing to clean"]
 
 
+def _term_with_parent():
+    """In the hub's child, before exec: SIGTERM it if `labkit hub start` dies (even by SIGKILL),
+    so JupyterHub still stops every server and the proxy."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def stop_orphan(state: Path, say, timeout=STOP_TIMEOUT):
+    """A JupyterHub of this state directory whose `labkit hub start` is gone: SIGTERM, and wait."""
+    pid = _read_pid(state / "jupyterhub.pid")
+    if not pid or not _alive(pid) or b"jupyterhub" not in _cmdline(pid):
+        return
+    say(f"stopping an earlier JupyterHub of {state} (pid {pid}) first")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
 def wait_ready(proc, url, log: Path, timeout=READY_TIMEOUT):
     deadline = time.monotonic() + timeout
     last = None
@@ -157,6 +179,14 @@ def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, admins=(), m
     if layout is None:
         raise LabError("this machine offers no cgroup with the memory and cpu controllers to limit students",
                        fix="boot with cgroup v2 (the Debian 12 default) or mount the v1 memory and cpu controllers")
+    try:
+        cgroups.parse_size(memory)
+        float(cpus)
+    except ValueError:
+        raise LabError(f"--memory {memory!r} or --cpus {cpus!r} is not a size or a number",
+                       fix="e.g. --memory 2G --cpus 1.0") from None
+    if code is not None and (len(code) < 4 or any(ch.isspace() for ch in code)):
+        raise LabError("the workshop code must be 4 characters or more, without spaces", fix="pass another --code")
     st = state_dir(prefix, state)
     pid_file = st / PID_FILE
     other = _read_pid(pid_file)
@@ -167,6 +197,7 @@ def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, admins=(), m
     proc = None
     signal.signal(signal.SIGTERM, _terminated)
     try:
+        stop_orphan(st, say)
         sweep(prefix, st, say)
         running, booting = (max_vms, max(1, min(max_vms, default_vm_slots()[1]))) if max_vms else default_vm_slots()
         slots = f"{SLOTS_DIR}:{running}:{booting}"
@@ -196,7 +227,8 @@ def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, admins=(), m
             fh.flush()
             proc = subprocess.Popen([str(prefix / "venv" / "bin" / "jupyterhub"), "-f", str(cfg)], cwd=st,
                                     env=hub_env(str(prefix)), stdin=subprocess.DEVNULL, stdout=fh,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=_term_with_parent)
         t0 = time.monotonic()
         wait_ready(proc, f"http://127.0.0.1:{s.port}/hub/health" if ip in ("0.0.0.0", "127.0.0.1", "")
                    else f"{s.url}hub/health", log)

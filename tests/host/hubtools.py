@@ -252,6 +252,30 @@ def run_folders(name) -> list[str]:
     return sorted(str(p) for p in base.glob("run-*")) if base.is_dir() else []
 
 
+def cgroup_limits(name) -> dict:
+    """The student's memory limit (bytes) and CPUs, as the cgroup files say."""
+    layout = cgroups.detect()
+    cg = cgroups.StudentCgroup(layout, name)
+    m, c = cg.paths["memory"], cg.paths["cpu"]
+    if layout.version == "v2":
+        mem = int(Path(m, "memory.max").read_text())
+        quota, period = Path(c, "cpu.max").read_text().split()
+    else:
+        mem = int(Path(m, "memory.limit_in_bytes").read_text())
+        quota, period = Path(c, "cpu.cfs_quota_us").read_text(), Path(c, "cpu.cfs_period_us").read_text()
+    return {"memory": mem, "cpus": int(quota) / int(period)}
+
+
+def cgroup_usage(name) -> dict:
+    return cgroups.StudentCgroup(cgroups.detect(), name).usage()
+
+
+def labkit_hub(hub: Hub, *args, timeout=300) -> subprocess.CompletedProcess:
+    """`labkit hub ARGS --prefix --state` of this hub, from its install."""
+    return subprocess.run([str(hub.prefix / "venv" / "bin" / "labkit"), "hub", *args, "--prefix", str(hub.prefix),
+                           "--state", str(hub.state)], capture_output=True, text=True, timeout=timeout)
+
+
 def cgroup_left(name) -> bool:
     layout = cgroups.detect()
     return layout is not None and cgroups.StudentCgroup(layout, name).exists()
