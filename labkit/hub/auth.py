@@ -31,6 +31,7 @@ import os
 import pwd
 import re
 import subprocess
+import time
 
 from jupyterhub.auth import LocalAuthenticator
 from traitlets import Bool, Unicode, default
@@ -61,8 +62,13 @@ def create_account(name: str):
     """useradd for one student: own group, home 0700, no password, bash for JupyterLab's terminal."""
     if not re.match(PATTERN, name):
         raise ValueError(f"refusing to create account {name!r}")
-    subprocess.run(["useradd", "--create-home", "--user-group", "--shell", "/bin/bash",
-                    "--comment", MARKER, name], check=True, capture_output=True, text=True)
+    for attempt in range(10):  # another useradd/userdel holding /etc/passwd's lock: try again
+        res = subprocess.run(["useradd", "--create-home", "--user-group", "--shell", "/bin/bash",
+                              "--comment", MARKER, name], capture_output=True, text=True)
+        if res.returncode == 0 or "lock" not in res.stderr or attempt == 9:
+            break
+        time.sleep(0.3)
+    res.check_returncode()
     os.chmod(pwd.getpwnam(name).pw_dir, 0o700)
 
 

@@ -169,6 +169,14 @@ def seal(prefix: Path):
     os.chmod(prefix, 0o755)
 
 
+def _running(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z"
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def setup(prefix=DEFAULT_PREFIX, kernel=None) -> dict:
     if os.geteuid() != 0:
         raise LabError("labkit hub setup installs for every user and needs root", fix="run it with sudo")
@@ -180,8 +188,15 @@ def setup(prefix=DEFAULT_PREFIX, kernel=None) -> dict:
         if not os.stat(parent).st_mode & 0o001:
             raise LabError(f"{parent} is not reachable by other users (no o+x)",
                            fix="choose another --prefix, e.g. /opt/skb-lab")
+    hub_pid = prefix / "state" / "labkit-hub.pid"
+    if hub_pid.exists() and _running(hub_pid):
+        raise LabError(f"a hub runs from {prefix} (pid file {hub_pid})",
+                       fix=f"stop it first: labkit hub stop --prefix {prefix}")
     copy_source(paths.PROJECT, prefix)
     make_venv(prefix)
+    # Bytecode now: students cannot write __pycache__ in src/, and would compile labkit at every start.
+    run([str(prefix / "venv" / "bin" / "python"), "-m", "compileall", "-q", str(prefix / "src" / "labkit")],
+        "compiling labkit")
     install_proxy(prefix)
     kdir = install_kernel(prefix, kernel)
     commit = subprocess.run(["git", "-C", str(paths.PROJECT), "rev-parse", "HEAD"],

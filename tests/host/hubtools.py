@@ -303,6 +303,14 @@ def remove_users(names):
     """userdel -r each of these hub-made accounts (never one the hub did not make)."""
     from labkit.hub.auth import is_hub_account
 
+    failed = {}
     for name in names:
+        err = ""
+        for _ in range(20):  # another useradd/userdel may hold /etc/passwd's lock for a moment
+            if not is_hub_account(name):
+                break
+            err = subprocess.run(["userdel", "-r", "-f", name], capture_output=True, text=True).stderr.strip()
+            time.sleep(0.3)
         if is_hub_account(name):
-            subprocess.run(["userdel", "-r", "-f", name], capture_output=True)
+            failed[name] = err
+    assert not failed, f"could not remove test users: {failed}"

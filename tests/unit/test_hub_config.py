@@ -1,0 +1,58 @@
+"""The hub's configuration as JupyterHub reads it: the file labkit hub start writes, run as JupyterHub runs it."""
+
+import pytest
+
+from labkit.hub import cgroups
+from labkit.hub.config import CULLER, CULLER_SCOPES, Settings, default_vm_slots, render
+
+
+def load(settings):
+    from traitlets.config import Config
+
+    c = Config()
+    exec(compile(render(settings), "jupyterhub_config.py", "exec"), {"c": c, "__name__": "jupyterhub_config"})
+    return c
+
+
+def test_the_written_config_wires_the_hub_together(tmp_path):
+    s = Settings(prefix="/opt/skb-lab", state=str(tmp_path), port=8123, code="room-code", admin_code="adm-code",
+                 admins=["lab-teach"], memory="3G", cpus=1.5, idle_timeout=1200, vm_slots="/run/x:4:1",
+                 kernel_dir="/opt/skb-lab/kernel/k/out", hub_port=9001, proxy_api_port=9002)
+    c = load(s)
+    assert c.JupyterHub.bind_url == "http://127.0.0.1:8123/"
+    assert c.JupyterHub.hub_bind_url == "http://127.0.0.1:9001"
+    assert c.JupyterHub.cleanup_servers is True
+    assert c.JupyterHub.db_url == f"sqlite:///{tmp_path}/jupyterhub.sqlite"
+    assert c.ConfigurableHTTPProxy.command == ["/opt/skb-lab/node/node_modules/.bin/configurable-http-proxy"]
+    assert c.JupyterHub.authenticator_class == "labkit.hub.auth.WorkshopAuthenticator"
+    assert (c.WorkshopAuthenticator.code, c.WorkshopAuthenticator.admin_code) == ("room-code", "adm-code")
+    assert c.Authenticator.admin_users == {"lab-teach"}
+    assert c.JupyterHub.spawner_class == "labkit.hub.spawner.LabSpawner"
+    assert (c.Spawner.mem_limit, c.Spawner.cpu_limit) == ("3G", 1.5)
+    assert c.LabSpawner.vm_slots == "/run/x:4:1" and c.LabSpawner.kernel_dir.endswith("/out")
+    culler = next(svc for svc in c.JupyterHub.services if svc["name"] == CULLER)
+    assert "--timeout=1200" in culler["command"] and culler["command"][0] == "/opt/skb-lab/venv/bin/python"
+    role = next(r for r in c.JupyterHub.load_roles if CULLER in r.get("services", []))
+    assert set(role["scopes"]) == set(CULLER_SCOPES)
+
+
+def test_the_instructor_view_is_registered_with_its_roles(tmp_path):
+    c = load(Settings(prefix="/opt/skb-lab", state=str(tmp_path)))
+    names = [svc["name"] for svc in c.JupyterHub.services]
+    assert "instructor" in names
+    assert any("instructor" in r.get("services", []) for r in c.JupyterHub.load_roles)
+
+
+@pytest.mark.parametrize("cores, gib, want", [(2, 24, (4, 1)), (16, 64, (32, 8)), (64, 256, (128, 32)),
+                                              (1, 2, (1, 1)), (8, 6, (4, 4))])
+def test_default_vm_cap_follows_cores_and_memory(cores, gib, want):
+    assert default_vm_slots(cores, gib << 30) == want
+
+
+def test_sizes():
+    assert cgroups.parse_size("2G") == 2 << 30
+    assert cgroups.parse_size("512M") == 512 << 20
+    assert cgroups.parse_size("1.5g") == 3 << 29
+    assert cgroups.parse_size("1000") == 1000
+    with pytest.raises(ValueError):
+        cgroups.parse_size("lots")
