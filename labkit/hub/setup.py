@@ -100,7 +100,7 @@ def make_venv(prefix: Path):
     have = stamp.read_text().strip() if stamp.exists() else ""
     probe = subprocess.run([str(venv / "bin" / "python"), "-c",
                             "import labkit, jupyterhub, jupyterlab, jupyterhub_idle_culler; print(labkit.__file__)"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, cwd="/")  # not the checkout's labkit from the cwd
     if want != have or probe.returncode != 0 or not probe.stdout.startswith(str(prefix / "src")):
         say("venv: installing labkit[lab,hub] (a few minutes the first time)")
         run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--upgrade", "pip"], "pip upgrade")
