@@ -141,8 +141,15 @@ class StudentCgroup:
             if self.layout.version == "v2":
                 # Controllers must be enabled on the way down for the leaf to have them.
                 want = " ".join(f"+{c}" for c in ("memory", "cpu", "pids") if c in self.layout.dirs)
-                _write(os.path.join(root, "cgroup.subtree_control"), want)
-                _write(os.path.join(parent, "cgroup.subtree_control"), want)
+                for d in (root, parent):
+                    try:
+                        _write(os.path.join(d, "cgroup.subtree_control"), want)
+                    except OSError as exc:
+                        # EBUSY: d holds processes (a container's own root cgroup), and cgroup v2
+                        # enables controllers only below a cgroup without processes of its own.
+                        raise OSError(exc.errno, f"cannot enable {want} in {d}/cgroup.subtree_control "
+                                                 f"({exc.strerror}): its processes must move to a child "
+                                                 f"cgroup first") from None
         for path in self._unique():
             os.makedirs(path, exist_ok=True)
         quota = max(1000, int(cpus * CPU_PERIOD))
@@ -234,6 +241,15 @@ def join_preexec(procs_files):
             with open(f, "w") as fh:
                 fh.write(pid)
     return join
+
+
+def probe(layout: Layout):
+    """Make a cgroup with limits and remove it: what every spawn will do, tried once up front."""
+    cg = StudentCgroup(layout, f"probe-{os.getpid()}")
+    try:
+        cg.create(64 << 20, 0.1)
+    finally:
+        cg.remove()
 
 
 def existing(layout: Layout) -> list[str]:

@@ -187,6 +187,11 @@ def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, admins=(), m
                        fix="e.g. --memory 2G --cpus 1.0") from None
     if code is not None and (len(code) < 4 or any(ch.isspace() for ch in code)):
         raise LabError("the workshop code must be 4 characters or more, without spaces", fix="pass another --code")
+    try:
+        cgroups.probe(layout)
+    except OSError as exc:
+        raise LabError(f"cannot make a student cgroup here ({layout.describe()}): {exc}",
+                       fix="run the hub on the host or in a container with its own writable cgroup tree") from None
     st = state_dir(prefix, state)
     pid_file = st / PID_FILE
     other = _read_pid(pid_file)
