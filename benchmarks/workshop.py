@@ -71,6 +71,12 @@ def one_group(prefix, n, layout, log) -> list[dict]:
         start = threading.Barrier(n)
 
         def student(i, s):
+            try:
+                one_student(i, s)
+            except Exception as exc:  # noqa: BLE001 - reported in the results, the group goes on
+                rows[i] = {"student": i + 1, "failed": f"{type(exc).__name__}: {exc}"[:500]}
+
+        def one_student(i, s):
             start.wait()
             t0 = time.monotonic()
             ht.spawn(hub, s, timeout=600)
@@ -93,6 +99,7 @@ def one_group(prefix, n, layout, log) -> list[dict]:
         for t in threads:
             t.join()
         log(f"{n} student(s): " + "; ".join(
+            f"#{r['student']} failed: {r['failed']}" if "failed" in r else
             f"#{r['student']} server {r['server_s']} s, graph {r['first_graph_s']} s, done {r['done_s']} s, "
             f"{r['peak_bytes'] / GIB:.2f} GiB, {r['cpu_s']} CPU-s" for r in rows if r))
         return [r for r in rows if r]
@@ -114,9 +121,11 @@ def sizing(groups: dict, cores_here: int) -> dict:
     student's cgroup (server + kernel + QEMU), plus 2 GiB for the system and
     the hub; the memory limit per student is that peak with 25% headroom.
     """
-    largest = max(groups, key=int)
-    rows = groups[largest]
-    one = groups[min(groups, key=int)][0]
+    ok = {n: [r for r in rows if "failed" not in r and r["live"]] for n, rows in groups.items()}
+    ok = {n: rows for n, rows in ok.items() if rows}
+    largest = max(ok, key=int)
+    rows = ok[largest]
+    one = ok[min(ok, key=int)][0]
     cpu = statistics.median(r["cpu_s"] for r in rows)
     share = statistics.median(r["first_graph_s"] / r["done_s"] for r in rows if r["first_graph_s"])
     peak = max(r["peak_bytes"] for r in rows)
@@ -172,6 +181,9 @@ def main(argv=None):
     print(f"\n{'students':>8} {'server s':>9} {'1st graph s':>12} {'done s':>7} {'peak GiB':>9} {'CPU s':>6}")
     for n, rows in groups.items():
         for r in rows:
+            if "failed" in r:
+                print(f"{n:>8} student {r['student']} failed: {r['failed']}")
+                continue
             print(f"{n:>8} {r['server_s']:>9} {str(r['first_graph_s']):>12} {r['done_s']:>7} "
                   f"{r['peak_bytes'] / GIB:>9.2f} {r['cpu_s']:>6}")
     s = out["sizing"]

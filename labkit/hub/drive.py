@@ -74,8 +74,12 @@ class ServerKernel:
 
     def shutdown(self):
         if self.ws is not None:
-            self.ws.close()
-            self.ws = None
+            ws, self.ws = self.ws, None
+
+            async def close():  # inside the loop: any thread may end the kernel
+                ws.close()
+
+            self.loop.run_until_complete(close())
         if self.kernel_id:
             try:
                 self.http.delete(self.base + f"api/sessions/{self.session_id}", timeout=30)
