@@ -288,8 +288,10 @@ def run_in_vm(lab, packets, repeats, *, stream=False, timeout=3600) -> dict:
                   cwd=paths.PROJECT, timeout=timeout, stream="stderr" if stream else False)
     if res.code != 0:
         raise BenchError("the benchmark failed in the lab VM", details=(res.err or res.out)[-3000:])
+    text = res.out  # the results are the last thing printed, a JSON object from a line of its own
+    start = 0 if text.startswith("{") else text.rfind("\n{\n") + 1
     try:
-        return json.loads(res.out)
+        return json.loads(text[start:])
     except ValueError as exc:
         raise BenchError("the benchmark in the lab VM printed no results", details=res.out[-3000:]) from exc
 
