@@ -132,6 +132,9 @@ def test_install_is_read_only_for_students(install):
 
 
 def test_login_needs_the_code_and_a_workshop_name(hub):
+    import requests
+
+    assert "workshop code" in requests.get(hub.url + "/hub/login", timeout=30).text
     name = ht.test_names(1, "login")[0]
     with pytest.raises(PermissionError):
         ht.login(hub, name, code="wrong-code")
