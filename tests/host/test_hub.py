@@ -10,18 +10,14 @@ test users are removed at the end (userdel -r), and only they.
 """
 
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from labkit.errors import LabError
-from tests.conftest import need
 from tests.host import hubtools as ht
-from tests.host.conftest import PROJECT
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -32,26 +28,9 @@ START_VM = ("from labkit import Lab\n"
 
 
 @pytest.fixture(scope="module")
-def install():
-    need(os.geteuid() == 0, "the hub creates unix users and cgroups: root only", "run the tests as root")
-    need(bool(shutil.which("npm") and shutil.which("node")), "nodejs and npm are not installed",
-         "apt-get install nodejs npm (./lab hub does it)")
-    need(bool(shutil.which("qemu-system-x86_64")), "QEMU is not installed", "run: ./lab setup")
-    from labkit.hub import cgroups
-
-    need(cgroups.detect() is not None, "no cgroup with memory and cpu controllers here", "boot with cgroup v2")
-    path = subprocess.run([str(PROJECT / ".venv" / "bin" / "labkit"), "kernel", "path"], capture_output=True,
-                          text=True, cwd=PROJECT)
-    need(path.returncode == 0, "no lab kernel to install", "run: labkit kernel build")
-    # Not under /tmp: the lab VM mounts a /tmp of its own over the host's.
-    prefix = Path(tempfile.mkdtemp(prefix="skb-lab-hubtest-", dir="/var/tmp"))
-    os.chmod(prefix, 0o755)
-    try:
-        res = ht.setup(prefix)
-        assert res.returncode == 0, f"labkit hub setup failed:\n{res.stdout}\n{res.stderr}"
-        yield prefix
-    finally:
-        shutil.rmtree(prefix, ignore_errors=True)
+def install(hub_install):
+    """The run's one workshop install (tests/host/conftest.py's hub_install)."""
+    return hub_install
 
 
 @pytest.fixture(scope="module")
