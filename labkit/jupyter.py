@@ -48,21 +48,22 @@ def jupyter_argv(port, ip, token) -> list:
     return argv
 
 
-def wait_ready(proc, url, log, timeout=READY_TIMEOUT):
+def wait_ready(proc, url, log, timeout=READY_TIMEOUT, what="JupyterLab"):
+    """Poll url until it answers 200; what (the server's name) failed, with its log, if proc exits first."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise LabError(f"JupyterLab exited with status {proc.returncode} before it served",
+            raise LabError(f"{what} exited with status {proc.returncode} before it served",
                            fix=f"see its log: {log}", details=Path(log).read_text(errors="replace")[-3000:])
         try:
-            with urllib.request.urlopen(url, timeout=2) as r:
+            with urllib.request.urlopen(url, timeout=3) as r:
                 if r.status == 200:
                     return
         except OSError as exc:
             last = exc
         time.sleep(0.3)
-    raise LabError(f"JupyterLab did not answer at {url} within {timeout:g}s (last: {last})",
+    raise LabError(f"{what} did not answer at {url} within {timeout:g}s (last: {last})",
                    fix=f"see its log: {log}")
 
 

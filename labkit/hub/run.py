@@ -20,7 +20,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from labkit.errors import LabError
@@ -28,6 +27,7 @@ from labkit.hub import cgroups
 from labkit.hub.auth import unix_name
 from labkit.hub.config import Settings, default_vm_slots, free_port, hub_env, render
 from labkit.hub.setup import installed
+from labkit.jupyter import wait_ready
 
 SLOTS_DIR = "/run/skb-lab-hub/slots"
 PID_FILE = "labkit-hub.pid"
@@ -147,23 +147,6 @@ def stop_orphan(state: Path, say, timeout=STOP_TIMEOUT):
         os.kill(pid, signal.SIGKILL)
 
 
-def wait_ready(proc, url, log: Path, timeout=READY_TIMEOUT):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise LabError(f"JupyterHub exited with status {proc.returncode} while starting",
-                           fix=f"see {log}", details=log.read_text(errors="replace")[-3000:])
-        try:
-            with urllib.request.urlopen(url, timeout=3) as r:
-                if r.status == 200:
-                    return
-        except OSError as exc:
-            last = exc
-        time.sleep(0.3)
-    raise LabError(f"JupyterHub did not answer at {url} within {timeout:g}s (last: {last})", fix=f"see {log}")
-
-
 def _terminated(*_):
     raise KeyboardInterrupt
 
@@ -236,7 +219,7 @@ def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, admins=(), m
                                     preexec_fn=_term_with_parent)
         t0 = time.monotonic()
         wait_ready(proc, f"http://127.0.0.1:{s.port}/hub/health" if ip in ("0.0.0.0", "127.0.0.1", "")
-                   else f"{s.url}hub/health", log)
+                   else f"{s.url}hub/health", log, timeout=READY_TIMEOUT, what="JupyterHub")
         say(banner(s, layout, running, booting, time.monotonic() - t0, log))
         return proc.wait()
     except KeyboardInterrupt:
