@@ -298,7 +298,10 @@ def main(argv=None):
         sys.exit("the instructor view runs as a JupyterHub service: `labkit hub start` starts it")
     make_app(args.progress).listen(url.port, url.hostname or "127.0.0.1")
     print(f"instructor view on {url.geturl()} ({time.strftime('%H:%M:%S')})", flush=True)
-    IOLoop.current().start()
+    try:
+        IOLoop.current().start()
+    except KeyboardInterrupt:  # the hub stops its services with SIGINT: a normal end, no traceback
+        pass
 
 
 if __name__ == "__main__":
