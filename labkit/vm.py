@@ -22,12 +22,9 @@ for reuse by ``labkit vm run`` (``labkit.persistent``).
 """
 
 import base64
-import json
 import os
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile

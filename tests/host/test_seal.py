@@ -73,7 +73,7 @@ def test_run_from_a_system_folder_writes_nothing_there(vm_ready):
     res = labkit("vm", "run", "--", "sh", "-c", "pwd; touch seal-test-from-root", cwd="/")
     assert res.returncode != 0 and res.stdout.strip() == "/"
     assert "Read-only file system" in res.stderr
-    assert not __import__("os").path.exists("/seal-test-from-root")
+    assert not os.path.exists("/seal-test-from-root")
 
 
 def test_a_lab_object_refuses_the_root(vm_ready):

@@ -46,10 +46,6 @@ def solved_lesson() -> nbformat.NotebookNode:
     return nb
 
 
-def home(student) -> Path:
-    return Path(pwd.getpwnam(student.name).pw_dir)
-
-
 def save_as_student(student, nb):
     """Save the notebook into the student's ~/lab through their server (JupyterLab's save)."""
     url = f"{student.hub.url}/user/{student.name}/api/contents/01_first_storage.ipynb"
@@ -128,7 +124,7 @@ def test_a_workshop_of_three(workshop):
         except Exception as exc:  # noqa: BLE001 - reported below with the student's name
             failures.append(f"{student.name}: {type(exc).__name__}: {exc}")
 
-    a_copy = home(a) / "lab" / "01_first_storage.ipynb"
+    a_copy = home_of(a.name) / "lab" / "01_first_storage.ipynb"
     threads = [threading.Thread(target=drive, args=(a, a_copy)), threading.Thread(target=drive, args=(b, LESSON))]
     for t in threads:
         t.start()
@@ -161,8 +157,8 @@ def test_a_workshop_of_three(workshop):
         guest = ra["kernel"].execute(
             "import json\n"
             "vm = lab.session.lab\n"
-            f"for cmd in ['echo ok > in-lab.txt', 'echo x > {home(a)}/outside.txt',\n"
-            f"            'cat {home(b)}/lab/01_first_storage.ipynb > /dev/null',\n"
+            f"for cmd in ['echo ok > in-lab.txt', 'echo x > {home_of(a.name)}/outside.txt',\n"
+            f"            'cat {home_of(b.name)}/lab/01_first_storage.ipynb > /dev/null',\n"
             "            'echo x > /run/labkit/host/etc/labkit-workshop']:\n"
             "    r = vm.run(['sh', '-c', cmd])\n"
             "    print(json.dumps([r.code, r.err]))\n")
@@ -172,8 +168,8 @@ def test_a_workshop_of_three(workshop):
         assert lines[1][0] != 0 and "Read-only file system" in lines[1][1], lines[1]
         assert lines[2][0] != 0 and "Permission denied" in lines[2][1], lines[2]
         assert lines[3][0] != 0 and "Read-only file system" in lines[3][1], lines[3]
-        assert (home(a) / "lab" / "in-lab.txt").read_text() == "ok\n"
-        assert not (home(a) / "outside.txt").exists() and not Path("/etc/labkit-workshop").exists()
+        assert (home_of(a.name) / "lab" / "in-lab.txt").read_text() == "ok\n"
+        assert not (home_of(a.name) / "outside.txt").exists() and not Path("/etc/labkit-workshop").exists()
 
         # -- a fourth student, over the cap of 3 VMs: the recordings, with a banner saying why --
         d = ht.login(hub, ht.test_names(1, "late")[0])
@@ -204,7 +200,7 @@ def test_a_workshop_of_three(workshop):
         assert b_sock.exists()
         probe = ra["kernel"].execute(
             "import os, socket, subprocess\n"
-            f"for what, f in [('notebook', lambda: open({str(home(b) / 'lab' / '01_first_storage.ipynb')!r}).read()),\n"
+            f"for what, f in [('notebook', lambda: open({str(home_of(b.name) / 'lab' / '01_first_storage.ipynb')!r}).read()),\n"
             f"                ('socket', lambda: socket.socket(socket.AF_UNIX).connect({str(b_sock)!r})),\n"
             f"                ('kill', lambda: os.kill({b_qemu}, 9))]:\n"
             "    try:\n        f(); print(what, 'REACHED')\n"
