@@ -1,7 +1,7 @@
 """``labkit``: the command line of the skb storage lab.
 
     labkit doctor                 what this machine can do, and what to fix
-    labkit kernel build           build (or find in the cache) the lab kernel
+    labkit kernel build [--debug] build (or find in the cache) the lab kernel (--debug: KASAN, lockdep)
     labkit kernel path            the directory with vmlinux and vmlinux.h
     labkit kernel export -o FILE  the built lab kernel as one checksummed file
     labkit kernel import FILE [--to DIR]   install such a file (DIR: shared by all users), no build
@@ -62,8 +62,12 @@ def _parser():
     kb = k.add_parser("build", help="build the lab kernel (cached)")
     kb.add_argument("--verbose", "-v", action="store_true", help="show make's output")
     kb.add_argument("-j", "--jobs", type=int, default=None)
+    kb.add_argument("--debug", action="store_true",
+                    help="the debug flavour (KASAN, lockdep, kmemleak: kernel/debug.config)")
     kb.set_defaults(func=cmd_kernel_build)
-    k.add_parser("path", help="print the lab kernel directory").set_defaults(func=cmd_kernel_path)
+    kp = k.add_parser("path", help="print the lab kernel directory")
+    kp.add_argument("--debug", action="store_true", help="the debug flavour's")
+    kp.set_defaults(func=cmd_kernel_path)
     from labkit import kernelpack
 
     kernelpack.add_commands(k)  # export, import
@@ -162,6 +166,8 @@ def _agent_check():
 def cmd_kernel_build(args):
     from labkit import kernel
 
+    if args.debug:
+        os.environ["LABKIT_KERNEL_FLAVOUR"] = "debug"
     t0 = time.monotonic()
     out = kernel.build(verbose=args.verbose, jobs=args.jobs)
     info = kernel.info(out)
@@ -172,6 +178,8 @@ def cmd_kernel_build(args):
 def cmd_kernel_path(args):
     from labkit import kernel
 
+    if args.debug:
+        os.environ["LABKIT_KERNEL_FLAVOUR"] = "debug"
     print(kernel.kernel_path())
 
 

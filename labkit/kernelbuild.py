@@ -20,8 +20,8 @@ from pathlib import Path
 from labkit import paths, tools
 from labkit.errors import KernelBuildFailed, MissingTool
 from labkit.kernelcache import (
-    SOURCE_PACKAGE, cache_key, current_key, find, fragment_options, kernel_root, missing_options, series,
-    source_tarball, source_version,
+    SOURCE_PACKAGE, cache_key, current_key, find, flavour, fragment_bytes, fragment_files, fragment_options,
+    kernel_root, missing_options, series, source_tarball, source_version,
 )
 from labkit.progress import Progress
 
@@ -91,7 +91,7 @@ class Builder:
             tarball = ensure_source(self.progress)
             version = source_version()
         patches = series()
-        fragment = (paths.KERNEL_SRC_DIR / "lab.config").read_bytes()
+        fragment = fragment_bytes()
         key = cache_key(version, patches, fragment)
         root = kernel_root() / key
         out = root / "out"
@@ -116,7 +116,10 @@ class Builder:
             return out
         logs = root / "logs"
         logs.mkdir(exist_ok=True)
-        src, build = work / "src", work / "build"
+        # Each flavour has a build directory of its own: switching between
+        # them would otherwise rebuild everything each time.
+        suffix = "" if flavour() == "lab" else f"-{flavour()}"
+        src, build = work / "src", work / f"build{suffix}"
         with self.step("unpack", "unpacking the kernel source"):
             self.log_path = logs / "unpack.log"
             if (src / "Makefile").is_file():
@@ -130,15 +133,16 @@ class Builder:
         with self.step("patch", f"applying {len(patches)} patches"):
             self.log_path = logs / "patch.log"
             self._sync_patches(work, src, patches)
-        with self.step("configure", "tinyconfig + kvm_guest.config + kernel/lab.config"):
+        names = " + ".join(f"kernel/{f.name}" for f in fragment_files())
+        with self.step("configure", f"tinyconfig + kvm_guest.config + {names}"):
             self.log_path = logs / "configure.log"
             build.mkdir(exist_ok=True)
-            frag = work / "lab.config"
+            frag = work / f"lab{suffix}.config"
             frag.write_bytes(fragment)
             # Compose the config in a scratch directory: tinyconfig in the
             # build directory itself would flip hundreds of symbols there and
             # back, and make would rebuild everything that depends on them.
-            scratch = work / "config-scratch"
+            scratch = work / f"config-scratch{suffix}"
             scratch.mkdir(exist_ok=True)
             self.run(["make", f"O={scratch}", "tinyconfig"], cwd=src, log=self.log_path)
             self.run(["scripts/kconfig/merge_config.sh", "-m", "-O", scratch, scratch / ".config",
@@ -153,7 +157,7 @@ class Builder:
             missing = missing_options(fragment_options(fragment.decode()), config)
             if missing:
                 raise KernelBuildFailed(
-                    "kernel build failed at step 'configure': options from kernel/lab.config did not survive olddefconfig",
+                    f"kernel build failed at step 'configure': options from {names} did not survive olddefconfig",
                     fix="check their dependencies (make menuconfig, search for the symbol)",
                     details="\n".join(missing),
                 )
@@ -180,6 +184,7 @@ class Builder:
                 "source": version,
                 "release": release,
                 "patches": [p.name for p in patches],
+                "flavour": flavour(),
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             (tmp / "build.json").write_text(json.dumps(info, indent=2) + "\n")

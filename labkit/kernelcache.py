@@ -11,8 +11,13 @@ and ``build.json``. Where ``kernel_path()`` looks, first hit wins:
    ``/var/cache/labkit/kernel`` (same layout; a workshop server's
    instructor imports there with ``--to``). Never written here.
 
+Two flavours share the recipe: ``lab`` (``kernel/lab.config``) and
+``debug`` (``kernel/lab.config`` then ``kernel/debug.config``: KASAN,
+lockdep, kmemleak, lkdtm), picked by ``$LABKIT_KERNEL_FLAVOUR`` (default
+``lab``) for every function here; each has its own cache entry.
+
 The cache key hashes the source package version, the patches, the config
-fragment and the recipe version. A kernel from another machine is matched
+fragment(s) and the recipe version. A kernel from another machine is matched
 by what this checkout decides alone (no kernel source needed): the recipe
 version, ``series_id()`` (the patches, names and contents, in order) and
 ``config_id()`` (``kernel/lab.config``), recorded in its ``build.json``.
@@ -31,6 +36,7 @@ RECIPE_VERSION = "1"
 SOURCE_PACKAGE = "linux-source-6.12"
 SOURCE_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 SHARED_KERNELS = Path("/var/cache/labkit/kernel")
+FLAVOURS = {"lab": ("lab.config",), "debug": ("lab.config", "debug.config")}
 
 
 # ---- what to build -----------------------------------------------------------
@@ -100,8 +106,23 @@ def source_tarball() -> Path:
     return tarball
 
 
+def flavour() -> str:
+    """``lab`` or ``debug``, from ``$LABKIT_KERNEL_FLAVOUR``."""
+    name = os.environ.get("LABKIT_KERNEL_FLAVOUR") or "lab"
+    if name not in FLAVOURS:
+        raise KernelBuildFailed(f"LABKIT_KERNEL_FLAVOUR={name} is not a kernel flavour",
+                                fix=f"use one of: {', '.join(FLAVOURS)} (or unset it)")
+    return name
+
+
+def fragment_files() -> list[Path]:
+    """The config fragments of the current flavour, in the order they apply."""
+    return [paths.KERNEL_SRC_DIR / name for name in FLAVOURS[flavour()]]
+
+
 def fragment_bytes() -> bytes:
-    return (paths.KERNEL_SRC_DIR / "lab.config").read_bytes()
+    """The current flavour's fragments, concatenated: a later line wins."""
+    return b"".join(f.read_bytes() for f in fragment_files())
 
 
 def cache_key(version: str, patches: list[Path], fragment: bytes) -> str:
