@@ -80,11 +80,12 @@ int clone_writer(struct __sk_buff *ctx)
 	return TC_ACT_OK;
 }
 
-/* Counts storages freed with their extension block. */
-SEC("kprobe/bpf_skb_storage_free")
-int BPF_KPROBE(on_storage_free, struct skb_ext_bpf_storage *ext)
+/* Counts storage elements freed with their extension block. */
+SEC("tp_btf/skb_storage_free")
+int BPF_PROG(on_storage_free, const struct skb_ext_bpf_storage *owner, const struct bpf_map *map,
+	     const struct sk_buff *skb)
 {
-	if (lab_chunk_holds(ext))
+	if (!skb) /* freed with its extension block (or its map), not deleted */
 		__sync_fetch_and_add(&freed, 1);
 	return 0;
 }

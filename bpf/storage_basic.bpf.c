@@ -5,8 +5,8 @@
  * packet; cgroup_skb ingress and a socket filter on the receiving socket
  * read it back. Each reports what it saw through the "events" ring buffer
  * (user space cannot read an skb storage map: there is no key to name an
- * skb with). A kprobe on bpf_skb_storage_free() counts storages freed, so
- * a test can match allocations against frees.
+ * skb with). The skb_storage_free tracepoint counts elements freed with
+ * their extension block, so a test can match allocations against frees.
  */
 #include "lab_observe.h"
 #include <bpf/bpf_tracing.h>
@@ -45,10 +45,11 @@ int sock_reader(struct __sk_buff *ctx)
 	return ctx->len; /* keep the whole packet */
 }
 
-SEC("kprobe/bpf_skb_storage_free")
-int BPF_KPROBE(on_storage_free, struct skb_ext_bpf_storage *ext)
+SEC("tp_btf/skb_storage_free")
+int BPF_PROG(on_storage_free, const struct skb_ext_bpf_storage *owner, const struct bpf_map *map,
+	     const struct sk_buff *skb)
 {
-	if (lab_chunk_holds(ext))
+	if (!skb) /* freed with its extension block (or its map), not deleted */
 		__sync_fetch_and_add(&freed, 1);
 	return 0;
 }

@@ -38,8 +38,9 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 #endif
 
 /* Whether the skb storage chunk of an extension block holds an element:
- * in its bpf_local_storage or, on a kernel with patch 0008, inline in the
- * chunk. For kprobes on bpf_skb_storage_free(), which sees every chunk.
+ * in its bpf_local_storage or, on an earlier version of patch 0008, inline
+ * in the chunk. For the kprobe on bpf_skb_storage_free() that stands in for
+ * the tracepoints on kernels without them (the lab kernel's takes the block).
  */
 #define lab_chunk_holds(ext)							\
 	(BPF_CORE_READ(ext, storage) != NULL ||					\

@@ -5,12 +5,17 @@ does). Started anywhere else every test skips with that command, and under
 CI=true fails instead.
 """
 
+import os
 import secrets
 
 import pytest
 
 from labkit import preflight
 from tests.conftest import need
+
+
+# The planted-fault test needs the debug kernel's lkdtm: collected there alone.
+collect_ignore = [] if os.uname().release.endswith("-labkit-debug") else ["test_zz_splat_scan.py"]
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +40,59 @@ def _nothing_left_behind():
     yield
     after = (lab_namespaces(), lab_cgroups(), _pins())
     assert after == before, f"left behind: netns/cgroups/pins {after} (were {before})"
+
+
+@pytest.fixture(scope="session")
+def _kmsg():
+    """The guest's kernel log from the start of the tier on."""
+    from labkit import splats
+
+    if not preflight.lab_kernel_here():
+        yield None
+        return
+    log = splats.Kmsg()
+    splats.kmemleak_clear()  # what boot left is not a test's
+    yield log
+    log.close()
+
+
+@pytest.fixture
+def kmsg(_kmsg):
+    """For a test that provokes a splat on purpose: ``kmsg.splats()`` returns
+    (and takes) what the kernel printed since the test began."""
+    return _kmsg
+
+
+@pytest.fixture(autouse=True)
+def _no_splat(_kmsg, request):
+    """A test that leaves a kernel splat (KASAN, lockdep, RCU, WARN, BUG,
+    oops) in the guest's log fails, whatever it asserted."""
+    if _kmsg is not None:
+        _kmsg.read()  # what came before belongs to no test
+    yield
+    if _kmsg is None:
+        return
+    found = _kmsg.splats()
+    if found:
+        pytest.fail(f"{request.node.nodeid} left {len(found)} kernel splat(s) in the guest's log:\n\n"
+                    + "\n\n".join(found), pytrace=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_leak(_kmsg, request):
+    """On the debug kernel, a test module that leaks kernel memory fails
+    (kmemleak, scanned after the module; objects must be 5 s old to count,
+    so the scan waits that long)."""
+    from labkit import splats
+
+    yield
+    if _kmsg is None or not splats.kmemleak_available():
+        return
+    report = splats.kmemleak_report(settle=6)
+    splats.kmemleak_clear()
+    if report:
+        pytest.fail(f"{request.node.nodeid}: kmemleak found leaks after this module:\n{report[:6000]}",
+                    pytrace=False)
 
 
 def _pins():
