@@ -3,7 +3,12 @@
 1. ``tests/unit`` and ``tests/host`` on the host: pure logic, the CLI's
    errors, and the lab VM driven from outside (each of those boots its own).
 2. ``tests/lab`` inside one lab VM, as root on the lab kernel.
-3. ``tests/notebooks`` and ``tests/browser`` on the host: every lesson
+3. The lifetime and finding tests (``DEBUG_TESTS``) again, on the debug
+   kernel (KASAN, lockdep, kmemleak: ``kernel/debug.config``), where a
+   kernel splat or a leak fails the test that caused it. The debug kernel
+   is built in the background from the start (``labkit kernel build
+   --debug``, niced, cached like the other), while the host tier runs.
+4. ``tests/notebooks`` and ``tests/browser`` on the host: every lesson
    live (each boots its VM) and in replay as an unprivileged user, and
    JupyterLab in headless Chromium.
 
@@ -11,8 +16,10 @@ Extra arguments go to both pytest runs. The closing line counts all tiers:
 ``tests: N passed, N failed, N skipped``.
 """
 
+import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 from labkit import paths
@@ -32,38 +39,77 @@ def counts(xml_path):
     return total
 
 
+# On the debug kernel: every lifetime rule, both implementations, the
+# review's findings, and the proof that the splat scan sees a planted fault.
+DEBUG_TESTS = ["tests/lab/test_findings.py", "tests/lab/test_lifetime.py", "tests/lab/test_inline.py",
+               "tests/lab/test_flags.py", "tests/lab/test_api.py", "tests/lab/test_zz_splat_scan.py"]
+
+
+def start_debug_build(log_path):
+    """``labkit kernel build --debug`` in the background, at low priority."""
+    log = open(log_path, "wb")
+    return subprocess.Popen(["nice", "-n", "10", sys.executable, "-m", "labkit.cli", "kernel", "build", "--debug"],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=paths.PROJECT)
+
+
+def run_lab_tier(name, tests, xml, argv, kernel_dir=None) -> int:
+    from labkit.vm import Lab
+
+    try:
+        with Lab(kernel_dir, workdir=paths.PROJECT) as lab:  # the guest's pytest writes artifacts/ there
+            print(f"lab VM: kernel {lab.release}, accel {lab.accel} ({lab.accel_why}), "
+                  f"booted in {lab.boot_seconds:.1f}s", flush=True)
+            res = lab.run([sys.executable, "-m", "pytest", *tests, "-v", f"--junitxml={xml}", *argv],
+                          cwd=str(paths.PROJECT), stream=True, timeout=2400)
+            return res.code
+    except LabError as exc:
+        print(f"labkit: {name} tier: {exc.render()}", file=sys.stderr)
+        return 2
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     out = paths.PROJECT / "artifacts"
     out.mkdir(exist_ok=True)
     host_xml, lab_xml, nb_xml = out / "junit-host.xml", out / "junit-lab.xml", out / "junit-lessons.xml"
-    for f in (host_xml, lab_xml, nb_xml):
+    debug_xml = out / "junit-debug.xml"
+    for f in (host_xml, lab_xml, nb_xml, debug_xml):
         f.unlink(missing_ok=True)
+
+    debug_log = out / "kernel-debug-build.log"
+    print(f"== the debug kernel builds in the background (log: {debug_log})", flush=True)
+    t_build = time.monotonic()
+    debug_build = start_debug_build(debug_log)
 
     print("== host tier: tests/unit tests/host", flush=True)
     host_rc = subprocess.call([sys.executable, "-m", "pytest", "tests/unit", "tests/host",
                                f"--junitxml={host_xml}", *argv], cwd=paths.PROJECT)
 
     print("\n== lab tier: tests/lab inside the lab VM", flush=True)
-    from labkit.vm import Lab
+    lab_rc = run_lab_tier("lab", ["tests/lab"], lab_xml, argv)
 
-    try:
-        with Lab(workdir=paths.PROJECT) as lab:  # the guest's pytest writes artifacts/ there
-            print(f"lab VM: kernel {lab.release}, accel {lab.accel} ({lab.accel_why}), "
-                  f"booted in {lab.boot_seconds:.1f}s", flush=True)
-            res = lab.run([sys.executable, "-m", "pytest", "tests/lab", "-v", f"--junitxml={lab_xml}", *argv],
-                          cwd=str(paths.PROJECT), stream=True, timeout=1800)
-            lab_rc = res.code
-    except LabError as exc:
-        print(f"labkit: {exc.render()}", file=sys.stderr)
-        lab_rc = 2
+    print("\n== debug tier: the lifetime and finding tests on the debug kernel", flush=True)
+    rc = debug_build.wait()
+    print(f"debug kernel build: exit {rc} after {time.monotonic() - t_build:.0f}s (log: {debug_log})", flush=True)
+    if rc == 0:
+        from labkit import kernel
+
+        os.environ["LABKIT_KERNEL_FLAVOUR"] = "debug"
+        try:
+            debug_dir = kernel.kernel_path()
+        finally:
+            os.environ.pop("LABKIT_KERNEL_FLAVOUR", None)
+        debug_rc = run_lab_tier("debug", DEBUG_TESTS, debug_xml, argv, kernel_dir=debug_dir)
+    else:
+        print(debug_log.read_text(errors="replace")[-3000:], file=sys.stderr)
+        debug_rc = 2
 
     print("\n== lessons tier: tests/notebooks tests/browser", flush=True)
     nb_rc = subprocess.call([sys.executable, "-m", "pytest", "tests/notebooks", "tests/browser", "-v",
                              f"--junitxml={nb_xml}", *argv], cwd=paths.PROJECT)
 
     passed = failed = skipped = 0
-    for name, xml in (("host", host_xml), ("lab", lab_xml), ("lessons", nb_xml)):
+    for name, xml in (("host", host_xml), ("lab", lab_xml), ("debug", debug_xml), ("lessons", nb_xml)):
         c = counts(xml)
         if c is None:
             print(f"{name} tier left no report ({xml})", file=sys.stderr)
@@ -74,7 +120,7 @@ def main(argv=None) -> int:
         failed += f
         skipped += c["skipped"]
     print(f"\ntests: {passed} passed, {failed} failed, {skipped} skipped")
-    return 0 if host_rc == 0 and lab_rc == 0 and nb_rc == 0 and failed == 0 else 1
+    return 0 if host_rc == lab_rc == debug_rc == nb_rc == 0 and failed == 0 else 1
 
 
 if __name__ == "__main__":
