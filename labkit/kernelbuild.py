@@ -161,9 +161,13 @@ class Builder:
                     fix="check their dependencies (make menuconfig, search for the symbol)",
                     details="\n".join(missing),
                 )
-        with self.step("build", f"make -j{self.jobs} vmlinux (first build: several minutes)"):
+        # KASAN's early setup runs on the decompressor's path into the kernel,
+        # not on the PVH entry (which calls instrumented code before it): the
+        # debug kernel boots as a bzImage.
+        targets = ["vmlinux", "bzImage"] if flavour() == "debug" else ["vmlinux"]
+        with self.step("build", f"make -j{self.jobs} {' '.join(targets)} (first build: several minutes)"):
             self.log_path = logs / "build.log"
-            self.run(["make", f"O={build}", f"-j{self.jobs}", "vmlinux"], cwd=src, log=self.log_path,
+            self.run(["make", f"O={build}", f"-j{self.jobs}", *targets], cwd=src, log=self.log_path,
                      count_lines=True)
         with self.step("export", "vmlinux, vmlinux.h"):
             self.log_path = logs / "export.log"
@@ -177,6 +181,8 @@ class Builder:
                 subprocess.run([tools.which("bpftool"), "btf", "dump", "file", str(tmp / "vmlinux"), "format", "c"],
                                stdout=fh, stderr=open(self.log_path, "ab"), check=True)
             shutil.copy(build / ".config", tmp / "config")
+            if "bzImage" in targets:
+                shutil.copy(build / "arch/x86/boot/bzImage", tmp / "bzImage")
             release = subprocess.run(["make", "-s", f"O={build}", "kernelrelease"], cwd=src,
                                      capture_output=True, text=True, check=True).stdout.strip()
             info = {

@@ -127,7 +127,9 @@ def fragment_bytes() -> bytes:
 
 def cache_key(version: str, patches: list[Path], fragment: bytes) -> str:
     h = hashlib.sha256()
-    h.update(f"recipe {RECIPE_VERSION}\n{version}\n".encode())
+    # The debug flavour's recipe also makes a bzImage (its KASAN cannot boot through PVH).
+    recipe = RECIPE_VERSION + ("+bzImage" if flavour() == "debug" else "")
+    h.update(f"recipe {recipe}\n{version}\n".encode())
     for p in patches:
         h.update(p.name.encode() + b"\n" + p.read_bytes())
     h.update(fragment)

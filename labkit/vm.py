@@ -113,6 +113,10 @@ class Lab:
         vmlinux = self.kernel_dir / "vmlinux"
         if not vmlinux.is_file():
             raise VMError(f"no vmlinux in {self.kernel_dir}", fix="run: labkit kernel build")
+        # The debug kernel boots through the decompressor: its KASAN needs
+        # the early setup that the PVH entry skips.
+        if (self.kernel_dir / "bzImage").is_file():
+            vmlinux = self.kernel_dir / "bzImage"
         tools.require("qemu-system-x86_64")  # before anything is created on disk
         if self.workdir is not None:
             self.workdir = check_workdir(self.workdir)
