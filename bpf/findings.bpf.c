@@ -7,6 +7,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 #include "skb_storage.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -50,13 +51,19 @@ struct {
 	__u32 target;
 } res;
 
-static long spin_once(__u64 i, void *ctx)
+static long spin_inner(__u64 i, void *ctx)
 {
 	return 0;
 }
 
-/* Finding 1: look the inner map up, spin while user space removes it from
- * the outer map (its last reference), then create storage in it.
+static long spin_once(__u64 i, void *ctx)
+{
+	bpf_loop(32, spin_inner, NULL, 0);
+	return 0;
+}
+
+/* Finding 1: create storage in the inner map, looked up in the outer one
+ * (res.spin: how long to spin between the two, for a test with a second CPU).
  */
 SEC("tc")
 int inner_create(struct __sk_buff *ctx)
@@ -70,7 +77,9 @@ int inner_create(struct __sk_buff *ctx)
 	if (!map)
 		return TC_ACT_OK;
 	res.v[1] = 1; /* found the inner map */
+	res.v[2] = bpf_ktime_get_ns();
 	bpf_loop(res.spin, spin_once, NULL, 0);
+	res.v[3] = bpf_ktime_get_ns();
 	v = bpf_skb_storage_get(map, skb, NULL, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	res.v[0] = v != NULL;
 	if (v)
@@ -121,6 +130,8 @@ int tag_both(struct __sk_buff *ctx)
 		s->a = 1;
 	if (b)
 		b->a[0] = 1;
+	res.v[0] += s != NULL;
+	res.v[1] += b != NULL;
 	return TC_ACT_OK;
 }
 
@@ -163,7 +174,7 @@ int BPF_PROG(peek_create, const struct sk_buff *skb, int len)
 	struct small *v;
 	__u32 i;
 
-	if (len != 1234)
+	if (len != 20000)
 		return 0;
 	v = bpf_skb_storage_get(&small_a, (struct sk_buff *)skb, NULL, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	i = res.n;
@@ -182,7 +193,11 @@ int BPF_PROG(free_count, const struct skb_ext_bpf_storage *owner, const struct b
 	__u32 i = res.n;
 
 	if (i < 32) {
-		res.addr[i] = (__u64)BPF_CORE_READ(map, id) | ((__u64)(skb != NULL) << 32);
+		__u64 name = 0;
+
+		/* By map free the map's id is 0 already: name it by its name. */
+		bpf_probe_read_kernel(&name, sizeof(name), map->name);
+		res.addr[i] = name | ((__u64)(skb != NULL) << 63);
 		res.n = i + 1;
 	}
 	return 0;
@@ -254,5 +269,21 @@ int clone_then_create(struct __sk_buff *ctx)
 	res.v[1] = bpf_clone_redirect(ctx, res.target, 0);
 	v = bpf_skb_storage_get(&small_a, skb, NULL, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	res.v[2] = v != NULL;
+	return TC_ACT_OK;
+}
+
+/* Finding 10: a pointer walked from the skb (untrusted) handed to a kfunc
+ * whose argument is the context's kernel type: it must take the context
+ * path (and be refused there), never the trusted-pointer path.
+ */
+SEC("tc")
+int walked_pointer(struct __sk_buff *ctx)
+{
+	struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
+	struct sk_buff *next = skb->next;
+
+	if (!next)
+		return TC_ACT_OK;
+	bpf_skb_storage_get(&small_a, next, NULL, 0, 0);
 	return TC_ACT_OK;
 }
