@@ -91,7 +91,7 @@ def test_f1_an_element_does_not_hold_its_inner_map(implementation, token):  # no
         n = st.enter_context(NetNS())
         n.ip("link", "add", "lk-dmy0", "type", "dummy")
         n.ip("link", "set", "lk-dmy0", "up")
-        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "100")
+        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000000")  # bytes
         n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "clsact")  # stays: see test_f4_map_freed_...
         with findings("inner_create") as obj:
             inner_id = _map_id(obj.map("inner").fd)
@@ -178,7 +178,7 @@ def test_f4_map_freed_with_its_last_reference_while_a_packet_holds_its_element(
         n = st.enter_context(NetNS())
         n.ip("link", "add", "lk-dmy0", "type", "dummy")
         n.ip("link", "set", "lk-dmy0", "up")
-        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "100")
+        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000000")  # bytes
         # clsact made here stays when the program goes: deleting it would
         # reset the device's qdiscs and free the held packet
         n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "clsact")
@@ -242,7 +242,7 @@ def test_f6_clone_sharing_only_another_extension_may_get_storage(token):
         n.ip("link", "set", "lk-br0", "up")
         n.ip("link", "add", "lk-dmy0", "type", "dummy")
         n.ip("link", "set", "lk-dmy0", "up")
-        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "100")
+        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000000")  # bytes
         n.run("sh", "-c", "echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables")
         set_res(obj, target=n.ifindex("lk-dmy0"))
         tc(obj, "clone_then_create", n, "lk-br0", True)
@@ -303,7 +303,7 @@ def test_f8_map_free_reports_the_elements_of_live_skbs(implementation, token, si
         n = st.enter_context(NetNS())
         n.ip("link", "add", "lk-dmy0", "type", "dummy")
         n.ip("link", "set", "lk-dmy0", "up")
-        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "100")
+        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000000")  # bytes
         # clsact made here stays when the program goes: deleting it would
         # reset the device's qdiscs and free the held packet
         n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "clsact")

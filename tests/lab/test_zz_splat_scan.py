@@ -21,7 +21,7 @@ def provoke(what):
 
 @pytest.mark.parametrize("fault, head", [
     ("WARNING", "WARNING: "),
-    ("SLAB_USE_AFTER_FREE", "BUG: KASAN: slab-use-after-free"),
+    ("READ_AFTER_FREE", "BUG: KASAN: slab-use-after-free"),
 ])
 def test_a_planted_fault_is_found(kmsg, fault, head):
     kmsg.read()
