@@ -73,6 +73,8 @@ int inner_create(struct __sk_buff *ctx)
 	void *map;
 	struct small *v;
 
+	if (ctx->protocol != bpf_htons(0x0800)) /* the device's own IPv6 chatter */
+		return TC_ACT_OK;
 	map = bpf_map_lookup_elem(&outer, &zero);
 	if (!map)
 		return TC_ACT_OK;
@@ -124,6 +126,8 @@ int tag_both(struct __sk_buff *ctx)
 	struct small *s;
 	struct big *b;
 
+	if (ctx->protocol != bpf_htons(0x0800)) /* the device's own IPv6 chatter */
+		return TC_ACT_OK;
 	s = bpf_skb_storage_get(&small_a, skb, NULL, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	b = bpf_skb_storage_get(&big_a, skb, NULL, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (s)
@@ -285,5 +289,20 @@ int walked_pointer(struct __sk_buff *ctx)
 	if (!next)
 		return TC_ACT_OK;
 	bpf_skb_storage_get(&small_a, next, NULL, 0, 0);
+	return TC_ACT_OK;
+}
+
+/* Finding 11: what small_a holds on this skb (v[4]: the value's a, or -1). */
+SEC("tc")
+int observe_small(struct __sk_buff *ctx)
+{
+	struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
+	struct small *v;
+
+	if (ctx->protocol != bpf_htons(0x0800))
+		return TC_ACT_OK;
+	v = bpf_skb_storage_get(&small_a, skb, NULL, 0, 0);
+	res.v[4] = v ? (__s64)v->a : -1;
+	res.v[5] += 1;
 	return TC_ACT_OK;
 }

