@@ -37,14 +37,13 @@ extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 #define EOPNOTSUPP 95
 #endif
 
-/* Whether the skb storage chunk of an extension block holds an element:
- * in its bpf_local_storage or, on an earlier version of patch 0008, inline
- * in the chunk. For the kprobe on bpf_skb_storage_free() that stands in for
- * the tracepoints on kernels without them (the lab kernel's takes the block).
+/* Whether the skb storage chunk of an extension block holds an element
+ * in its bpf_local_storage. For the kprobe on bpf_skb_storage_free() that
+ * stands in for the tracepoints on kernels without them (patch 0007), where
+ * every element is in the bpf_local_storage (the lab kernel's takes the
+ * block and has the tracepoints).
  */
-#define lab_chunk_holds(ext)							\
-	(BPF_CORE_READ(ext, storage) != NULL ||					\
-	 (bpf_core_field_exists(ext->inline_map) && BPF_CORE_READ(ext, inline_map) != NULL))
+#define lab_chunk_holds(ext) (BPF_CORE_READ(ext, storage) != NULL)
 
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
