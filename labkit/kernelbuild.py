@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from labkit import paths, tools
+from labkit import tools
 from labkit.errors import KernelBuildFailed, MissingTool
 from labkit.kernelcache import (
     SOURCE_PACKAGE, cache_key, current_key, find, flavour, fragment_bytes, fragment_files, fragment_options,

@@ -5,9 +5,10 @@
 2. ``tests/lab`` inside one lab VM, as root on the lab kernel.
 3. The lifetime and finding tests (``DEBUG_TESTS``) again, on the debug
    kernel (KASAN, lockdep, kmemleak: ``kernel/debug.config``), where a
-   kernel splat or a leak fails the test that caused it. The debug kernel
-   is built in the background from the start (``labkit kernel build
-   --debug``, niced, cached like the other), while the host tier runs.
+   kernel splat fails the test that caused it. The debug kernel is built
+   in the background (``labkit kernel build --debug``, niced, cached like
+   the other) from the end of the host tier, whose interrupt and workshop
+   tests are timing-sensitive, while the lab tier runs.
 4. ``tests/notebooks`` and ``tests/browser`` on the host: every lesson
    live (each boots its VM) and in replay as an unprivileged user, and
    JupyterLab in headless Chromium.
@@ -79,14 +80,15 @@ def main(argv=None) -> int:
     for f in (host_xml, lab_xml, nb_xml, debug_xml):
         f.unlink(missing_ok=True)
 
-    debug_log = out / "kernel-debug-build.log"
-    print(f"== the debug kernel builds in the background (log: {debug_log})", flush=True)
-    t_build = time.monotonic()
-    debug_build = start_debug_build(debug_log)
 
     print("== host tier: tests/unit tests/host", flush=True)
     host_rc = subprocess.call([sys.executable, "-m", "pytest", "tests/unit", "tests/host",
                                f"--junitxml={host_xml}", *argv], cwd=paths.PROJECT)
+
+    debug_log = out / "kernel-debug-build.log"
+    print(f"\n== the debug kernel builds in the background (log: {debug_log})", flush=True)
+    t_build = time.monotonic()
+    debug_build = start_debug_build(debug_log)
 
     print("\n== lab tier: tests/lab inside the lab VM", flush=True)
     lab_rc = run_lab_tier("lab", ["tests/lab"], lab_xml, argv)
