@@ -67,6 +67,21 @@ def wait_gone(map_id, timeout=10.0):
     return False
 
 
+def hold_on_dummy(n):
+    """lk-dmy0 in n, whose plug qdisc holds what is sent out of it. Its clsact
+    is made here, so it stays when a test's program goes: deleting clsact
+    resets the device's qdiscs, which frees the held packets."""
+    n.ip("link", "add", "lk-dmy0", "type", "dummy")
+    n.ip("link", "set", "lk-dmy0", "up")
+    n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000000")  # bytes
+    n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "clsact")
+
+
+def still_held(n) -> bool:
+    """Whether lk-dmy0's plug qdisc still holds a packet."""
+    return "backlog 0b 0p" not in n.run("tc", "-s", "qdisc", "show", "dev", "lk-dmy0", "root")
+
+
 def refused(prog, *others):
     """The verifier's message when prog is refused, else None (it loaded)."""
     try:
@@ -89,10 +104,7 @@ def test_f1_an_element_does_not_hold_its_inner_map(implementation, token):  # no
     release afterwards must leave no splat on the debug kernel."""
     with ExitStack() as st:
         n = st.enter_context(NetNS())
-        n.ip("link", "add", "lk-dmy0", "type", "dummy")
-        n.ip("link", "set", "lk-dmy0", "up")
-        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000000")  # bytes
-        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "clsact")  # stays: see test_f4_map_freed_...
+        hold_on_dummy(n)
         with findings("inner_create") as obj:
             inner_id = _map_id(obj.map("inner").fd)
             # The object's own fd on the inner map goes now (dup2 keeps the
@@ -104,7 +116,7 @@ def test_f1_an_element_does_not_hold_its_inner_map(implementation, token):  # no
             assert (r[1], r[0]) == (1, 1), f"the program found the inner map: {r[1]}, created: {r[0]}"
             obj.map("outer").delete(b"\0\0\0\0")
             gone = wait_gone(inner_id)
-            held = "backlog 0b 0p" not in n.run("tc", "-s", "qdisc", "show", "dev", "lk-dmy0", "root")
+            held = still_held(n)
         n.run("tc", "qdisc", "del", "dev", "lk-dmy0", "root")  # frees the held packet
         time.sleep(0.5)
     assert held, "the packet was not held while the inner map went"
@@ -176,19 +188,14 @@ def test_f4_map_freed_with_its_last_reference_while_a_packet_holds_its_element(
     packet was freed)."""
     with ExitStack() as st:
         n = st.enter_context(NetNS())
-        n.ip("link", "add", "lk-dmy0", "type", "dummy")
-        n.ip("link", "set", "lk-dmy0", "up")
-        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000000")  # bytes
-        # clsact made here stays when the program goes: deleting it would
-        # reset the device's qdiscs and free the held packet
-        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "clsact")
+        hold_on_dummy(n)
         with findings("tag_both") as obj:
             map_id = _map_id(obj.map("small_a" if size == "small" else "big_a").fd)
             tc(obj, "tag_both", n, "lk-dmy0", False)
             send_raw(n, "lk-dmy0", udp_frame(token))
             assert res(obj)["v"][:2] == (1, 1), f"the held packet got no elements: {res(obj)['v'][:2]}"
         gone = wait_gone(map_id)
-        held = "backlog 0b 0p" not in n.run("tc", "-s", "qdisc", "show", "dev", "lk-dmy0", "root")
+        held = still_held(n)
         n.run("tc", "qdisc", "del", "dev", "lk-dmy0", "root")  # frees the held packet
     assert held, "the packet was not held while the map went"
     assert gone, "the map stayed alive while a held packet carried its element"
@@ -301,12 +308,7 @@ def test_f8_map_free_reports_the_elements_of_live_skbs(implementation, token, si
         tracer = st.enter_context(findings("free_count"))
         tracer.own(tracer.program("free_count").attach())
         n = st.enter_context(NetNS())
-        n.ip("link", "add", "lk-dmy0", "type", "dummy")
-        n.ip("link", "set", "lk-dmy0", "up")
-        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000000")  # bytes
-        # clsact made here stays when the program goes: deleting it would
-        # reset the device's qdiscs and free the held packet
-        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "clsact")
+        hold_on_dummy(n)
         name = "small_a" if size == "small" else "big_a"
         with findings("tag_both") as obj:
             map_id = _map_id(obj.map(name).fd)
@@ -319,7 +321,7 @@ def test_f8_map_free_reports_the_elements_of_live_skbs(implementation, token, si
         # free_count records the map's name (8 bytes) and bit 63 when the event names an skb
         want = int.from_bytes(name.encode().ljust(8, b"\0"), "little")
         freed = [a for a in r["addr"][:r["n"]] if a == want]
-        held = "backlog 0b 0p" not in n.run("tc", "-s", "qdisc", "show", "dev", "lk-dmy0", "root")
+        held = still_held(n)
         n.run("tc", "qdisc", "del", "dev", "lk-dmy0", "root")
     assert held, "the packet was not held while the map went"
     assert len(freed) == 1, (f"{len(freed)} free events (no skb) for the element of the freed map {name} on a "
