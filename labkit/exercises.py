@@ -138,8 +138,25 @@ def first_storage(lab, cell):
         return bad
     log = _with(lab, lab.scenario("basic"), [cell.at("tc_stamp", "tc/ingress", "lk-b0"),
                                              cell.at("sock_delay", "socket_filter", "b")], count=5)
-    lines, ok, delays = [], True, []
-    for p in log.packets():
+    ok, lines = judge_delays(log, log.packets())
+    if not log.packets():
+        return Verdict("01", False, "no packet reached the socket", [])
+    return Verdict("01", ok, "every delivered packet reports its own delay" if ok else
+                   "not every packet reported a believable delay", lines)
+
+
+def judge_delays(log, packets):
+    """Exercise 01's judgement of each packet's reported delay, from the events.
+
+    The delay must end after the stamp's storage was allocated (or the
+    observer saw the packet at tc ingress) and before the report was written:
+    that bound holds on any clock. It must also cover the time from cgroup_skb
+    ingress to the report; that bound assumes nothing ran between your
+    bpf_ktime_get_ns() and lab_report()'s own, which a busy host breaks (under
+    TCG the guest clock jumps when the host deschedules the VM). So a late-stamp
+    program is one most packets show it for, not one packet."""
+    lines, ok, delays, short = [], True, [], 0
+    for p in packets:
         evs = [e for e in log if e.get("packet") == p]
         seen = [e for e in evs if e["kind"] == "hook" and e.get("hook") == "tc/ingress"]
         got = [e for e in evs if e["kind"] == "report" and e.get("tag") == "delay_ns"]
@@ -149,9 +166,6 @@ def first_storage(lab, cell):
                          "from the socket filter)")
             continue
         r = got[0]
-        # The true delay starts at your stamp, which comes after your storage was
-        # allocated (or after the observer saw the packet at tc ingress) and before
-        # the packet reached cgroup_skb ingress; it ends just before your report.
         mine = [e for e in evs if e["kind"] == "storage_alloc" and e.get("map") not in ("storage_a", "storage_b")]
         start = (mine or seen or [None])[0]
         later = [e for e in evs if e["kind"] == "hook" and e.get("hook") == "cgroup_skb/ingress"
@@ -162,19 +176,25 @@ def first_storage(lab, cell):
         if r["value"] <= 0 or r["value"] > 10**12:
             ok = False
             lines.append(f"packet {p}: reported delay {r['value']} ns is not a positive time difference")
-        elif not lo <= r["value"] <= hi:
+        elif r["value"] > hi:
             ok = False
-            lines.append(f"packet {p}: reported {r['value'] / 1000:.1f} us, but the kernel took between "
-                         f"{max(lo, 0) / 1000:.1f} and {hi / 1000:.1f} us from your stamp to your report")
+            lines.append(f"packet {p}: reported {r['value'] / 1000:.1f} us, but the kernel took at most "
+                         f"{hi / 1000:.1f} us from your stamp to your report")
+        elif r["value"] < lo:
+            short += 1
+            lines.append(f"packet {p}: reported {r['value'] / 1000:.1f} us, less than the {lo / 1000:.1f} us "
+                         "from cgroup_skb ingress to your report")
         else:
             lines.append(f"packet {p}: {r['value'] / 1000:.1f} us from tc ingress to the socket")
+    if short and short * 2 >= len(delays):
+        ok = False
+        lines.append("your stamp is taken too late for most packets: stamp at tc ingress, where the storage is made")
+    elif short:
+        lines.append(f"{short} of {len(delays)} packets came up short: the guest clock jumps while the host is busy")
     if len(delays) >= 3 and len(set(delays)) == 1:
         ok = False
         lines.append(f"every packet reported exactly {delays[0]} ns: measure each packet, do not write a number in")
-    if not log.packets():
-        return Verdict("01", False, "no packet reached the socket", [])
-    return Verdict("01", ok, "every delivered packet reports its own delay" if ok else
-                   "not every packet reported a believable delay", lines)
+    return ok, lines
 
 
 # ---- 02: the verifier's NULL check ----------------------------------------------------

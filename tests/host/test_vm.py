@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -78,17 +79,32 @@ def test_guest_crash_is_detected(vm_ready):
 
 
 def test_interrupt_stops_the_vm(vm_ready):
-    proc = subprocess.Popen([sys.executable, "-m", "labkit.cli", "vm", "run", "--", "sleep", "100"],
+    # The interrupt comes once the guest command has started (it says so),
+    # not after a fixed delay: under load, boot alone can take longer.
+    proc = subprocess.Popen([sys.executable, "-m", "labkit.cli", "vm", "run", "--",
+                             "sh", "-c", "echo started; exec sleep 100"],
                             cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not lab_qemus() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(4)  # let the command start in the guest
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        line = read_line_within(proc.stdout, 300)
+        assert line == "started\n", f"the guest command did not start: {line!r}"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert not lab_qemus()
+
+
+def read_line_within(stream, seconds):
+    """One line from a pipe, or "" when none comes within the time."""
+    got = []
+    reader = threading.Thread(target=lambda: got.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    return got[0] if got else ""
 
 
 def test_verifier_reject_through_the_cli(vm_ready):
