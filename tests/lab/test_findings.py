@@ -22,7 +22,7 @@ from labkit.netns import NetNS
 from labkit.packets import udp_frame
 
 from .test_inline import implementation  # noqa: F401  (fixture: inline, plain)
-from .test_lifetime import send_raw, tc, veth
+from .test_lifetime import bridged, dummy, send_raw, tc
 
 RES = struct.Struct("<8q32QIII")
 SKB_EXT_BRIDGE_NF = 0
@@ -71,9 +71,7 @@ def hold_on_dummy(n):
     """lk-dmy0 in n, whose plug qdisc holds what is sent out of it. Its clsact
     is made here, so it stays when a test's program goes: deleting clsact
     resets the device's qdiscs, which frees the held packets."""
-    n.ip("link", "add", "lk-dmy0", "type", "dummy")
-    n.ip("link", "set", "lk-dmy0", "up")
-    n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000000")  # bytes
+    dummy(n, True)
     n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "clsact")
 
 
@@ -242,15 +240,7 @@ def test_f6_clone_sharing_only_another_extension_may_get_storage(token):
     with ExitStack() as st:
         obj = st.enter_context(findings("clone_then_create"))
         n = st.enter_context(NetNS())
-        veth(n, "lk-s0", n, "lk-p0")
-        n.ip("link", "add", "lk-br0", "type", "bridge")
-        n.ip("link", "set", "lk-p0", "master", "lk-br0")
-        n.ip("addr", "add", "10.97.0.1/24", "dev", "lk-br0")
-        n.ip("link", "set", "lk-br0", "up")
-        n.ip("link", "add", "lk-dmy0", "type", "dummy")
-        n.ip("link", "set", "lk-dmy0", "up")
-        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000000")  # bytes
-        n.run("sh", "-c", "echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables")
+        bridged(n, True)
         set_res(obj, target=n.ifindex("lk-dmy0"))
         tc(obj, "clone_then_create", n, "lk-br0", True)
         frame = udp_frame(token, src="10.97.0.2", dst="10.97.0.1", dport=9,

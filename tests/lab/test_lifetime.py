@@ -76,6 +76,27 @@ def veth(a_ns, a, b_ns, b):
 # ---- netns and veth crossings -------------------------------------------------
 
 
+def dummy(n, held):
+    """lk-dmy0 in n; with held, a plug qdisc keeps what is sent out of it
+    (its limit is in bytes: room for plenty of packets)."""
+    n.ip("link", "add", "lk-dmy0", "type", "dummy")
+    n.ip("link", "set", "lk-dmy0", "up")
+    if held:
+        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000000")
+
+
+def bridged(n, br_netfilter):
+    """lk-s0 -- lk-p0, a port of bridge lk-br0 (10.97.0.1/24), with
+    br_netfilter on or off, and a held lk-dmy0 to clone to."""
+    veth(n, "lk-s0", n, "lk-p0")
+    n.ip("link", "add", "lk-br0", "type", "bridge")
+    n.ip("link", "set", "lk-p0", "master", "lk-br0")
+    n.ip("addr", "add", "10.97.0.1/24", "dev", "lk-br0")
+    n.ip("link", "set", "lk-br0", "up")
+    dummy(n, True)
+    n.run("sh", "-c", f"echo {int(br_netfilter)} > /proc/sys/net/bridge/bridge-nf-call-iptables")
+
+
 @pytest.mark.parametrize("same_netns", [False, True], ids=["into-another-netns", "inside-one-netns"])
 def test_dropped_across_veth(token, same_netns):
     """Into another netns and, with skb_scrub_packet(skb, xnet=false), inside one."""
@@ -107,10 +128,7 @@ def test_clone_redirect_shares_the_extension(token, held):
         obj = st.enter_context(lifetime("clone_writer", "observe_egress"))
         ring = obj.own(RingBuffer(obj.map("events")))
         n = st.enter_context(NetNS())
-        n.ip("link", "add", "lk-dmy0", "type", "dummy")
-        n.ip("link", "set", "lk-dmy0", "up")
-        if held:
-            n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000")
+        dummy(n, held)
         set_clone_target(obj, n.ifindex("lk-dmy0"))
         tc(obj, "clone_writer", n, "lo", True)
         tc(obj, "observe_egress", n, "lk-dmy0", False)
@@ -224,15 +242,7 @@ def test_extension_copy_on_write_leaves_the_storage_behind(token, br_netfilter):
         obj.own(obj.program("on_storage_free").attach())
         n = st.enter_context(NetNS())
         cg = st.enter_context(Cgroup())
-        veth(n, "lk-s0", n, "lk-p0")
-        n.ip("link", "add", "lk-br0", "type", "bridge")
-        n.ip("link", "set", "lk-p0", "master", "lk-br0")
-        n.ip("addr", "add", "10.97.0.1/24", "dev", "lk-br0")
-        n.ip("link", "set", "lk-br0", "up")
-        n.ip("link", "add", "lk-dmy0", "type", "dummy")
-        n.ip("link", "set", "lk-dmy0", "up")
-        n.run("tc", "qdisc", "add", "dev", "lk-dmy0", "root", "plug", "limit", "1000")
-        n.run("sh", "-c", f"echo {int(br_netfilter)} > /proc/sys/net/bridge/bridge-nf-call-iptables")
+        bridged(n, br_netfilter)
         set_clone_target(obj, n.ifindex("lk-dmy0"))
         tc(obj, "clone_writer", n, "lk-p0", True)
         obj.own(obj.program("observe_cgroup").attach_cgroup(cg.path))
