@@ -396,3 +396,39 @@ def test_f11_vxlan_local_bypass_crosses_with_no_scrub(token):
     assert r[0] >= 1, "the sending VXLAN device's tc egress created no element"
     assert r[5] >= 1, "the packet did not reach the receiving VXLAN device"
     assert r[4] == 1, f"the element did not cross the local bypass (read {r[4]})"
+
+
+# ---- found by the debug tier: a stateless UDP skb ---------------------------------------
+
+
+def test_storage_made_on_a_dequeued_udp_skb_goes_with_it(implementation, token):  # noqa: F811
+    """UDP drops a queued skb's extensions and marks it stateless; the
+    reader frees it with __consume_stateless_skb(), which skips the head
+    state. Storage a tracing program creates while the reader copies the
+    skb must still go with it: its free event comes when recv() returns.
+    kmemleak on the debug kernel found the block leaked instead (with its
+    bpf_local_storage in the plain design, the element staying in the map
+    until map free)."""
+    want = int.from_bytes(b"small_a\0", "little")
+    with ExitStack() as st:
+        tracer = st.enter_context(findings("free_count"))
+        tracer.own(tracer.program("free_count").attach())
+        obj = st.enter_context(findings("peek_create"))
+        obj.own(obj.program("peek_create").attach())
+        n = st.enter_context(NetNS())
+        n.ip("link", "set", "lo", "up")
+        with n.enter():
+            rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with rx, tx:
+            rx.bind(("127.0.0.1", 0))
+            rx.settimeout(5)
+            tx.sendto(token.to_bytes(4, "little") * 5000, rx.getsockname())  # paged: see f5
+            rx.recv(65536)
+        time.sleep(0.2)
+        created, t = res(obj)["v"][0], res(tracer)
+        # read before the map goes: map free reports a leaked element too
+    freed = [a for a in t["addr"][:t["n"]] if a == want]
+    assert created == 1, "the reader's copy created no storage"
+    assert len(freed) == 1, (f"{len(freed)} free events for the element when recv() freed the skb "
+                             f"(events: {[hex(a) for a in t['addr'][:t['n']]]})")
