@@ -81,12 +81,12 @@ def _no_splat(_kmsg, request):
 @pytest.fixture(scope="module", autouse=True)
 def _leak_report(_kmsg, request):
     """On the debug kernel, kmemleak scans after each test module (objects
-    must be 5 s old to count, so the scan waits that long) and what it
-    suspects is written to artifacts/kmemleak-<module>.txt and shown as a
-    warning. A report to read, not a failure: kmemleak also suspects
-    objects that are only referenced from places it does not scan."""
+    must be 5 s old to count, so the scan waits that long); a suspected
+    leak fails the module's last test, and the report is written to
+    artifacts/kmemleak-<module>.txt. (kmemleak can suspect an object that
+    is referenced only from memory it does not scan: the report's
+    backtrace and hex dump say which.)"""
     import os
-    import warnings
 
     from labkit import paths, splats
 
@@ -102,7 +102,8 @@ def _leak_report(_kmsg, request):
             out.write_text(report + "\n")
         except OSError:
             pass
-        warnings.warn(f"kmemleak suspects leaks after {request.node.nodeid} (see {out}):\n{report[:3000]}")
+        pytest.fail(f"kmemleak reports a leak after {request.node.nodeid} (see {out}):\n{report[:3000]}",
+                    pytrace=False)
 
 
 def _pins():
