@@ -111,7 +111,14 @@ def test_a_user_who_never_built_gets_the_shared_kernel(artifact):
         os.chown(home, nobody.pw_uid, nobody.pw_gid)
         shutil.copy(path, top / "lab-kernel.tar.gz")
         os.chmod(top / "lab-kernel.tar.gz", 0o644)
-        env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": str(paths.PROJECT),
+        # nobody may not be able to read the checkout (under /root, a 0700 home): a copy of
+        # labkit and the kernel recipe it keys the kernel by
+        src = top / "src"
+        for part in ("labkit", "kernel"):
+            shutil.copytree(paths.PROJECT / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+        for p in [src, *src.rglob("*")]:
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONPATH": str(src),
                "PYTHONDONTWRITEBYTECODE": "1", "LABKIT_SHARED_KERNELS": str(shared)}
 
         def as_nobody(*args):
