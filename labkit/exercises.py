@@ -138,9 +138,10 @@ def first_storage(lab, cell):
         return bad
     log = _with(lab, lab.scenario("basic"), [cell.at("tc_stamp", "tc/ingress", "lk-b0"),
                                              cell.at("sock_delay", "socket_filter", "b")], count=5)
-    ok, lines = judge_delays(log, log.packets())
-    if not log.packets():
+    packets = log.packets()
+    if not packets:
         return Verdict("01", False, "no packet reached the socket", [])
+    ok, lines = judge_delays(log, packets)
     return Verdict("01", ok, "every delivered packet reports its own delay" if ok else
                    "not every packet reported a believable delay", lines)
 

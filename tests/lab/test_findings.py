@@ -202,6 +202,24 @@ def test_f4_map_freed_with_its_last_reference_while_a_packet_holds_its_element(
 # ---- 5: a shared skb -------------------------------------------------------------------
 
 
+def read_paged_udp(n, token, peek):
+    """In n, one 20000-byte datagram over lo to a UDP socket that reads it
+    (peeking at it first when peek). A paged skb: skb_copy_datagram_iter()
+    copies it through the skb_copy_datagram_iovec tracepoint, which a
+    linear one skips."""
+    n.ip("link", "set", "lo", "up")
+    with n.enter():
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with rx, tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.settimeout(5)
+        tx.sendto(token.to_bytes(4, "little") * 5000, rx.getsockname())
+        if peek:
+            rx.recv(65536, socket.MSG_PEEK)
+        rx.recv(65536)
+
+
 def test_f5_storage_refused_on_a_shared_skb(token):
     """A UDP skb being peeked is held by the socket queue and the reader
     (skb_shared()): a tracing program there must be refused storage, as on
@@ -210,19 +228,7 @@ def test_f5_storage_refused_on_a_shared_skb(token):
     with ExitStack() as st:
         obj = st.enter_context(findings("peek_create"))
         obj.own(obj.program("peek_create").attach())
-        n = st.enter_context(NetNS())
-        n.ip("link", "set", "lo", "up")
-        with n.enter():
-            rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        with rx, tx:
-            rx.bind(("127.0.0.1", 0))
-            rx.settimeout(5)
-            # 20000 bytes: a paged skb, copied by skb_copy_datagram_iter()
-            # (a linear one is copied without the tracepoint)
-            tx.sendto(token.to_bytes(4, "little") * 5000, rx.getsockname())
-            rx.recv(65536, socket.MSG_PEEK)
-            rx.recv(65536)
+        read_paged_udp(st.enter_context(NetNS()), token, peek=True)
         r = res(obj)
     assert r["n"] == 2, f"the tracepoint program ran {r['n']} times"
     assert r["v"][0] == 0, "storage was created on a peeked (shared) skb"
@@ -415,16 +421,7 @@ def test_storage_made_on_a_dequeued_udp_skb_goes_with_it(implementation, token):
         tracer.own(tracer.program("free_count").attach())
         obj = st.enter_context(findings("peek_create"))
         obj.own(obj.program("peek_create").attach())
-        n = st.enter_context(NetNS())
-        n.ip("link", "set", "lo", "up")
-        with n.enter():
-            rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        with rx, tx:
-            rx.bind(("127.0.0.1", 0))
-            rx.settimeout(5)
-            tx.sendto(token.to_bytes(4, "little") * 5000, rx.getsockname())  # paged: see f5
-            rx.recv(65536)
+        read_paged_udp(st.enter_context(NetNS()), token, peek=False)
         time.sleep(0.2)
         created, t = res(obj)["v"][0], res(tracer)
         # read before the map goes: map free reports a leaked element too
