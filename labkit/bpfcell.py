@@ -12,8 +12,9 @@ programs attached (``prog=HOOK@DEV`` for tc and xdp, ``prog=HOOK@NS`` for
 cgroup_skb/ingress and socket_filter, ``prog=trace`` for tracing programs; a
 device in several namespaces is written ``NS/DEV``)
 and shows the result. clang's errors and the verifier's complaints point
-at the cell's own lines; nothing is raised at the learner, the cell shows
-what went wrong and ``NAME.error`` keeps it.
+at the cell's own lines, numbered as the notebook editor numbers them (the
+``%%bpf`` line is line 1, the C starts on line 2); nothing is raised at the
+learner, the cell shows what went wrong and ``NAME.error`` keeps it.
 """
 
 from __future__ import annotations
@@ -70,8 +71,11 @@ class BpfCell:
         return Attach(str(self.obj), prog, at, ns=where or "")
 
 
-def compile_cell(name: str, source: str, kernel_dir=None) -> BpfCell:
-    """clang the cell into <lab state>/cells/NAME.bpf.o; errors name the cell's lines."""
+def compile_cell(name: str, source: str, kernel_dir=None, first_line=2) -> BpfCell:
+    """clang the cell into <lab state>/cells/NAME.bpf.o; errors name the cell's lines.
+
+    source is the cell's body (the C below the ``%%bpf`` line); first_line is the
+    editor line it starts on, 2 unless blank lines came before the ``%%bpf`` line."""
     from labkit import bpfbuild, kernel, tools
 
     if not NAME_RE.match(name):
@@ -82,7 +86,7 @@ def compile_cell(name: str, source: str, kernel_dir=None) -> BpfCell:
     cells = cell_dir()
     cells.mkdir(parents=True, exist_ok=True)
     src = cells / f"{name}.bpf.c"
-    src.write_text(source)
+    src.write_text(file_text(name, source, first_line))
     obj = cells / f"{name}.bpf.o"
     clang = tools.require("clang")
     # An skb storage map is an anonymous struct passed as struct bpf_map *,
@@ -105,6 +109,26 @@ def program_names(obj: Path) -> list:
 
     with BpfObject(obj, load=False) as o:
         return list(o.programs)
+
+
+def file_text(name: str, source: str, first_line=2) -> str:
+    """The file clang compiles: the body under as many lines as stood above it in
+    the cell (the last one the %%bpf line, as a comment), so every line number clang,
+    the BTF line info and so the verifier give is the line the notebook editor shows."""
+    first_line = max(int(first_line), 2)
+    return "\n" * (first_line - 2) + f"// %%bpf {name}\n" + source
+
+
+def body_first_line(raw_cell, body="") -> int:
+    """The editor line the body of a %%bpf cell starts on: IPython drops blank lines
+    above the magic line, the editor counts them. 2 when raw_cell is unknown or is
+    not the cell with this body."""
+    if not raw_cell or body not in raw_cell:
+        return 2
+    for i, ln in enumerate(raw_cell.splitlines(), 1):
+        if ln.strip():
+            return i + 1 if ln.lstrip().startswith("%%bpf") else 2
+    return 2
 
 
 def on_cell_lines(text: str, src: Path) -> str:
@@ -155,8 +179,9 @@ def _show_error(cell: BpfCell):
                  f"</div>"))
 
 
-def run_magic(lesson, line: str, source: str, user_ns: dict):
-    """What ``%%bpf`` does; returns the BpfCell (also bound to its name)."""
+def run_magic(lesson, line: str, source: str, user_ns: dict, first_line=2):
+    """What ``%%bpf`` does; returns the BpfCell (also bound to its name). first_line:
+    the editor line the body starts on (``body_first_line``)."""
     from IPython.display import HTML, display
 
     try:
@@ -171,7 +196,7 @@ def run_magic(lesson, line: str, source: str, user_ns: dict):
         display(HTML(f"<i>%%bpf {html.escape(args.name)}: {html.escape(cell.error)}.</i>"))
         return cell
     try:
-        cell = compile_cell(args.name, source)
+        cell = compile_cell(args.name, source, first_line=first_line)
         if cell.ok:
             verify(cell, lesson)
     except (LabError, BpfBuildError) as exc:
@@ -209,6 +234,14 @@ def place(a, sc):
     return a
 
 
+def _raw_cell(ip):
+    """The cell as typed, when IPython has it: it stores the input before running it."""
+    try:
+        return ip.history_manager.input_hist_raw[-1]
+    except (AttributeError, IndexError, TypeError):
+        return None
+
+
 def register(lesson):
     """Make %%bpf available in the running IPython, bound to lesson."""
     try:
@@ -220,7 +253,7 @@ def register(lesson):
         return
 
     def bpf(line, cell):
-        run_magic(lesson, line, cell, ip.user_ns)
+        run_magic(lesson, line, cell, ip.user_ns, first_line=body_first_line(_raw_cell(ip), cell))
 
     bpf.__doc__ = __doc__
     ip.register_magic_function(bpf, magic_kind="cell", magic_name="bpf")
