@@ -150,3 +150,23 @@ def test_run_html(res) -> str:
     note = html.escape((res.get("notes") or {}).get("test_run", ""))
     return (f'<table class="labkit-cost-table"><tr><th>program</th><th>ns per run (BPF_PROG_TEST_RUN)</th></tr>'
             f'{body}</table><p style="max-width:60em">{note}</p>')
+
+
+def targets_html(res) -> str:
+    """Whether the inline implementation met the targets the chart draws, in words."""
+    d = (res.get("designs") or {}).get("skb_storage:inline") or {}
+    parts, missed = [], 0
+    for role, target in TARGETS.items():
+        v = d.get(role)
+        if not v:
+            continue
+        r = v["ratio"]["median"]
+        met = r <= target
+        missed += not met
+        parts.append(f"{role} {r:.2f}x the floor against a target of {target}x: "
+                     f"<b>{'met' if met else 'missed'}</b>")
+    if not parts:
+        return ""
+    head = ("The inline implementation misses its drawn targets on this run" if missed
+            else "The inline implementation meets its drawn targets on this run")
+    return f"<p>{head}: {'; '.join(parts)}.</p>"

@@ -180,8 +180,10 @@ class Lesson:
     def run_scenario(self, sc):
         """Run a Scenario live; in replay, read the recording of the library scenario it equals."""
         if self.live:
+            from labkit.facts import keep
+
             self.start()
-            return self.session.run(sc)
+            return keep(self.session.run(sc), sc.name)
         if sc.attach:
             self._need_live(f"scenario {sc.name} with your programs")
         from labkit.events import EventLog
@@ -299,8 +301,10 @@ class Lesson:
         self.start()
         designs = len(DESIGNS) + 1  # skb storage runs twice: plain and inline
         print(f"Timing {designs} designs x {repeats} repeats x {packets} packets in the lab VM "
-              f"(about {max(10, designs * repeats * packets // 700)} s under TCG) ...", flush=True)
-        return run_in_vm(self.session.lab, packets, repeats, timeout=1800)
+              f"(about {max(10, designs * repeats * packets // 2000)} s under TCG) ...", flush=True)
+        from labkit.facts import keep
+
+        return keep(run_in_vm(self.session.lab, packets, repeats, timeout=1800), "bench")
 
     def cost(self, res):
         """The benchmark's results as a chart (ratio to the floor, spread over repeats) and a table."""
@@ -315,6 +319,7 @@ class Lesson:
                               f" ({res.get('repeats')} repeats of {res.get('packets')} packets per design); "
                               "live mode times this machine's lab kernel")))
         display(SVG(costplot.chart(res)))
+        display(HTML(costplot.targets_html(res)))
         display(HTML(costplot.table_html(res)))
 
 
