@@ -13,7 +13,7 @@
     labkit record NAME [--param k=v] -o FILE   run a scenario in the lab VM, save its event log
     labkit show FILE [--packet N]  a recorded event log as a text timeline
     labkit demo                   boot the VM, run doctor and one storage program
-    labkit open [--port N]        JupyterLab on the lessons, with the lab VM proven to boot
+    labkit open [--port N]        JupyterLab on your copy of the lessons, the lab VM proven to boot
     labkit cleanup                stop lab VMs and remove what they left behind
     labkit hub setup|start|up|status|stop   JupyterHub for a workshop (labkit/hub/)
 
@@ -111,10 +111,12 @@ def _parser():
     sh.set_defaults(func=cmd_show)
 
     sub.add_parser("demo", help="boot the lab VM, run doctor and one storage program").set_defaults(func=cmd_demo)
-    op = sub.add_parser("open", help="JupyterLab on the lessons (notebooks/), the lab VM proven to boot first")
+    op = sub.add_parser("open", help="JupyterLab on your copy of the lessons, the lab VM proven to boot first")
     op.add_argument("--port", type=int, help="default: the first free one from 8888")
     op.add_argument("--ip", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     op.add_argument("--no-vm", action="store_true", help="skip the VM boot check")
+    op.add_argument("--workdir", help="your copy of the lessons (default $LABKIT_WORKDIR, else ~/skb-lab-notebooks; "
+                    "made on the first open, your work is never overwritten)")
     op.set_defaults(func=cmd_open)
     sub.add_parser("cleanup", help="stop lab VMs and remove leftovers").set_defaults(func=cmd_cleanup)
     from labkit.hub import cli as hub_cli
@@ -262,7 +264,7 @@ def cmd_vm_status(args):
 def cmd_open(args):
     from labkit import jupyter
 
-    return jupyter.open_lab(port=args.port, ip=args.ip, probe_vm=not args.no_vm)
+    return jupyter.open_lab(port=args.port, ip=args.ip, probe_vm=not args.no_vm, workdir=args.workdir)
 
 
 def cmd_demo(args):

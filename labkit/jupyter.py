@@ -1,9 +1,11 @@
 """``labkit open``: JupyterLab on the lessons, with the lab VM proven to boot.
 
 It reports what the machine can do, boots the lab VM once (each notebook
-then boots its own in a few seconds), starts JupyterLab serving
-``notebooks/`` and prints the URL once the server answers. Ctrl-C stops
-JupyterLab; the notebooks' VMs go with their kernels.
+then boots its own in a few seconds), starts JupyterLab serving the
+learner's own copy of the lessons (``labkit.workcopy``: ``~/skb-lab-notebooks``,
+so autosave never writes into the checkout) and prints the URL once the
+server answers. Ctrl-C stops JupyterLab; the notebooks' VMs go with their
+kernels.
 """
 
 from __future__ import annotations
@@ -36,11 +38,11 @@ def free_port(start=8888, ip="127.0.0.1") -> int:
     raise LabError(f"no free port from {start} to {start + 49}", fix="pass --port")
 
 
-def jupyter_argv(port, ip, token) -> list:
+def jupyter_argv(port, ip, token, root=None) -> list:
     exe = Path(sys.executable).with_name("jupyter-lab")
     if not exe.exists():
         raise LabError("JupyterLab is not installed in this environment", fix="run ./lab setup")
-    argv = [str(exe), "--no-browser", f"--ServerApp.root_dir={paths.PROJECT / 'notebooks'}",
+    argv = [str(exe), "--no-browser", f"--ServerApp.root_dir={root or paths.PROJECT / 'notebooks'}",
             f"--ServerApp.ip={ip}", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
             f"--IdentityProvider.token={token}"]
     if os.geteuid() == 0:
@@ -67,8 +69,9 @@ def wait_ready(proc, url, log, timeout=READY_TIMEOUT, what="JupyterLab"):
                    fix=f"see its log: {log}")
 
 
-def start(port=None, ip="127.0.0.1", token=None):
-    """Start JupyterLab on notebooks/; (process, url) once it answers."""
+def start(port=None, ip="127.0.0.1", token=None, root=None):
+    """Start JupyterLab on root (default: the checkout's notebooks/); (process, url) once it answers."""
+    root = Path(root or paths.PROJECT / "notebooks")
     token = token or secrets.token_urlsafe(24)
     port = port or free_port(ip=ip)
     log = paths.state_dir() / "jupyterlab.log"
@@ -78,8 +81,8 @@ def start(port=None, ip="127.0.0.1", token=None):
         [str(Path(__file__).parent / "jupyter_config")] + ([env["JUPYTER_CONFIG_PATH"]]
                                                            if env.get("JUPYTER_CONFIG_PATH") else []))
     with open(log, "w") as fh:
-        proc = subprocess.Popen(jupyter_argv(port, ip, token), stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                stdin=subprocess.DEVNULL, cwd=paths.PROJECT / "notebooks", start_new_session=True)
+        proc = subprocess.Popen(jupyter_argv(port, ip, token, root), stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                stdin=subprocess.DEVNULL, cwd=root, start_new_session=True)
     try:
         wait_ready(proc, f"http://{ip}:{port}/api/status?token={token}", log)
     except BaseException:
@@ -103,11 +106,16 @@ def _terminated(*_):
     raise KeyboardInterrupt
 
 
-def open_lab(port=None, ip="127.0.0.1", probe_vm=True) -> int:
+def open_lab(port=None, ip="127.0.0.1", probe_vm=True, workdir=None) -> int:
+    from labkit import workcopy
     from labkit.lesson import live_possible
 
     t0 = time.monotonic()
     signal.signal(signal.SIGTERM, _terminated)  # from here on, SIGTERM cleans up as Ctrl-C does
+    root, added = workcopy.seed(workdir)  # the learner's copy: autosave never writes into the checkout
+    if added:
+        print(f"your copy of the lessons: {root} ({len(added)} notebooks copied from {workcopy.source()}; "
+              "files already there are never overwritten)", flush=True)
     ok, why = live_possible()
     if ok and probe_vm:
         from labkit.vm import Lab
@@ -118,10 +126,11 @@ def open_lab(port=None, ip="127.0.0.1", probe_vm=True) -> int:
                   f"{lab.boot_seconds:.1f} s; each notebook boots its own", flush=True)
     elif not ok:
         print(f"no lab VM here ({why}): the notebooks replay the recordings in notebooks/data/", flush=True)
-    proc, url = start(port, ip)
+    proc, url = start(port, ip, root=root)
     try:
         port = urllib.parse.urlsplit(url).port
-        print(f"\nJupyterLab is ready ({time.monotonic() - t0:.1f} s), serving {paths.PROJECT / 'notebooks'}:\n\n"
+        print(f"\nJupyterLab is ready ({time.monotonic() - t0:.1f} s), serving your copy of the lessons, {root} "
+              "(your work is saved there):\n\n"
               f"    {url}\n\nOpen that URL in a browser (over SSH: ssh -L {port}:{ip}:{port} this-machine). "
               "Ctrl-C stops it.", flush=True)
         return proc.wait()
