@@ -20,7 +20,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from labkit import kernel  # noqa: E402
-from labkit.bench import run_in_vm  # noqa: E402
+from labkit.benchrun import run_in_vm  # noqa: E402
 from labkit.errors import LabError  # noqa: E402
 from labkit.vm import Lab, choose_accel  # noqa: E402
 

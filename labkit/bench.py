@@ -18,11 +18,18 @@ Then ``BPF_PROG_TEST_RUN`` times the same tc, cgroup_skb and XDP programs
 on one frame, ``repeat`` times over (what that measures differs: see
 REPORT_NOTES). Every program counts what it saw; a design whose readers did
 not find what the writers wrote is reported as broken, not timed.
+
+Everything a run makes has a name of the benchmark's own (namespaces
+``lk-bench_tx``/``lk-bench_rx`` with their veth and hooks, the cgroup
+``lk-bench`` with its programs) and a run holds a lock while it runs (one
+benchmark per VM). A Ctrl-C (SIGINT) tears it all down and puts the kernel
+settings back; a run that was killed leaves them, and the next run removes
+them (and restores the settings it saved) before it starts. How a run
+reports its end to the host: ``labkit.benchrun``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -57,6 +64,13 @@ REF_PROG = {"bench_meta_w": ("floor_xdp", "bench_floor_x"), "bench_meta_r": ("fl
 COUNT = {"bench_floor_w": 0, "bench_floor_r": 1, "bench_floor_x": 2, "bench_storage_w": 3, "bench_storage_r": 4,
          "bench_stash_w": 5, "bench_stash_r": 6, "bench_stash_clean": 7, "bench_stash_clean_drop": 7,
          "bench_mark_w": 8, "bench_mark_r": 9, "bench_meta_w": 10, "bench_meta_r": 11}
+# What the benchmark leaves while it runs, all its own: a run that was killed leaves them, and the
+# next run removes them before it starts (sweep_leftovers).
+CGROUP = "lk-bench"
+LINKS = ("lk-btx", "lk-brx")
+LOCK = "/run/lk-bench.lock"            # held while a benchmark runs in this VM
+SAVED = "/run/lk-bench.settings.json"  # the kernel settings a running benchmark changed, to restore
+INTERRUPT_GRACE = 60.0                 # s the benchmark gets to tear down after a Ctrl-C
 REPORT_NOTES = {
     "test_run": "BPF_PROG_TEST_RUN runs a program `repeat` times on one skb it builds once: skb storage "
                 "create+write creates on the first run and finds the element on the others, and lookup+read "
@@ -81,6 +95,58 @@ def _read(path):
 
 def inline_available() -> bool:
     return os.path.exists(INLINE)
+
+
+def hold_lock():
+    """This VM's benchmark lock (released when the process ends, however it ends); a BenchError when
+    another benchmark holds it, so one run never sweeps what a running one built."""
+    import fcntl
+
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BenchError("another benchmark is running in this lab VM",
+                         fix="wait for it to finish (or interrupt it), then run this again") from None
+    return fd
+
+
+def sweep_leftovers() -> list:
+    """Remove what an earlier benchmark left in this VM (its namespaces with their veth and tc and
+    XDP hooks, its cgroup with the programs attached to it) and put back the kernel settings it
+    changed. Only the benchmark's own names; call it holding the lock."""
+    from pyroute2 import netns as prnetns
+
+    from labkit.cgroup import ROOT, remove
+    from labkit.netns import sh
+
+    done = []
+    for ns in (NS_TX, NS_RX):
+        if os.path.exists(f"/run/netns/lk-{ns}"):
+            prnetns.remove(f"lk-{ns}")
+            done.append(f"deleted netns lk-{ns}")
+    for link in LINKS:  # only ever inside those namespaces; in the root one after a bad interrupt
+        if os.path.exists(f"/sys/class/net/{link}"):
+            sh("ip", "link", "del", link, check=False)
+            done.append(f"deleted link {link}")
+    if os.path.isdir(os.path.join(ROOT, CGROUP)):
+        remove(os.path.join(ROOT, CGROUP))
+        done.append(f"removed cgroup {CGROUP}")
+    if os.path.exists(SAVED):
+        with open(SAVED) as fh:
+            saved = json.load(fh)
+        _restore(saved)
+        os.unlink(SAVED)
+        done.append(f"restored kernel.bpf_stats_enabled={saved['stats']}"
+                    + (f" and kernel.bpf_skb_storage_inline={saved['inline']}" if saved.get("inline") else ""))
+    return done
+
+
+def _restore(saved):
+    _write(STATS, saved["stats"])
+    if saved.get("inline") is not None and inline_available():
+        _write(INLINE, saved["inline"])
 
 
 class Bench:
@@ -194,17 +260,22 @@ class Bench:
             raise BenchError("this kernel has no kernel.bpf_stats_enabled", fix="boot the lab kernel: labkit vm run")
         variants = [("skb_storage", "0"), ("skb_storage", "1")] if inline_available() else [("skb_storage", None)]
         runs = [("floor", None), *variants, ("stash", None), ("mark", None), ("data_meta", None), ("floor_xdp", None)]
-        old_stats = _read(STATS)
-        old_inline = _read(INLINE) if inline_available() else None
         samples = {}
         with ExitStack() as st:
+            st.callback(os.close, hold_lock())
+            swept = sweep_leftovers()
+            if swept:
+                self.progress("removed what an earlier benchmark left: " + "; ".join(swept))
+            old_stats = _read(STATS)
+            old_inline = _read(INLINE) if inline_available() else None
             self.obj = st.enter_context(BpfObject(obj_path("bench")))
-            self.cgroup = st.enter_context(Cgroup())
+            self.cgroup = st.enter_context(Cgroup(CGROUP))
             self._topology(st)
+            with open(SAVED, "w") as fh:  # for the next run to restore, should this one be killed
+                json.dump({"stats": old_stats, "inline": old_inline}, fh)
+            st.callback(os.unlink, SAVED)
+            st.callback(_restore, {"stats": old_stats, "inline": old_inline})
             _write(STATS, 1)
-            st.callback(_write, STATS, old_stats)
-            if old_inline is not None:
-                st.callback(_write, INLINE, old_inline)
             for rep in range(self.repeats):
                 order = runs[rep % len(runs):] + runs[:rep % len(runs)]
                 for design, variant in order:
@@ -277,44 +348,7 @@ def summarise(samples, test_runs, packets, repeats) -> dict:
             "inline_knob": inline_available(), "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def run_in_vm(lab, packets, repeats, *, stream=False, timeout=3600) -> dict:
-    """Run the benchmark in a running lab VM (a ``labkit.vm.Lab``) and return its results: what
-    benchmarks/storage_cost.py and lesson 09 both do."""
-    from labkit import paths
-
-    # The results come back on stdout (progress goes to stderr): the guest
-    # writes no file on the host.
-    res = lab.run(["python", "-m", "labkit.bench", "--packets", str(packets), "--repeats", str(repeats)],
-                  cwd=paths.PROJECT, timeout=timeout, stream="stderr" if stream else False)
-    if res.code != 0:
-        raise BenchError("the benchmark failed in the lab VM", details=(res.err or res.out)[-3000:])
-    text = res.out  # the results are the last thing printed, a JSON object from a line of its own
-    start = 0 if text.startswith("{") else text.rfind("\n{\n") + 1
-    try:
-        return json.loads(text[start:])
-    except ValueError as exc:
-        raise BenchError("the benchmark in the lab VM printed no results", details=res.out[-3000:]) from exc
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--packets", type=int, default=2000)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--json", help="write the results here")
-    args = ap.parse_args(argv)
-    try:
-        res = Bench(args.packets, args.repeats, progress=lambda m: print(m, file=sys.stderr, flush=True)).run()
-    except LabError as exc:
-        print(f"labkit bench: {exc}", file=sys.stderr)
-        return 1
-    text = json.dumps(res, indent=1, sort_keys=True)
-    if args.json:
-        with open(args.json, "w") as fh:
-            fh.write(text + "\n")
-    else:
-        print(text)
-    return 0
-
-
 if __name__ == "__main__":
+    from labkit.benchrun import main
+
     sys.exit(main())

@@ -296,7 +296,8 @@ class Lesson:
                                fix="run it live (./lab open), or record it: benchmarks/storage_cost.py") from None
             res["replay"] = self.RECORDED_COST
             return res
-        from labkit.bench import DESIGNS, run_in_vm
+        from labkit.bench import DESIGNS
+        from labkit.benchrun import run_in_vm
 
         self.start()
         designs = len(DESIGNS) + 1  # skb storage runs twice: plain and inline

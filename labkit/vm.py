@@ -50,6 +50,7 @@ class Result:
     code: int
     stdout: bytes
     stderr: bytes
+    interrupted: bool = False  # a Ctrl-C stopped it with SIGINT and it exited within the grace time
 
     @property
     def out(self) -> str:
@@ -254,13 +255,18 @@ class Lab:
         return self._ids
 
     def run(self, argv, *, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, stream=False, check=False,
-            input=None) -> Result:
+            input=None, interrupt_grace=0.0) -> Result:
         """Run argv as root in the guest; return its exit code and output.
 
         cwd defaults to the host's current directory (writable in the guest
         when it is inside the VM's workdir, read-only otherwise); env adds to the guest's base environment; stream copies the
         output to this process's stdout/stderr as it arrives ("stderr": only that). Past timeout
         seconds the VM is killed and GuestTimeout raised.
+
+        A Ctrl-C (KeyboardInterrupt) kills the command and is raised again. With interrupt_grace
+        the command gets SIGINT instead and that many seconds to clean up and exit; its Result
+        then comes back with ``interrupted`` set. Past the grace time, or at a second Ctrl-C, it
+        is killed and the KeyboardInterrupt raised.
         """
         if input is not None:
             raise ValueError("guest commands have no stdin")
@@ -272,40 +278,59 @@ class Lab:
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
         try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self._timeout(argv, timeout, out, err)
-                try:
-                    msg = self.chan.recv(min(left, 0.5))
-                except EOFError:
-                    msg = None
-                    self._crashed(argv, out, err)
-                if msg is None:
-                    if not self.alive():
-                        self._crashed(argv, out, err)
-                    continue
-                if msg.get("id") != cid:
-                    continue
-                if msg["ev"] == "out":
-                    data = base64.b64decode(msg["data"])
-                    (out if msg["fd"] == 1 else err).extend(data)
-                    if stream is True or (stream == "stderr" and msg["fd"] == 2):
-                        target = sys.stdout if msg["fd"] == 1 else sys.stderr
-                        target.buffer.write(data)
-                        target.flush()
-                elif msg["ev"] == "exit":
-                    res = Result(msg["code"], bytes(out), bytes(err))
-                    if check and res.code != 0:
-                        raise LabError(f"{' '.join(map(str, argv))} failed in the guest with status {res.code}",
-                                       details=(res.err or res.out)[-3000:])
-                    return res
+            try:
+                res = self._collect(cid, argv, out, err, deadline, timeout, stream)
+            except KeyboardInterrupt:
+                if interrupt_grace <= 0:
+                    raise
+                # Ask it to stop and wait while it cleans up (a second Ctrl-C kills it).
+                self.chan.send({"op": "signal", "id": cid, "sig": int(signal.SIGINT)})
+                res = self._collect(cid, argv, out, err, deadline, timeout, stream,
+                                    give_up=time.monotonic() + interrupt_grace)
+                if res is None:
+                    raise KeyboardInterrupt from None
+                res.interrupted = True
+                return res
         except KeyboardInterrupt:
             try:
                 self.chan.send({"op": "kill", "id": cid})
             except OSError:
                 pass
             raise
+        if check and res.code != 0:
+            raise LabError(f"{' '.join(map(str, argv))} failed in the guest with status {res.code}",
+                           details=(res.err or res.out)[-3000:])
+        return res
+
+    def _collect(self, cid, argv, out, err, deadline, timeout, stream, give_up=None):
+        """Command cid's output until it exits: its Result; None at give_up (a monotonic time)."""
+        while True:
+            now = time.monotonic()
+            if give_up is not None and now >= give_up:
+                return None
+            left = deadline - now
+            if left <= 0:
+                self._timeout(argv, timeout, out, err)
+            try:
+                msg = self.chan.recv(min(left, 0.5))
+            except EOFError:
+                msg = None
+                self._crashed(argv, out, err)
+            if msg is None:
+                if not self.alive():
+                    self._crashed(argv, out, err)
+                continue
+            if msg.get("id") != cid:
+                continue
+            if msg["ev"] == "out":
+                data = base64.b64decode(msg["data"])
+                (out if msg["fd"] == 1 else err).extend(data)
+                if stream is True or (stream == "stderr" and msg["fd"] == 2):
+                    target = sys.stdout if msg["fd"] == 1 else sys.stderr
+                    target.buffer.write(data)
+                    target.flush()
+            elif msg["ev"] == "exit":
+                return Result(msg["code"], bytes(out), bytes(err))
 
     def _timeout(self, argv, timeout, out, err):
         tail = console_tail(self.rundir)

@@ -1,0 +1,97 @@
+"""A Ctrl-C during the benchmark (lesson 09's ``lab.bench()``), on the real lab VM.
+
+Interrupted, the benchmark tears down in the guest (its namespaces, veth,
+tc and XDP hooks, cgroup and programs) and puts the kernel settings back,
+and the host reports ``Interrupted``; killed outright, it leaves them, and
+the next run removes them before it starts. Either way, the run after works.
+"""
+
+import os
+import signal
+import sys
+import threading
+
+import pytest
+
+from labkit import paths
+from labkit.bench import NS_RX, NS_TX
+from labkit.benchrun import run_in_vm
+from labkit.session import Interrupted
+
+STATE = ("ls /run/netns 2>/dev/null | grep '^lk-' ; ls -d /sys/fs/cgroup/lk-* 2>/dev/null; "
+         "ls /run/lk-bench.settings.json 2>/dev/null; ip -o link show | grep -o 'lk-b[rt]x' ; "
+         "echo stats=$(cat /proc/sys/kernel/bpf_stats_enabled) inline=$(cat /proc/sys/kernel/bpf_skb_storage_inline)")
+
+
+def state(lab) -> list:
+    res = lab.run(["sh", "-c", STATE], cwd=paths.PROJECT, timeout=60)
+    return res.out.split()
+
+
+class Tripwire:
+    """A stream for the benchmark's progress: at the first line with ``word``, a Ctrl-C to this
+    process ``delay`` seconds later (in the middle of that design's traffic)."""
+
+    def __init__(self, word, delay):
+        self.word, self.delay, self.timer, self.seen = word.encode(), delay, None, b""
+        self.buffer = self
+
+    def write(self, data):
+        self.seen += data
+        if self.timer is None and self.word in self.seen:
+            self.timer = threading.Timer(self.delay, os.kill, (os.getpid(), signal.SIGINT))
+            self.timer.start()
+        return len(data)
+
+    def flush(self):
+        pass
+
+
+@pytest.fixture
+def lab(vm_ready):
+    from labkit.vm import Lab
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with Lab() as lab:
+            yield lab
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _interrupt_during(lab, monkeypatch, call):
+    """Run call() with a Ctrl-C in the middle of the benchmark's second design."""
+    trip = Tripwire("repeat 1/", 1.5)
+    monkeypatch.setattr(sys, "stderr", trip)
+    try:
+        return call()
+    finally:
+        monkeypatch.undo()
+        if trip.timer is not None:
+            trip.timer.cancel()
+        assert trip.timer is not None, f"the benchmark never got to its first design: {trip.seen[-2000:]!r}"
+
+
+def test_an_interrupted_bench_cleans_up_and_runs_again(lab, monkeypatch):
+    before = state(lab)
+    assert not any(x.startswith("lk-") for x in before), before
+    with pytest.raises(Interrupted) as err:
+        _interrupt_during(lab, monkeypatch, lambda: run_in_vm(lab, 3000, 20, stream=True, timeout=600))
+    assert "removed its namespaces" in err.value.message and err.value.fix == "run the cell again"
+    assert state(lab) == before  # no namespace, link, cgroup or saved settings left; the settings back
+    res = run_in_vm(lab, 200, 1, timeout=600)
+    assert res["problems"] == [] and set(res["designs"]) >= {"floor", "stash", "mark"}
+    assert state(lab) == before
+
+
+def test_a_killed_bench_leaves_its_things_and_the_next_run_removes_them(lab, monkeypatch):
+    before = state(lab)
+    argv = ["python", "-m", "labkit.bench", "--packets", "3000", "--repeats", "20"]
+    with pytest.raises(KeyboardInterrupt):  # no grace: the command is killed, as before the fix
+        _interrupt_during(lab, monkeypatch, lambda: lab.run(argv, cwd=paths.PROJECT, timeout=600, stream="stderr"))
+    left = state(lab)
+    assert f"lk-{NS_TX}" in left and f"lk-{NS_RX}" in left and "/sys/fs/cgroup/lk-bench" in left, left
+    assert "stats=1" in left, left  # the kernel setting it changed, not yet put back
+    res = run_in_vm(lab, 200, 1, timeout=600)
+    assert res["problems"] == []
+    assert state(lab) == before

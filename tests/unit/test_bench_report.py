@@ -1,0 +1,79 @@
+"""How a benchmark run in the lab VM ends, as the host reports it: a failure carries the guest's
+message, fix and details; an interrupt is an Interrupted that says what was removed."""
+
+import json
+
+import pytest
+
+from labkit import benchrun
+from labkit.bench import BenchError
+from labkit.session import Interrupted
+from labkit.vm import Result
+
+
+class FakeLab:
+    def __init__(self, result=None, interrupt=False):
+        self.result, self.interrupt = result, interrupt
+        self.calls = []
+
+    def run(self, argv, **kw):
+        self.calls.append((argv, kw))
+        if self.interrupt:
+            raise KeyboardInterrupt
+        return self.result
+
+
+def report(**what):
+    return (benchrun.REPORT + json.dumps(what) + "\n").encode()
+
+
+def test_a_failure_shows_the_guests_detail_and_fix():
+    out = report(error="namespace lk-bench_tx already exists (left by an earlier run?)", fix="run: labkit cleanup",
+                 details="")
+    lab = FakeLab(Result(1, out, b"progress\nlabkit bench: namespace lk-bench_tx already exists\n"))
+    with pytest.raises(BenchError) as err:
+        benchrun.run_in_vm(lab, 100, 1)
+    assert err.value.message == ("the benchmark failed in the lab VM: namespace lk-bench_tx already exists "
+                                 "(left by an earlier run?)")
+    assert err.value.fix == "run: labkit cleanup"
+    assert "labkit bench: namespace lk-bench_tx already exists" in err.value.details
+    assert lab.calls[0][1]["interrupt_grace"] > 0  # a Ctrl-C lets it tear down
+
+
+def test_a_crash_without_a_report_names_its_last_words():
+    lab = FakeLab(Result(1, b"", b"Traceback (most recent call last):\n  ...\nOSError: [Errno 16] busy\n"))
+    with pytest.raises(BenchError) as err:
+        benchrun.run_in_vm(lab, 100, 1)
+    assert err.value.message == "the benchmark failed in the lab VM (status 1): OSError: [Errno 16] busy"
+    assert err.value.fix == benchrun.RERUN and "Traceback" in err.value.details
+
+
+def test_an_interrupt_that_cleaned_up():
+    out = report(interrupted=True, swept=[])
+    with pytest.raises(Interrupted) as err:
+        benchrun.run_in_vm(FakeLab(Result(130, out, b"", interrupted=True)), 100, 1)
+    assert "interrupted; it stopped and removed its namespaces" in err.value.message
+    assert err.value.fix == "run the cell again"
+
+
+def test_an_interrupt_after_the_results_still_stops():
+    res = Result(0, b'{\n "designs": {}\n}\n', b"", interrupted=True)
+    with pytest.raises(Interrupted, match="it had finished"):
+        benchrun.run_in_vm(FakeLab(res), 100, 1)
+
+
+def test_a_second_interrupt_says_the_next_run_cleans_up():
+    with pytest.raises(Interrupted) as err:
+        benchrun.run_in_vm(FakeLab(interrupt=True), 100, 1)
+    assert "next run removes what this one left" in err.value.fix
+
+
+def test_results_come_back():
+    res = Result(0, b"removed nothing\n{\n \"designs\": {\"floor\": {}}\n}\n", b"")
+    assert benchrun.run_in_vm(FakeLab(res), 100, 1) == {"designs": {"floor": {}}}
+
+
+def test_guest_report_takes_the_last_report_line():
+    out = "x\n" + benchrun.REPORT + '{"error": "a"}\n' + benchrun.REPORT + '{"error": "b"}\n'
+    assert benchrun.guest_report(out) == {"error": "b"}
+    assert benchrun.guest_report("nothing\n") == {}
