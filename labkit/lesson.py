@@ -364,7 +364,8 @@ def start(mode=None) -> Lesson:
         except SlotsFull as exc:  # no boot slot within BOOT_WAIT
             lesson.fall_back(exc)
     display(HTML(lesson.banner_html()))
-    from labkit import bpfcell
+    from labkit import bpfcell, errbox
 
     bpfcell.register(lesson)
+    errbox.install()  # a LabError in any later cell: a box with the details and the fix, not a traceback
     return lesson
