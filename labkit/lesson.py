@@ -229,47 +229,40 @@ class Lesson:
         return self.banner_html()
 
     def show(self, log, packet=None, title=None):
-        """The lifetime graph as a static SVG (it reads anywhere) and the step-through."""
-        from IPython.display import HTML, SVG, display
+        """The lifetime graph's step-through, as one output: the widget where widgets run, the whole
+        graph as static HTML where they do not (an HTML export, GitHub; ``labkit.explorer``)."""
+        from IPython.display import HTML, display
 
-        from labkit import viz
         from labkit.explorer import Explorer
 
         if log.header.get("replay"):
             display(HTML(_box("#fff8e1", "#f57f17", "REPLAY",
                               f"recorded {log.header.get('recorded', '?')} on {log.header.get('kernel', '?')} "
                               f"({html.escape(log.header['replay'])})")))
-        display(SVG(viz.svg(viz.lifetime_graph(log, packet=packet))))
         ex = Explorer(log, packet=packet, title=title)
         display(ex)
         return ex
 
     def compare(self, left, right, titles=None):
-        """Two runs side by side: both graphs as static SVG, then one step-through for both."""
-        from IPython.display import HTML, display
+        """Two runs side by side, one step-through for both (one output; both whole graphs statically
+        where widgets do not run)."""
+        from IPython.display import display
 
-        from labkit import viz
         from labkit.explorer import SideBySide
 
         titles = titles or ("left", "right")
-        panes = "".join(f'<div style="flex:1;min-width:0"><b>{html.escape(t)}</b>'
-                        f'<div style="max-width:100%;overflow:auto">{viz.svg(viz.lifetime_graph(g))}</div></div>'
-                        for t, g in zip(titles, (left, right)))
-        display(HTML(f'<div style="display:flex;gap:12px">{panes}</div>'))
         view = SideBySide(left, right, titles=titles)
         display(view)
         return view
 
     def pick(self, name, choices, initial):
         """Dropdowns for the scenario's parameters and a Run button (live: on the kernel; replay: the
-        recordings); the first run is also shown as a static SVG."""
-        from IPython.display import SVG, display
+        recordings), above the step-through of the first run; a new run replaces it in place."""
+        from IPython.display import display
 
-        from labkit import viz
         from labkit.explorer import Rerun
 
         first = self.run(name, **initial)
-        display(SVG(viz.svg(viz.lifetime_graph(first))))
         view = Rerun(lambda **p: self.run(name, **p), choices, initial, log=first)
         display(view)
         return view

@@ -287,20 +287,24 @@ def test_explorer_follows_its_slider():
     log = load("netns-veth")
     steps = viz.frames(log)
     x = Explorer(log, title="veth")
-    assert x.slider.max == len(steps) - 1 and x.seq == steps[0]
+    # counted from 1, like the pane's "step 1 of 7"
+    assert (x.slider.min, x.slider.max, x.slider.value) == (1, len(steps), 1) and x.seq == steps[0]
+    assert (x.play.min, x.play.max) == (1, len(steps)) and f"step 1 of {len(steps)}" in x.details.value
     before_svg, before_details = x.svg_html.value, x.details.value
-    x.slider.value = 1  # the scrub at the veth
+    x.slider.value = 2  # the scrub at the veth
     assert x.seq == steps[1] and x.svg_html.value != before_svg and x.details.value != before_details
     assert "__dev_forward_skb2" in x.details.value and f"step 2 of {len(steps)}" in x.details.value
     group = x.svg_html.value[x.svg_html.value.index(f'id="ev{steps[1]}"'):]
     assert 'stroke-width="3"' in group[:group.index("</g>")]
     x.next_button.click()  # the tracepoint: the scrub drops storage_a
-    assert x.slider.value == 2 and "drops the storage_a element" in x.details.value
+    assert x.slider.value == 3 and "drops the storage_a element" in x.details.value
     x.go(99)
-    assert x.slider.value == len(steps) - 1
+    assert x.slider.value == len(steps) and x.seq == steps[-1] and f"step {len(steps)} of" in x.details.value
     x.prev_button.click()
-    assert x.slider.value == len(steps) - 2
-    assert x.packet_menu is None
+    assert x.slider.value == len(steps) - 1
+    x.go(-5)
+    assert x.slider.value == 1 and x.seq == steps[0]
+    assert x.packet_menu is None and not x.slider.disabled
 
 
 def test_explorer_packet_menu_and_cache(monkeypatch):
@@ -309,17 +313,18 @@ def test_explorer_packet_menu_and_cache(monkeypatch):
     log = load("basic-udp")
     x = Explorer(log)
     assert x.packet_menu is not None and x.steps == viz.frames(log, packet=1)
-    x.slider.value = 2
+    x.slider.value = 3
     x.packet_menu.value = 2
-    assert x.steps == viz.frames(log, packet=2) and x.slider.value == 0 and "packet 2" in x.details.value
+    assert x.steps == viz.frames(log, packet=2) and x.slider.value == 1 and "packet 2" in x.details.value
+    assert x.slider.max == len(x.steps)
     calls = []
     real = viz.svg
     monkeypatch.setattr(viz, "svg", lambda g: calls.append(1) or real(g))
-    for step in (1, 0, 1, 0):  # step 0 of packet 2 is already drawn
+    for step in (2, 1, 2, 1):  # step 1 of packet 2 is already drawn
         x.slider.value = step
     assert len(calls) == 1
-    x.packet_menu.value = 1  # packet 1's frames 0 and 2 were drawn before
-    x.slider.value = 2
+    x.packet_menu.value = 1  # packet 1's steps 1 and 3 were drawn before
+    x.slider.value = 3
     assert len(calls) == 1
 
 
@@ -330,12 +335,12 @@ def test_side_by_side_shares_one_slider():
     left, right = viz.frames(gre), viz.frames(veth)
     assert len(left) > len(right)
     s = SideBySide(gre, veth, titles=("gre", "veth"))
-    assert s.slider.max == len(left) - 1
-    s.slider.value = 3
-    assert s.left.slider.value == 3 and s.right.slider.value == 3
+    assert (s.slider.min, s.slider.max, s.slider.value) == (1, len(left), 1)
+    s.slider.value = 4
+    assert s.left.slider.value == 4 and s.right.slider.value == 4
     assert s.left.seq == left[3] and s.right.seq == right[3]
     s.slider.value = s.slider.max
-    assert s.right.slider.value == len(right) - 1 and s.right.seq == right[-1]  # the shorter run stays at its end
+    assert s.right.slider.value == len(right) and s.right.seq == right[-1]  # the shorter run stays at its end
     assert "gre" in s.left.children[0].value and "veth" in s.right.children[0].value
 
 
@@ -365,3 +370,123 @@ def test_rerun_calls_the_runner_and_shows_its_failure():
     assert "the lab VM is not running -- run: labkit vm start" in r.error.value
     assert "Traceback" not in r.error.value and r.explorer is good
     assert not r.button.disabled and r.button.description == "Run"
+
+
+# ---- fitting the output, keep-scrubs, one output per graph ----------------------------------------
+
+
+def test_svg_shrinks_to_the_output_width_and_keeps_its_proportions():
+    for graph in (viz.topology_graph(scenarios.get("tunnel", kind="gre", create="before_encap")),
+                  viz.lifetime_graph(load("tunnel-gre-before_encap"))):
+        out = viz.svg(graph)
+        root = out[:out.index(">")]
+        assert 'style="max-width:100%;height:auto"' in root and root.count("style=") == 1
+        assert re.search(r'viewBox="[\d.]+ [\d.]+ [\d.]+ [\d.]+"', root)
+        assert re.search(r'width="\d+pt"', root)  # its own size where there is room: no blowing up
+        bundle = graph._repr_mimebundle_()  # a graph left as a cell's value: HTML, which JupyterLab prefers
+        assert bundle["text/html"] == viz.figure_html(out) and "max-width:100%" in bundle["text/html"]
+        assert bundle["image/svg+xml"] == out
+
+
+def test_a_scrub_that_keeps_storage_is_drawn_and_explained_as_keeping_it():
+    log = load("tunnel-gre-before_encap-keep_tunnel")  # kept by the tunnel, dropped by the veth into lk-b
+    scrubs = of_kind(log, "scrub")
+    tunnel, veth = scrubs[0], scrubs[1]
+    assert (tunnel["where"], veth["where"]) == ("iptunnel_xmit", "__dev_forward_skb2")
+    said = viz.scrub_outcomes(log)
+    assert said[tunnel["seq"]] == {"kept": [("storage_a", "tunnel")], "dropped": []}
+    assert said[veth["seq"]] == {"kept": [], "dropped": [("storage_a", "netns")]}
+    assert [viz.scrub_kind(said[s["seq"]]) for s in scrubs] == ["keeps", "drops", "drops", "drops"]
+    nodes, _ = elements(viz.lifetime_graph(log))
+    keep_node, drop_node = nodes[f"ev{tunnel['seq']}"][1], nodes[f"ev{veth['seq']}"][1]
+    assert f'fillcolor="{viz.KEPT}"' in keep_node and "keeps storage_a" in keep_node
+    assert f'fillcolor="{viz.SCRUB}"' in drop_node and "drops storage_a" in drop_node
+    rows = viz.lifetime_rows([said[s["seq"]] for s in scrubs])
+    scrub_rows = [(fill, text) for key, (fill, _), text in rows if key == "skb_scrub_packet()"]
+    assert scrub_rows == [(viz.SCRUB, "drops the extensions: storage gone"),
+                          (viz.KEPT, "keeps storage_a (BPF_F_SKB_KEEP_TUNNEL)")]
+    legend = html.unescape(nodes["legend"][1])
+    assert "keeps storage_a (BPF_F_SKB_KEEP_TUNNEL)" in legend and viz.KEPT in legend
+    text = viz.frame_details(log, tunnel["seq"])
+    assert "storage_a is kept" in text and "BPF_F_SKB_KEEP_TUNNEL" in text and "storage with them" not in text
+    assert "storage with them" in viz.frame_details(log, veth["seq"])
+
+
+def test_a_graph_whose_scrubs_all_keep_has_no_red_in_its_legend():
+    log = load("tunnel-gre-before_encap-keep_tunnel+keep_netns")
+    said = viz.scrub_outcomes(log)
+    assert said and all(viz.scrub_kind(o) == "keeps" for o in said.values())
+    legend = html.unescape(elements(viz.lifetime_graph(log))[0]["legend"][1])
+    assert "keeps storage_a (BPF_F_SKB_KEEP_TUNNEL, BPF_F_SKB_KEEP_NETNS)" in legend
+    assert viz.SCRUB not in legend and "storage gone" not in legend
+    plain = html.unescape(elements(viz.lifetime_graph(load("tunnel-gre-before_encap")))[0]["legend"][1])
+    assert "storage gone" in plain and viz.KEPT not in plain  # no flag: as before
+    assert viz.scrub_rows([]) == [viz.LEGEND[4]]  # no scrub in the graph: the red node is still explained
+
+
+def test_a_scrub_that_keeps_one_map_and_drops_another_is_both():
+    from labkit.events import EventLog
+
+    skb = "0xffff0001"
+    log = EventLog([{"seq": 0, "kind": "hook", "hook": "tc/egress", "ifname": "lk-t", "packet": 1, "skb": skb,
+                     "ns": "a",
+                     "maps": {"storage_a": {"state": "created", "value": 5}, "storage_b": {"state": "created"}}},
+                    {"seq": 1, "kind": "scrub", "packet": 1, "skb": skb, "where": "iptunnel_xmit", "xnet": False},
+                    {"seq": 2, "kind": "storage_scrub", "packet": 1, "skb": skb, "where": "iptunnel_xmit",
+                     "map": "storage_a", "kept": True, "reason": "tunnel"},
+                    {"seq": 3, "kind": "storage_scrub", "packet": 1, "skb": skb, "where": "iptunnel_xmit",
+                     "map": "storage_b", "kept": False, "reason": "tunnel"}])
+    said = viz.scrub_outcomes(log)
+    assert viz.scrub_kind(said[1]) == "some"
+    nodes, _ = elements(viz.lifetime_graph(log))
+    node = nodes["ev1"][1]
+    assert "striped" in node and "keeps storage_a" in node and "drops storage_b" in node
+    assert "keeps storage_a (BPF_F_SKB_KEEP_TUNNEL), drops the rest" in html.unescape(nodes["legend"][1])
+    text = viz.frame_details(log, 1)
+    assert "storage_a is kept" in text and "storage_b is dropped" in text
+    assert viz.svg(viz.lifetime_graph(log)).startswith("<svg")
+
+
+def test_widgets_are_one_output_with_the_whole_graph_as_fallback():
+    from labkit.explorer import Explorer, Rerun, SideBySide
+
+    log = load("tunnel-gre-before_encap-keep_tunnel")
+    x = Explorer(log, title="GRE <kept>")
+    bundle = x._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == x.model_id
+    static = bundle["text/html"]
+    assert static.startswith("<h4") and "GRE &lt;kept&gt;" in static and "max-width:100%" in static
+    assert static.count("<svg") == 1 and 'stroke-width="3"' not in static  # nothing highlighted, nothing faded
+    assert viz.FADED[0] not in static
+    s = SideBySide(load("tunnel-gre-before_encap"), log, titles=("plain", "kept"))
+    assert s._repr_mimebundle_()["text/html"].count("<svg") == 2
+    r = Rerun(lambda **p: log, {"kind": ["gre"]})
+    assert "press Run" in r._repr_mimebundle_()["text/html"]
+
+
+def test_lesson_shows_each_graph_once_and_pick_replaces_its_run(monkeypatch):
+    import IPython.display
+
+    from labkit import lesson as lesson_mod
+    from labkit.explorer import Explorer, Rerun, SideBySide
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: shown.extend(objs))
+    monkeypatch.setattr(lesson_mod, "live_possible", lambda: (False, "no VM in unit tests"))
+    lab = lesson_mod.Lesson("replay")
+    ex = lab.show(lab.run("tunnel", kind="gre", create="before_encap"))
+    assert isinstance(shown[-1], Explorer) and shown[-1] is ex
+    assert not any(isinstance(o, IPython.display.SVG) for o in shown)  # no static copy above it
+    shown.clear()
+    lab.compare(load("netns-veth"), load("netns-veth-keep_netns"), titles=("a", "b"))
+    assert len(shown) == 1 and isinstance(shown[0], SideBySide)
+    shown.clear()
+    view = lab.pick("tunnel", {"kind": ["gre", "vxlan"], "create": ["before_encap"]},
+                    {"kind": "gre", "create": "before_encap"})
+    assert shown == [view] and isinstance(view, Rerun)
+    first = view.explorer
+    assert view.area.children == (first,) and first.eventlog.header["params"]["kind"] == "gre"
+    view.dropdowns["kind"].value = "vxlan"
+    view.button.click()
+    assert view.area.children == (view.explorer,) and view.explorer is not first  # replaced, not stacked
+    assert view.explorer.eventlog.header["params"]["kind"] == "vxlan" and shown == [view]
