@@ -116,7 +116,8 @@ class _Bar:
             from IPython.display import display
 
             if get_ipython() is not None:
-                self.w = w.FloatProgress(min=0, max=35, description="bcc compiling", bar_style="info")
+                self.w = w.FloatProgress(min=0, max=35, description="bcc compiling", bar_style="info",
+                                         style={"description_width": "initial"})  # the whole description
                 self.label = w.Label("bcc compiles the program against the kernel's headers (about 30 s under TCG)")
                 display(w.HBox([self.w, self.label]))
         except ImportError:
