@@ -149,7 +149,7 @@ class Hint:
                 out.value += (f'<div class="labkit-solution-pointer" style="border-left:6px solid #555;'
                               f'padding:4px 10px;margin-top:4px">Still stuck? The solution is the notebook '
                               f'<a href="solutions/{sol}" target="_blank"><code>solutions/{sol}</code></a> '
-                              f"next to this lesson. Try the hint first: the check tells you what the kernel "
+                              f"next to this lesson. Read the check's lines again first: they say what the kernel "
                               f"did.</div>")
                 button.disabled = True
                 button.layout.display = "none"

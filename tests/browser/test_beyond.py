@@ -9,7 +9,7 @@ import urllib.parse
 
 import pytest
 
-from tests.browser.test_first_storage import lab_server, page, run_all  # noqa: F401 - the page fixture
+from tests.browser.helpers import lab_server, page, run_all  # noqa: F401 - the page fixture
 
 
 @pytest.fixture(scope="module", params=["live", "replay"])
