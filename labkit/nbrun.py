@@ -19,14 +19,21 @@ from pathlib import Path
 
 
 def scan(cells) -> tuple[list, list, bool]:
-    """What a run showed, from (cell index, outputs) pairs: the error outputs,
-    the exercise checks' verdicts, and whether the replay banner was shown."""
+    """What a run showed, from (cell index, outputs) pairs: the errors (tracebacks
+    and the lab's error boxes, each saying whether it was an interrupt), the
+    exercise checks' verdicts, and whether the replay banner was shown."""
     errors, checks, banner = [], [], False
     for i, outputs in cells:
         for o in outputs:
             if o.get("output_type") == "error":
                 errors.append({"cell": i, "ename": o.get("ename"), "evalue": o.get("evalue"),
-                               "traceback": "\n".join(o.get("traceback", []))[-3000:]})
+                               "traceback": "\n".join(o.get("traceback", []))[-3000:],
+                               "interrupted": o.get("ename") == "KeyboardInterrupt"})
+            box = (o.get("metadata") or {}).get("labkit_error")
+            if box:  # a lab error shown as a box (labkit.errbox): the cell failed all the same
+                errors.append({"cell": i, "ename": box.get("ename"), "evalue": box.get("message"),
+                               "traceback": f"fix: {box.get('fix')}\n{box.get('details', '')}"[-3000:],
+                               "interrupted": bool(box.get("interrupted"))})
             page = (o.get("data") or {}).get("text/html", "")
             if "labkit-banner" in page and "REPLAY" in page:
                 banner = True
@@ -66,8 +73,11 @@ def execute(path, mode, *, timeout=600, out_dir=None) -> dict:
         out = Path(out_dir) / mode / path.name
         out.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, out)
+    from labkit.nbsession import reveals
+
+    shown = reveals((i, cell.get("outputs", [])) for i, cell in enumerate(nb.cells))
     return {"notebook": str(path), "mode": mode, "seconds": seconds, "errors": errors, "checks": checks,
-            "replay_banner": banner}
+            "reveals": shown, "replay_banner": banner}
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,9 @@
-"""Every notebook top to bottom: live on the lab VM, and in replay as an
-unprivileged user with no VM; an error output anywhere fails. For each
-exercise, its check must fail on the untouched starter (in the lesson) and
-pass on the solution (in notebooks/solutions/), live.
+"""Every lesson as a learner takes it, live on the lab VM: Run All on the
+starter (its check fails), the solution pasted into the exercise cells, a
+Ctrl-C during the longest cell, and Run All again to the end in the same
+kernel (the check passes, every reveal reads as it did). Every notebook
+also replays as an unprivileged user with no VM. An error anywhere fails,
+and every prediction's reveal must follow from the log it names.
 
 The executed copies are kept in artifacts/notebooks/{live,replay}/.
 """
@@ -36,7 +38,8 @@ def has_check(path) -> bool:
 
 
 def show_errors(r):
-    return "\n".join(f"cell {e['cell']}: {e['ename']}: {e['evalue']}\n{e['traceback']}" for e in r["errors"])
+    errors = r["errors"] if isinstance(r, dict) else r.errors
+    return "\n".join(f"cell {e['cell']}: {e['ename']}: {e['evalue']}\n{e['traceback']}" for e in errors)
 
 
 def test_the_course_is_there():
@@ -61,31 +64,53 @@ def _live():
     need(ok, f"live notebooks need the lab VM: {why}", "./lab setup")
 
 
-def run_live(path, out_dir):
-    """Run path live with no error output; when its kernel is shut down, the
-    lesson's VM goes with it and leaves no run directory."""
-    from labkit.nbrun import execute
+def check_reveals(reveals, where):
+    """(b) Each reveal reads what its fact says when asked again of the log it names; an empty answer says so."""
+    from labkit.predict import NONE, expected_truth
 
-    _live()
-    dirs = set(paths.run_dir().glob("run-*"))
-    r = execute(path, "live", out_dir=out_dir)
-    assert not r["errors"], show_errors(r)
-    assert set(paths.run_dir().glob("run-*")) <= dirs, "the notebook's lab VM left its run directory"
-    return r
+    for r in reveals:
+        assert all(r["fact"]["sources"].values()), f"{where}: a reveal's log was not kept: {r['question']}"
+        assert r["truth"] == expected_truth(r), f"{where}: '{r['question']}' reads {r['truth']!r}, its log says otherwise"
+        if r["truth"] == []:
+            assert NONE in r["html"], f"{where}: an empty answer must read '{NONE}': {r['html']}"
+
+
+def said(p):
+    return [(r["question"], r["truth"]) for r in p.reveals]
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
-def test_lesson_runs_live_and_its_check_fails_on_the_starter(path):
-    r = run_live(path, OUT)
-    if has_check(path):
-        assert r["checks"], "the check cell showed no verdict"
-        assert all(c["passed"] is False for c in r["checks"]), f"a check passed on the untouched starter: {r['checks']}"
+def test_lesson_live_as_a_learner_takes_it(path, tmp_path):
+    """One kernel: Run All on the starter (its check fails), paste the solution into the exercise cells,
+    Run All again with a Ctrl-C during the longest cell of the first pass, then Run All to the end (the
+    check passes). Every reveal reads the same in both complete passes and follows from its log."""
+    from labkit.nbsession import LessonSession
 
-
-@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
-def test_solution_passes_its_check_live(path):
-    r = run_live(path, OUT / "solutions")
-    assert r["checks"] and all(c["passed"] is True for c in r["checks"]), f"checks: {r['checks']}"
+    _live()
+    solution = NB / "solutions" / path.name
+    dirs = set(paths.run_dir().glob("run-*"))
+    with LessonSession(path, "live", log_dir=tmp_path / "logs") as s:
+        first = s.run_all()
+        assert not first.errors, show_errors(first)
+        if has_check(path):
+            assert first.checks, "the check cell showed no verdict"
+            assert all(c["passed"] is False for c in first.checks), f"a check passed on the starter: {first.checks}"
+        check_reveals(first.reveals, "starter")
+        if solution.exists():
+            s.paste(solution)
+        longest = first.longest()
+        cut = s.run_all(interrupt=longest, after=max(0.5, 0.4 * first.seconds[longest]))
+        assert cut.interrupted == longest, (f"the Ctrl-C {0.4 * first.seconds[longest]:.1f} s into cell {longest} "
+                                            f"did not stop it: {show_errors(cut)}")
+        assert not cut.errors, show_errors(cut)
+        second = s.run_all()
+        s.save(OUT / "live" / path.name)
+    assert not second.errors, f"after the interrupt:\n{show_errors(second)}"
+    if solution.exists():
+        assert second.checks and all(c["passed"] is True for c in second.checks), f"solved: {second.checks}"
+    assert said(second) == said(first), "a reveal changed when the exercise was solved (or after the interrupt)"
+    check_reveals(second.reveals, "solved")
+    assert set(paths.run_dir().glob("run-*")) <= dirs, "the notebook's lab VM left its run directory"
 
 
 @contextlib.contextmanager
@@ -132,4 +157,5 @@ def test_every_notebook_replays_as_an_unprivileged_user_without_a_vm():
         assert not r["errors"], f"{r['notebook']}:\n{show_errors(r)}"
         assert r["replay_banner"], f"{r['notebook']} did not say it shows recordings"
         assert all(c["passed"] is None for c in r["checks"]), f"{r['notebook']}: a check judged a replay"
+        check_reveals(r["reveals"], r["notebook"])
     assert res.returncode == 0, res.stderr[-3000:]
