@@ -20,17 +20,22 @@ def test_first_storage_runs_in_the_browser(server, page):
     # The exercise check is the last output: everything above has run by then.
     run_all(page, server, "01_first_storage", "live", ".labkit-check")
 
-    # The lifetime graph: as a static SVG (JupyterLab shows it as an <img>) and in the step-through.
+    # The lifetime graph, once: in the step-through, with no static copy of it (its static HTML is only
+    # for where widgets do not run), no wider than the output.
     static = page.locator(".jp-RenderedSVG img").evaluate_all("els => els.map(e => e.getAttribute('src'))")
     lifetime = [s for s in static if s.startswith("data:image/svg+xml") and "legend" in s and "skb%231" in s]
-    assert lifetime, f"no lifetime graph among {len(static)} static SVGs"
+    assert not lifetime, f"{len(lifetime)} static copies of a lifetime graph"
     explorer = page.locator(".labkit-explorer").first
     explorer.scroll_into_view_if_needed()
     frame = explorer.locator(".labkit-frame svg g.graph")
     assert frame.count() == 1
+    width, room = explorer.locator(".labkit-frame svg").evaluate(
+        "e => [e.getBoundingClientRect().width, e.closest('.jp-OutputArea-output').getBoundingClientRect().width]")
+    assert 0 < width <= room + 1, f"the graph is {width} px wide in a {room} px output"
     details = explorer.locator(".labkit-details")
     before_details, before_svg = details.text_content(), frame.inner_html()
     assert "step 1 of" in before_details.lower(), before_details
+    assert explorer.locator(".labkit-step .widget-readout").first.text_content().strip() == "1"  # as the pane says
 
     # Move the slider (keyboard on its handle, as a user would): the highlighted event changes.
     handle = explorer.locator(".labkit-step .noUi-handle").first
