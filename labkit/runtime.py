@@ -245,7 +245,7 @@ def _settle_tracepoint_events(events) -> list[dict]:
 
 
 REPORT = struct.Struct("<QQIIQ")  # struct lab_report (bpf/include/lab_user.h)
-REPORT_TAGS = {1: "value", 2: "delay_ns", 3: "absent", 4: "refused", 5: "present", 6: "written"}
+REPORT_TAGS = {1: "value", 2: "delay_ns", 3: "absent", 4: "refused", 5: "present", 6: "written", 7: "wire"}
 HASH_TYPES = (1, 5, 9, 10)  # BPF_MAP_TYPE_HASH, PERCPU_HASH, LRU_HASH, LRU_PERCPU_HASH
 
 
@@ -582,9 +582,9 @@ class Run:
                       timings=self.timings)
         if sc.map_flags:
             head["map_flags"] = {slot: list(names) for slot, names in sc.map_flags.items()}
+        head["t0_ns"] = t0  # bpf_ktime_get_ns() of event 0: reported and traced times compare with t_us
         if own:
             head["own_maps"] = own_maps
-            head["t0_ns"] = t0  # bpf_ktime_get_ns() of event 0: reported times compare with t_us
         return EventLog(events, head)
 
     # -- pieces ---------------------------------------------------------------------------
