@@ -91,8 +91,10 @@ def run_in_browser(hub, name, result):
                 page.wait_for_timeout(1000)
             finally:
                 page.screenshot(path=str(ART / "student-c-01.png"), full_page=True)
-            static = page.locator(".jp-RenderedSVG img").evaluate_all("els => els.map(e => e.getAttribute('src'))")
-            result["graphs"] = [s for s in static if s.startswith("data:image/svg+xml") and "legend" in s]
+            # the graphs: the topology (HTML holding its SVG) and the lifetime graphs' step-throughs
+            graphs = page.locator(".labkit-graph svg, .labkit-frame svg").evaluate_all(
+                "els => els.map(e => e.outerHTML)")
+            result["graphs"] = [s for s in graphs if "legend" in s]
             result["live"] = page.locator(".labkit-banner:has-text('LIVE')").count()
             result["check"] = page.locator(".labkit-check").first.inner_text()
             errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
