@@ -212,8 +212,10 @@ def run_magic(lesson, line: str, source: str, user_ns: dict, first_line=2):
             params = dict(p.split("=", 1) for p in args.param)
             attach = [cell.at(*parse_attach(s)) for s in args.attach]
             log = lesson.run(args.run, attach=attach, **params)
-        except LabError as exc:
-            display(HTML(f"<pre style='color:#c62828'>{html.escape(exc.render())}</pre>"))
+        except LabError as exc:  # a device that is not there, a scenario that cannot run: the lab's error box
+            from labkit import errbox
+
+            errbox.show(exc)
             return cell
         cell.log = log
         lesson.show(log)
