@@ -448,6 +448,7 @@ def test_a_scrub_that_keeps_one_map_and_drops_another_is_both():
 
 
 def test_widgets_are_one_output_with_the_whole_graph_as_fallback():
+    from labkit.events import EventLog
     from labkit.explorer import Explorer, Rerun, SideBySide
 
     log = load("tunnel-gre-before_encap-keep_tunnel")
@@ -462,6 +463,9 @@ def test_widgets_are_one_output_with_the_whole_graph_as_fallback():
     assert s._repr_mimebundle_()["text/html"].count("<svg") == 2
     r = Rerun(lambda **p: log, {"kind": ["gre"]})
     assert "press Run" in r._repr_mimebundle_()["text/html"]
+    empty = Explorer(EventLog([], {"scenario": "basic"}))  # no packet: one step, nothing to move
+    assert (empty.slider.min, empty.slider.max, empty.seq) == (1, 1, None) and empty.slider.disabled
+    assert "no packet" in empty._repr_mimebundle_()["text/html"]
 
 
 def test_lesson_shows_each_graph_once_and_pick_replaces_its_run(monkeypatch):
