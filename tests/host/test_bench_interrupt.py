@@ -6,10 +6,12 @@ and the host reports ``Interrupted``; killed outright, it leaves them, and
 the next run removes them before it starts. Either way, the run after works.
 """
 
+import json
 import os
 import signal
 import sys
 import threading
+import time
 
 import pytest
 
@@ -95,3 +97,60 @@ def test_a_killed_bench_leaves_its_things_and_the_next_run_removes_them(lab, mon
     res = run_in_vm(lab, 200, 1, timeout=600)
     assert res["problems"] == []
     assert state(lab) == before
+
+
+def _cell(kc, code, timeout=900):
+    """Run code in the kernel: its execute reply and its outputs (iopub messages)."""
+    msg_id = kc.execute(code)
+    outs = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=timeout)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] in ("display_data", "error", "stream", "execute_result"):
+            outs.append(msg)
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return kc.get_shell_msg(timeout=timeout)["content"], outs
+
+
+def test_lesson_09_interrupted_in_jupyter_shows_a_note_and_runs_again(vm_ready):
+    """The issue as a learner met it: JupyterLab's interrupt during ``lab.bench()``, then the cell
+    again. The interrupt is a note (no traceback), the guest is clean, and the re-run works."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(paths.PROJECT))
+    try:
+        reply, _ = _cell(kc, "from labkit.lesson import start\nlab = start('live')")
+        assert reply["status"] == "ok", reply
+        msg_id = kc.execute("res = lab.bench(packets=3000, repeats=20)")
+        while True:  # the cell has started the benchmark in the VM: let it build and time a while
+            msg = kc.get_iopub_msg(timeout=120)
+            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+                break
+        time.sleep(25)
+        km.interrupt_kernel()
+        outs = []
+        while True:
+            msg = kc.get_iopub_msg(timeout=120)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] in ("display_data", "error"):
+                outs.append(msg)
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        reply = kc.get_shell_msg(timeout=60)["content"]
+        assert reply["status"] == "error" and reply["ename"] == "Interrupted", reply
+        assert [m["msg_type"] for m in outs] == ["display_data"], outs  # the note, no traceback
+        note = outs[0]["content"]["metadata"]["labkit_error"]
+        assert note["interrupted"] and "removed its namespaces" in note["message"], note
+        reply, outs = _cell(kc, "import json\nst = lab.session.state()\n"
+                                "print(json.dumps({k: st[k] for k in ('netns', 'links', 'cgroups', 'pins', 'tc')}))")
+        assert reply["status"] == "ok", reply
+        assert json.loads(outs[-1]["content"]["text"]) == {"netns": [], "links": [], "cgroups": [], "pins": [],
+                                                           "tc": []}
+        reply, outs = _cell(kc, "res = lab.bench(packets=200, repeats=1)\nprint(res['problems'], sorted(res['designs']))")
+        assert reply["status"] == "ok", (reply, outs)
+        assert outs[-1]["content"]["text"].startswith("[] ["), outs
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel()
