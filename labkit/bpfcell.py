@@ -123,7 +123,7 @@ def body_first_line(raw_cell, body="") -> int:
     """The editor line the body of a %%bpf cell starts on: IPython drops blank lines
     above the magic line, the editor counts them. 2 when raw_cell is unknown or is
     not the cell with this body."""
-    if not raw_cell or body not in raw_cell:
+    if not raw_cell or body.rstrip("\n") not in raw_cell:  # the history keeps no trailing newlines
         return 2
     for i, ln in enumerate(raw_cell.splitlines(), 1):
         if ln.strip():

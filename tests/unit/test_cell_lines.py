@@ -47,3 +47,22 @@ def test_clang_and_verifier_references_become_cell_lines():
     out = on_cell_lines(verifier, src)
     assert "at cell line 4:" in out and "\ncell line 4: int x = ;" in out
     assert "/.lab/" not in on_cell_lines(clang, src)
+
+
+def test_the_magic_sees_the_cell_as_typed():
+    """In IPython the magic gets the body only; the raw cell (with the blank lines
+    IPython drops above the %%bpf line) is in the input history while it runs."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    from labkit.bpfcell import _raw_cell
+
+    cfg = Config()
+    cfg.HistoryManager.hist_file = ":memory:"
+    ip = InteractiveShell(config=cfg)
+    seen = []
+    ip.register_magic_function(lambda line, cell: seen.append(body_first_line(_raw_cell(ip), cell)),
+                               magic_kind="cell", magic_name="bpf")
+    for raw in ("%%bpf t\nint x;\n", "\n\n%%bpf t\nint x;\n"):
+        ip.run_cell(raw, store_history=True)
+    assert seen == [2, 4]
