@@ -25,3 +25,45 @@ def test_every_design_does_its_job_and_settings_are_restored():
     for prog, t in res["test_run"].items():
         assert t.get("ns", 0) > 0, (prog, t)
     assert (_read(bench.STATS), _read(bench.INLINE)) == (stats, inline)
+
+
+def test_a_run_first_removes_what_a_killed_run_left_and_only_that():
+    """A run killed mid-way leaves its namespaces, cgroup and changed settings; the next run
+    removes exactly those (another lab namespace stays) and puts the saved settings back."""
+    import json
+    import os
+
+    from labkit.netns import sh
+
+    stats = _read(bench.STATS)
+    for ns in (bench.NS_TX, bench.NS_RX, "bench_other"):
+        sh("ip", "netns", "add", f"lk-{ns}")
+    os.mkdir(f"/sys/fs/cgroup/{bench.CGROUP}")
+    with open(bench.SAVED, "w") as fh:
+        json.dump({"stats": stats, "inline": _read(bench.INLINE)}, fh)
+    with open(bench.STATS, "w") as fh:
+        fh.write("1" if stats == "0" else "0")
+    try:
+        seen = []
+        res = bench.Bench(packets=100, repeats=1, progress=seen.append).run()
+        assert res["problems"] == []
+        assert any(s.startswith("removed what an earlier benchmark left: deleted netns lk-bench_tx") for s in seen)
+        assert os.path.exists("/run/netns/lk-bench_other")
+        assert not os.path.exists(f"/run/netns/lk-{bench.NS_TX}") and not os.path.exists(bench.SAVED)
+        assert not os.path.isdir(f"/sys/fs/cgroup/{bench.CGROUP}")
+        assert _read(bench.STATS) == stats
+    finally:
+        sh("ip", "netns", "del", "lk-bench_other", check=False)
+
+
+def test_one_benchmark_at_a_time():
+    import pytest
+
+    fd = bench.hold_lock()
+    try:
+        with pytest.raises(bench.BenchError, match="another benchmark is running in this lab VM"):
+            bench.Bench(packets=100, repeats=1).run()
+    finally:
+        import os
+
+        os.close(fd)
