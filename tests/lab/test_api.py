@@ -89,6 +89,15 @@ def test_missing_null_check_is_rejected():
     assert "no_null_check.bpf.c:" in exc.value.details
 
 
+def test_an_initial_value_of_the_wrong_size_is_rejected_naming_both_sizes():
+    """It was accepted, and a bigger value silently became its first bytes (lesson 04: &opt, sizeof(opt))."""
+    with pytest.raises(VerifierError) as exc:
+        BpfObject(obj_path("fail/init_size"))
+    assert ("cannot pass an initial value of 8 bytes into func bpf_skb_storage_get: the map's value is 4 bytes"
+            in exc.value.log)
+    assert "init_size.bpf.c:" in exc.value.details
+
+
 @pytest.mark.parametrize("flags,ok", [
     (BPF_F_NO_PREALLOC, True),
     (0, False),
