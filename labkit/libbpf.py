@@ -265,6 +265,11 @@ class Map:
         """enum bpf_map_type (1: hash, 9: LRU hash, 27: ring buffer, ...)."""
         return lib().bpf_map__type(self.ptr)
 
+    @property
+    def flags(self) -> int:
+        """The map_flags the map is (or will be) created with."""
+        return lib().bpf_map__map_flags(self.ptr)
+
     def set_flags(self, flags):
         rc = lib().bpf_map__set_map_flags(self.ptr, flags)
         if rc:

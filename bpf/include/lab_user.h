@@ -29,6 +29,7 @@ enum lab_report_tag {
 	LAB_REPORT_REFUSED = 4,  /* storage refused: the skb shares its extensions with a clone */
 	LAB_REPORT_PRESENT = 5,  /* storage found */
 	LAB_REPORT_WRITTEN = 6,  /* a value written into storage */
+	LAB_REPORT_WIRE = 7,     /* a header field as the wire carries it (the lab's own probes) */
 };
 
 /* One report; labkit/runtime.py decodes it (keep both in step). */

@@ -187,7 +187,7 @@ def students(users: list[dict], progress: str = PROGRESS, vms: dict | None = Non
 def exercise_ids(rows) -> list[str]:
     from labkit import exercises
 
-    return sorted(set(getattr(exercises, "CHECKS", {})) | {k for r in rows for k in r["exercises"]})
+    return sorted(set(exercises.all_checks()) | {k for r in rows for k in r["exercises"]})
 
 
 def report(users: list[dict], progress: str = PROGRESS) -> dict:
