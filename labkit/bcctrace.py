@@ -8,8 +8,8 @@ scenario, stops the program and returns what it printed with
 ``bpf_trace_printk()`` next to what the lab's observer logged. A line that
 names (``skb=%llx``) an sk_buff the observer followed, while it followed it,
 is marked as the lesson's packet: the kernel sends packets of its own on the
-same links (IPv6 neighbour discovery when they come up), and those are the
-other lines. A Ctrl-C stops the program in the VM (its probes go with it).
+same links (IPv6 neighbour discovery when they come up) and clones skbs while
+the lab sets the scenario up, and those are the other lines. A Ctrl-C stops the program in the VM (its probes go with it).
 """
 
 from __future__ import annotations
@@ -56,9 +56,10 @@ class BccTrace:
                 f"warnings about the kernel headers hidden) and printed {len(self.lines)} lines while the scenario "
                 f"ran; the lab's observer logged {len(scrubs)} scrub(s) in the same run.</p>"
                 f"<p>The <b>{ours} highlighted line(s)</b> are the lesson's packet: the same sk_buff address the "
-                "observer followed for that packet, at the time it followed it. The other lines are skbs the "
-                "kernel sent on its own on the same links (IPv6 neighbour discovery and MLD reports when the "
-                "links come up), not the lesson's.</p>"
+                "observer followed for that packet, at the time it followed it. The other lines are other skbs: "
+                "packets the kernel sends on its own on the same links (IPv6 neighbour discovery and MLD reports "
+                "when the links come up, from kworker threads) and clones made while the lab's worker (task "
+                "python) set the scenario up.</p>"
                 f"<table><tr><th>time (s)</th><th>task</th><th>bpf_trace_printk</th><th>lesson's packet</th></tr>"
                 f"{rows}</table>")
 
