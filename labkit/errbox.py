@@ -85,15 +85,15 @@ def show(exc):
 
 
 def _labkit_frame(tb):
-    """The innermost labkit module a traceback went through (``labkit.bench``), or None."""
-    where = None
+    """The first labkit function a traceback went through, the one the cell called
+    (``Lesson.bench``), or None."""
     while tb is not None:
-        path = os.path.abspath(tb.tb_frame.f_code.co_filename)
+        code = tb.tb_frame.f_code
+        path = os.path.abspath(code.co_filename)
         if path.startswith(_LABKIT + os.sep) and not path.endswith(os.sep + "errbox.py"):
-            rel = os.path.relpath(path, os.path.dirname(_LABKIT))[:-3]
-            where = rel.replace(os.sep, ".")
+            return getattr(code, "co_qualname", code.co_name)
         tb = tb.tb_next
-    return where
+    return None
 
 
 def handler(shell, etype, value, tb, tb_offset=None):

@@ -346,8 +346,10 @@ def start(mode=None) -> Lesson:
     global _last
     from IPython.display import HTML, display
 
+    from labkit import errbox
     from labkit.slots import SlotsFull
 
+    errbox.install()  # a LabError from here on (this cell too): a box with the details and the fix
     if _last is not None:  # the cell ran again: one VM (and one slot) per notebook
         _last.close()
     lesson = _last = Lesson(mode)
@@ -357,8 +359,7 @@ def start(mode=None) -> Lesson:
         except SlotsFull as exc:  # no boot slot within BOOT_WAIT
             lesson.fall_back(exc)
     display(HTML(lesson.banner_html()))
-    from labkit import bpfcell, errbox
+    from labkit import bpfcell
 
     bpfcell.register(lesson)
-    errbox.install()  # a LabError in any later cell: a box with the details and the fix, not a traceback
     return lesson

@@ -94,7 +94,7 @@ def test_a_ctrl_c_inside_labkit_is_a_note(shown):
     assert shell.tracebacks == []
     (data, meta), = shown
     assert meta["labkit_error"]["interrupted"] is True
-    assert "interrupted in labkit.bench" in data["text/plain"] and "run the cell again" in data["text/plain"]
+    assert "interrupted in work;" in data["text/plain"] and "run the cell again" in data["text/plain"]
 
 
 def test_a_ctrl_c_in_your_own_code_keeps_the_traceback(shown):
@@ -143,6 +143,10 @@ def test_in_a_real_kernel_the_cell_fails_with_a_box_and_no_traceback():
         assert "add a Packet" in content["data"]["text/html"]
         reply, outs = cell("raise KeyboardInterrupt")  # the learner's own: IPython's usual traceback
         assert reply["status"] == "error" and [m["msg_type"] for m in outs] == ["error"], outs
+        # the setup cell installs it before it can fail
+        reply, outs = cell("get_ipython().set_custom_exc((), None)\nfrom labkit.lesson import start\nstart('bogus')")
+        assert reply["ename"] == "LabError" and [m["msg_type"] for m in outs] == ["display_data"], outs
+        assert "use MODE = 'live', 'replay' or None" in outs[0]["content"]["data"]["text/plain"]
         reply, outs = cell("print('still fine')")
         assert reply["status"] == "ok" and outs[0]["content"]["text"] == "still fine\n"
     finally:
