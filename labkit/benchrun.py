@@ -47,6 +47,9 @@ def run_in_vm(lab, packets, repeats, *, stream=False, timeout=3600) -> dict:
         raise Interrupted(f"the benchmark: interrupted; {done} and removed its namespaces, links, tc hooks and "
                           "programs, and put the kernel settings back", fix="run the cell again",
                           details="\n".join(report.get("swept") or []))
+    if res.interrupted and res.code != 0 and not report:  # stopped in Python's start-up, before its main
+        raise Interrupted("the benchmark: interrupted as it started, before it had built anything",
+                          fix="run the cell again")
     if res.code != 0:
         if report.get("error"):
             raise BenchError(f"the benchmark failed in the lab VM: {report['error']}", fix=report.get("fix") or RERUN,

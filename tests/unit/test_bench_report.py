@@ -56,6 +56,12 @@ def test_an_interrupt_that_cleaned_up():
     assert err.value.fix == "run the cell again"
 
 
+def test_an_interrupt_as_it_starts():
+    res = Result(1, b"", b"Traceback (most recent call last):\n  ...\nKeyboardInterrupt\n", interrupted=True)
+    with pytest.raises(Interrupted, match="as it started, before it had built anything"):
+        benchrun.run_in_vm(FakeLab(res), 100, 1)
+
+
 def test_an_interrupt_after_the_results_still_stops():
     res = Result(0, b'{\n "designs": {}\n}\n', b"", interrupted=True)
     with pytest.raises(Interrupted, match="it had finished"):
