@@ -261,12 +261,9 @@ class Lab:
         cwd defaults to the host's current directory (writable in the guest
         when it is inside the VM's workdir, read-only otherwise); env adds to the guest's base environment; stream copies the
         output to this process's stdout/stderr as it arrives ("stderr": only that). Past timeout
-        seconds the VM is killed and GuestTimeout raised.
-
-        A Ctrl-C (KeyboardInterrupt) kills the command and is raised again. With interrupt_grace
-        the command gets SIGINT instead and that many seconds to clean up and exit; its Result
-        then comes back with ``interrupted`` set. Past the grace time, or at a second Ctrl-C, it
-        is killed and the KeyboardInterrupt raised.
+        seconds the VM is killed and GuestTimeout raised. A Ctrl-C kills the command and is raised
+        again; with interrupt_grace the command gets SIGINT and that many seconds to clean up and
+        exit, and its Result comes back ``interrupted`` (killed past them, or at a second Ctrl-C).
         """
         if input is not None:
             raise ValueError("guest commands have no stdin")
@@ -283,10 +280,8 @@ class Lab:
             except KeyboardInterrupt:
                 if interrupt_grace <= 0:
                     raise
-                # Ask it to stop and wait while it cleans up (a second Ctrl-C kills it).
-                self.chan.send({"op": "signal", "id": cid, "sig": int(signal.SIGINT)})
-                res = self._collect(cid, argv, out, err, deadline, timeout, stream,
-                                    give_up=time.monotonic() + interrupt_grace)
+                self.chan.send({"op": "signal", "id": cid, "sig": int(signal.SIGINT)})  # and wait
+                res = self._collect(cid, argv, out, err, deadline, timeout, stream, time.monotonic() + interrupt_grace)
                 if res is None:
                     raise KeyboardInterrupt from None
                 res.interrupted = True
