@@ -29,3 +29,7 @@ def test_wrong_class_data_or_no_option_fail():
     assert not judge_option(log(1, cls=0x0101))[0]
     assert not judge_option(log(1, data=0x1))[0]
     assert "no options" in judge_option(log(1, total=0))[1][0]
+
+
+def test_the_note_may_travel_in_either_byte_order():
+    assert judge_option(log(1, data=0xCDAB3412))[0]
