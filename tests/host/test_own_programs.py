@@ -74,3 +74,28 @@ def test_a_geneve_option_carries_the_value_across(lab):
     assert exercises.carry_across_tunnel(lab, starter, quiet=True).passed is False
     v = exercises.carry_across_tunnel(lab, solution, quiet=True)
     assert v.passed is True, str(v)
+
+
+def test_the_geneve_option_is_judged_as_the_wire_carries_it(lab):
+    """A wrong option length arrives just the same (the kernel does not parse the options): the check
+    reads the length field on the wire; and a whole struct as the initial value is refused by the verifier."""
+    solution = cell_source("solutions/04_tunnels.ipynb", "carry")
+    assert ".length = 1" in solution
+    long = verify(compile_cell("t_carry2", solution.replace(".length = 1", ".length = 2")), lab)
+    v = exercises.carry_across_tunnel(lab, long, quiet=True)
+    assert v.passed is False and any("length field is 2" in line for line in v.lines), str(v)
+    whole = solution.replace("&opt.value, sizeof(opt.value)", "&opt, sizeof(opt)")
+    assert whole != solution
+    cell = verify(compile_cell("t_carry3", whole), lab)
+    assert cell.stage == "verifier" and "initial value of 8 bytes" in cell.error and "the map's value is 4 bytes" \
+        in cell.error, cell.error
+
+
+def test_a_flag_the_path_does_not_need_fails_exercise_08(lab):
+    solution = cell_source("solutions/08_beyond_the_rfc.ipynb", "keep")
+    assert "BPF_F_SKB_KEEP_NETNS" in solution and "BPF_F_CLONE" not in solution
+    extra = verify(compile_cell("t_keep1", solution.replace("BPF_F_SKB_KEEP_NETNS",
+                                                            "BPF_F_SKB_KEEP_NETNS | BPF_F_CLONE", 1)), lab)
+    v = exercises.keep_through_tunnel(lab, extra, quiet=True)
+    assert v.passed is False and "a flag it does not need" in v.summary, str(v)
+    assert any("BPF_F_CLONE" in line for line in v.lines)
