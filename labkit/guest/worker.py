@@ -113,13 +113,13 @@ def main():
 
     # Warm up what every run needs, then clear what a killed worker left.
     import pyroute2  # noqa: F401
-    from labkit import runtime  # noqa: F401
+    from labkit import runtime, runtime_observer  # noqa: F401
     from labkit.cleanup import guest_sweep
     from labkit.libbpf import lib
 
     lib()
     runtime.Symbols.get()
-    runtime.KEEP_LOADED = True
+    runtime_observer.KEEP_LOADED = True
     swept = [d for d in guest_sweep() if d != "nothing to clean"]
     emit({"ready": True, "pid": os.getpid(), "start_s": round(time.monotonic() - T0, 2), "swept": swept})
     while True:
