@@ -18,7 +18,8 @@ is killed. The VM never outlives its ``Lab``'s process: QEMU gets SIGKILL
 when that process dies, and a guard process then removes the run folder
 (``labkit.qemu.Guard``). Run folders and control sockets live in this
 user's own run folder (mode 0700). ``labkit vm start`` keeps one VM running
-for reuse by ``labkit vm run`` (``labkit.persistent``).
+for reuse by ``labkit vm run`` (``labkit.persistent``). What the guest is
+given (its environment, the host folders it sees) is ``labkit.vm_guest``.
 """
 
 import base64
@@ -37,10 +38,13 @@ from labkit.accel import choose_accel
 from labkit.channel import Channel, connect
 from labkit.errors import GuestTimeout, LabError, VMError
 from labkit.qemu import Guard, check_workdir, console_tail, die_with_parent, qemu_argv
+from labkit.vm_guest import PASS_ENV, _guest_python, guest_env, guest_visible
+
+__all__ = ["BOOT_TIMEOUT", "DEFAULT_TIMEOUT", "PASS_ENV", "Lab", "Result", "_guest_python", "guest_env",
+           "guest_visible"]
 
 BOOT_TIMEOUT = float(os.environ.get("LABKIT_BOOT_TIMEOUT", "90"))
 DEFAULT_TIMEOUT = 600.0
-PASS_ENV = ("CI", "TERM", "PYTEST_ADDOPTS", "PYTHONPATH", "VIRTUAL_ENV", "COLUMNS")
 
 
 @dataclass
@@ -365,42 +369,3 @@ class Lab:
         except (OSError, EOFError):
             return False
         return False
-
-
-def _guest_python():
-    # The guest runs the host's interpreter (same path, same packages); a
-    # venv's python is a symlink that resolves the same way in the guest.
-    return sys.executable
-
-
-def guest_env(extra=None) -> dict:
-    venv_bin = os.path.dirname(sys.executable)
-    host_path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p]
-    path = [venv_bin] + [p for p in host_path if p != venv_bin]
-    for p in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"):
-        if p not in path:
-            path.append(p)
-    env = {
-        "PATH": os.pathsep.join(path),
-        "HOME": "/tmp",
-        "LANG": "C.UTF-8",
-        "LABKIT_GUEST": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
-    for key, value in os.environ.items():
-        if key in PASS_ENV or key.startswith("LABKIT_"):
-            env.setdefault(key, value)
-    env["LABKIT_GUEST"] = "1"
-    # The guest cannot tell a shared read-only install from a checkout of the
-    # user's own: it finds the BPF objects where the host compiled them.
-    env["LABKIT_BPF_BUILD"] = str(paths.bpf_build_dir())
-    if extra:
-        env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def guest_visible() -> list:
-    """Host folders the guest needs at their own paths: the checkout, this
-    Python environment, the compiled BPF objects and this user's lab state."""
-    return [paths.PROJECT, Path(sys.prefix), paths.bpf_build_dir(), paths.state_dir()]
