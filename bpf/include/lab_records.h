@@ -54,7 +54,7 @@ struct lab_event {
 	__u32 pkt_token; /* token found in the packet itself, 0 if none */
 };
 
-/* ---- The runtime's records (labkit/runtime.py, bpf/observe.bpf.c) ------------
+/* ---- The runtime's records (labkit/runtime_events.py, bpf/observe.bpf.c) -----
  *
  * One lab_record per observation or lifecycle step of a tracked skb. A skb
  * is tracked once a hook has seen the test token in it; its clones inherit
