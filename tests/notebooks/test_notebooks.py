@@ -79,6 +79,7 @@ def said(p):
     return [(r["question"], r["truth"]) for r in p.reveals]
 
 
+@pytest.mark.timeout(900)  # three passes in one kernel
 @pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
 def test_lesson_live_as_a_learner_takes_it(path, tmp_path):
     """One kernel: Run All on the starter (its check fails), paste the solution into the exercise cells,
