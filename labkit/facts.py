@@ -175,15 +175,13 @@ def keep(obj, name):
 
 
 def starter(lesson: str, name: str) -> str:
-    """The body of the lesson's ``%%bpf name`` cell as committed (never the learner's copy of it)."""
-    import nbformat
+    """The body of the lesson's ``%%bpf name`` exercise cell as committed (never the learner's copy of it)."""
+    from labkit import coach
 
-    nb = nbformat.read(paths.PROJECT / "notebooks" / f"{lesson}.ipynb", as_version=4)
-    for c in nb.cells:
-        first, _, body = c.source.partition("\n")
-        if c.cell_type == "code" and first.split()[:2] == ["%%bpf", name]:
-            return body
-    raise LabError(f"lesson {lesson} has no %%bpf {name} cell")
+    first, _, body = coach.starter(lesson).partition("\n")
+    if first.split()[:2] != ["%%bpf", name]:
+        raise LabError(f"lesson {lesson}'s exercise cell is not %%bpf {name}")
+    return body
 
 
 def verdict_path(lesson, name) -> Path:
