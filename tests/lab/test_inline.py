@@ -1,13 +1,20 @@
-"""The optimised skb storage (kernel patches 0008 and 0009) keeps the rules.
+"""The optimised skb storage (kernel patches 0008 to 0010) keeps the rules.
 
 kernel.bpf_skb_storage_inline=1 (the default) keeps the first element of a
 small plain map inline in the extension chunk and reuses a spare extension
 block; =0 is the plain implementation. Both must show the same lifetime:
 the flag tests of test_flags.py run under each here, and a kprobe event on
 bpf_selem_alloc() shows which implementation a packet really went through.
+
+Patch 0010 has the verifier inline a lookup (flags 0) into programs loaded
+while the knob is 1: bpf/inline.bpf.c checks that it finds exactly what
+the kfunc finds, and a kprobe on bpf_skb_storage_get() that it finds the
+element kept in the block without calling the kfunc.
 """
 
 import os
+import struct
+from contextlib import contextmanager
 
 import pytest
 
@@ -33,11 +40,12 @@ def implementation(request):
             fh.write(old)
 
 
-@pytest.fixture
-def selem_allocs():
-    """A counter of bpf_selem_alloc() calls, from a tracefs kprobe event."""
+@contextmanager
+def kprobe_counter(func):
+    """A function returning how many times the kernel function func ran since, from a tracefs kprobe event."""
     if not os.path.isdir(os.path.join(TRACEFS, "events")):
         os.system(f"mount -t tracefs nodev {TRACEFS}")
+    event = f"lk_{func}"
 
     def write(path, text, append=False):
         # os.open: Python's append mode seeks to the end, which tracefs files refuse
@@ -47,15 +55,22 @@ def selem_allocs():
         finally:
             os.close(fd)
 
-    write("kprobe_events", "p:lk_selem_alloc bpf_selem_alloc\n", append=True)
+    write("kprobe_events", f"p:{event} {func}\n", append=True)
     write("trace", "")
-    write("events/kprobes/lk_selem_alloc/enable", "1")
+    write(f"events/kprobes/{event}/enable", "1")
     try:
-        yield lambda: sum("lk_selem_alloc:" in line for line in open(os.path.join(TRACEFS, "trace")))
+        yield lambda: sum(f"{event}:" in line for line in open(os.path.join(TRACEFS, "trace")))
     finally:
-        write("events/kprobes/lk_selem_alloc/enable", "0")
-        write("kprobe_events", "-:lk_selem_alloc\n", append=True)
+        write(f"events/kprobes/{event}/enable", "0")
+        write("kprobe_events", f"-:{event}\n", append=True)
         write("trace", "")
+
+
+@pytest.fixture
+def selem_allocs():
+    """A counter of bpf_selem_alloc() calls."""
+    with kprobe_counter("bpf_selem_alloc") as count:
+        yield count
 
 
 def test_the_knob_is_there():
@@ -96,3 +111,47 @@ def test_delete_under_both(implementation):
     expect(log, (at("tc/ingress", "lk-t", storage_a="created"),
                  step("storage_free", map="storage_a", where="bpf_skb_storage_delete", same_skb=True),
                  at("cgroup_skb/ingress", storage_a="absent", same_skb=True)))
+
+
+# ---- the inlined lookup (patch 0010) --------------------------------------------------
+
+
+def run_inline(prog, token):
+    """Load bpf/inline.bpf.o (the knob as the implementation fixture set it: the verifier inlines
+    lookups only into programs loaded while it is 1), run prog once on a fresh skb under
+    BPF_PROG_TEST_RUN: (its res, how many times bpf_skb_storage_get() itself ran)."""
+    from labkit.bpfbuild import obj_path
+    from labkit.libbpf import BpfObject
+    from labkit.packets import udp_frame
+
+    with BpfObject(obj_path("inline"), programs=[prog]) as obj, kprobe_counter("bpf_skb_storage_get") as calls:
+        retval, _, _ = obj.program(prog).test_run(udp_frame(token))
+        assert retval == 0
+        return struct.unpack("<8q", obj.bss().lookup(b"\0\0\0\0")), calls()
+
+
+def test_an_inlined_lookup_finds_the_element_without_a_call(implementation, token):
+    """Create, look up the same map, look up another: the same value back, and NULL for the other
+    map. Inlined, the lookup that finds the element kept in the block calls nothing; the other
+    map's lookup, which finds no element of its map there, calls the kfunc; plain, all three call."""
+    res, calls = run_inline("create_then_lookup", token)
+    assert res[:3] == (1, 41, 1), f"same value: {res[0]}, read back: {res[1]}, other map NULL: {res[2]}"
+    assert calls == (2 if implementation == "inline" else 3), f"bpf_skb_storage_get() ran {calls} times"
+
+
+def test_the_inlined_lookup_compares_the_map_passed_at_run_time(implementation, token):
+    """Two inner maps of one shape behind one lookup call site: the verifier knows only their
+    template, so the inlined code must compare the map the program passes. The element created in
+    inner_0 is found through inner_0 (without a call when inlined) and not through inner_1."""
+    res, calls = run_inline("inner_lookup", token)
+    assert res[2] == 1, "the program did not reach its lookups"
+    assert (res[0], res[1]) == (1, 0), f"inner_0 lookup: {res[0]} (1 = the element), inner_1: {res[1]} (0 = NULL)"
+    assert calls == (2 if implementation == "inline" else 3), f"bpf_skb_storage_get() ran {calls} times"
+
+
+def test_a_deleted_inline_element_is_not_found(implementation, token):
+    """A deleted element stays where it was in the block; the inlined lookup must not return it."""
+    res, _ = run_inline("lookup_after_delete", token)
+    assert res[2] == 1, "the program did not run"
+    assert res[0] == 0, f"delete returned {res[0]}"
+    assert res[1] == 1, "a lookup after delete found the deleted element"
