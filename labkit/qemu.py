@@ -86,14 +86,45 @@ def host_tsc_khz() -> int | None:
     return khz
 
 
+# ---- the clock ------------------------------------------------------------------------
+
+# "wall": the guest's clocks follow real time (TCG with a thread per vCPU, or KVM).
+# "icount": QEMU counts guest instructions and moves the virtual clock 1 ns per
+# instruction (-icount shift=0, single-threaded TCG, one vCPU); with the guest's TSC
+# declared at 1 GHz, every time the guest measures (the kernel's BPF run_time_ns
+# among them) is a count of guest instructions, the same on any host.
+CLOCKS = ("wall", "icount")
+ICOUNT_TSC_KHZ = 1_000_000  # 1 GHz of virtual time: one guest instruction per TSC tick
+
+
+def clock_config(clock, accel, cpus):
+    """(accel, cpus, why) for a VM with this clock: accel None is chosen at boot
+    (why None), except under icount, which is TCG's own and runs one vCPU
+    whatever cpus says. accel="kvm" with icount is a VMError."""
+    if clock not in CLOCKS:
+        raise VMError(f"unknown lab VM clock {clock!r}", fix=f"use one of: {', '.join(CLOCKS)}")
+    if clock == "wall":
+        return accel, cpus, None
+    if accel not in (None, "tcg"):
+        raise VMError(f"clock='icount' cannot run under accel={accel!r}: QEMU counts guest instructions only "
+                      "when it translates them (TCG); under KVM the guest runs on the real CPU",
+                      fix="leave accel unset (or accel='tcg') for clock='icount', or use clock='wall' under KVM")
+    return "tcg", 1, "clock='icount': single-threaded TCG on one vCPU, counting instructions"
+
+
 # ---- the command line ---------------------------------------------------------------
 
 
 def qemu_argv(kernel: Path, rundir: Path, *, accel: str, cpus: int, memory: str, python: str,
-              workdir: Path, visible=()):
+              workdir: Path, visible=(), clock="wall"):
     """QEMU's argv. workdir: the one host folder the guest may write. visible:
     host folders the guest must see at their own path even where its own
-    mounts (/tmp, /run) cover them (the checkout, the Python environment)."""
+    mounts (/tmp, /run) cover them (the checkout, the Python environment).
+    clock: "wall" or "icount" (see clock_config)."""
+    icount = clock == "icount"
+    if icount and (accel != "tcg" or cpus != 1):
+        raise VMError(f"clock='icount' needs accel='tcg' and one vCPU, not accel={accel!r}, cpus={cpus}")
+    tsc_khz = ICOUNT_TSC_KHZ if icount else host_tsc_khz()
     append = " ".join([
         "console=ttyS0",
         "root=root", "rootfstype=9p",
@@ -106,17 +137,23 @@ def qemu_argv(kernel: Path, rundir: Path, *, accel: str, cpus: int, memory: str,
         # the kernel falls back to jiffies: bpf_ktime_get_ns() then moves in 4 ms
         # steps and per-packet times read 0. TCG's TSC is the host's, so give the
         # guest the host's rate and skip the calibration; and trust the TSC.
-        *([f"tsc_early_khz={host_tsc_khz()}"] if host_tsc_khz() else []),
+        # Under icount the TSC follows the virtual clock, one tick per guest
+        # instruction: the guest is told 1 GHz, so its nanoseconds are instructions.
+        *([f"tsc_early_khz={tsc_khz}"] if tsc_khz else []),
         "tsc=reliable",
+        *(["labkit.clock=icount"] if icount else []),  # for the guest's programs (labkit.bench) to say so
         f"labkit.python={cmdline_path(python)}",
         f"labkit.bind={','.join(cmdline_path(p) for p in dict.fromkeys(map(str, visible)))}",
         f"labkit.work={cmdline_path(workdir)}",
     ])
-    accel_opt = "kvm" if accel == "kvm" else "tcg,thread=multi"
+    accel_opt = "kvm" if accel == "kvm" else "tcg,thread=single" if icount else "tcg,thread=multi"
     return [
         tools.require("qemu-system-x86_64"),
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
         "-machine", "q35", "-accel", accel_opt, "-cpu", "host" if accel == "kvm" else "max",
+        # 1 ns of virtual time per guest instruction; an idle guest's clock jumps to its
+        # next timer instead of waiting in real time; no pacing against the host's clock.
+        *(["-icount", "shift=0,sleep=off,align=off"] if icount else []),
         "-smp", str(cpus), "-m", memory,
         "-kernel", str(kernel), "-append", append,
         # The host's root, read-only: QEMU refuses every write through it.

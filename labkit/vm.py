@@ -37,7 +37,7 @@ from labkit import paths, tools
 from labkit.accel import choose_accel
 from labkit.channel import Channel, connect
 from labkit.errors import GuestTimeout, LabError, VMError
-from labkit.qemu import Guard, check_workdir, console_tail, die_with_parent, qemu_argv
+from labkit.qemu import Guard, check_workdir, clock_config, console_tail, die_with_parent, qemu_argv
 from labkit.vm_guest import PASS_ENV, _guest_python, guest_env, guest_visible
 
 __all__ = ["BOOT_TIMEOUT", "DEFAULT_TIMEOUT", "PASS_ENV", "Lab", "Result", "_guest_python", "guest_env",
@@ -76,14 +76,16 @@ class Lab:
     the QEMU process survives this Python process (``labkit vm start``).
     workdir: the host folder the guest may write (default: the current
     directory at boot); everything else of the host is read-only in the guest.
+    clock: "wall" (default) or "icount": one vCPU (whatever cpus says) under
+    single-threaded TCG whose clocks count guest instructions, 1 ns each
+    (``labkit.qemu.clock_config``; refused with accel="kvm").
     """
 
     def __init__(self, kernel_dir=None, *, accel=None, cpus=2, memory="1G",
-                 boot_timeout=BOOT_TIMEOUT, persistent=False, rundir=None, workdir=None):
+                 boot_timeout=BOOT_TIMEOUT, persistent=False, rundir=None, workdir=None, clock="wall"):
         self.kernel_dir = Path(kernel_dir) if kernel_dir else None
-        self.accel = accel
-        self.accel_why = None
-        self.cpus = cpus
+        self.clock = clock or "wall"
+        self.accel, self.cpus, self.accel_why = clock_config(self.clock, accel, cpus)
         self.memory = memory
         self.boot_timeout = boot_timeout
         self.persistent = persistent
@@ -141,7 +143,7 @@ class Lab:
                     self.workdir.mkdir(exist_ok=True)
             argv = qemu_argv(vmlinux, self.rundir, accel=self.accel, cpus=self.cpus,
                              memory=self.memory, python=_guest_python(), workdir=self.workdir,
-                             visible=guest_visible())
+                             visible=guest_visible(), clock=self.clock)
             t0 = time.monotonic()
             with open(self.rundir / "qemu.log", "wb") as log:
                 # Its own session: a signal to this process group (a terminal's
@@ -199,7 +201,8 @@ class Lab:
         fix = "check the console above; `labkit doctor` checks the machine"
         if self.accel == "kvm":
             fix = "try LABKIT_ACCEL=tcg; `labkit doctor` says why KVM was chosen"
-        raise VMError(f"{what} (accel={self.accel})", fix=fix, details=details)
+        raise VMError(f"{what} (accel={self.accel}{', clock=icount' if self.clock == 'icount' else ''})", fix=fix,
+                      details=details)
 
     def alive(self):
         if self.proc is not None:

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from labkit import accel, paths, qemu, vm
-from labkit.errors import VMError
+from labkit.errors import LabError, VMError
 
 
 def test_qemu_argv_boots_vmlinux_over_9p(tmp_path, monkeypatch):
@@ -78,3 +78,32 @@ def test_run_dir_is_private(tmp_path, monkeypatch):
     d = paths.run_dir()
     assert d == tmp_path / "c" / "vm"
     assert (d.stat().st_mode & 0o777) == 0o700 and ((tmp_path / "c").stat().st_mode & 0o777) == 0o700
+
+
+def test_icount_counts_instructions_on_one_single_threaded_vcpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(qemu.tools, "require", lambda *a: "/usr/bin/qemu-system-x86_64")
+    monkeypatch.setattr(qemu, "host_tsc_khz", lambda: 2_345_678)
+    argv = qemu.qemu_argv(tmp_path / "vmlinux", tmp_path, accel="tcg", cpus=1, memory="1G", python="/py",
+                          workdir=tmp_path, clock="icount")
+    words = argv[argv.index("-append") + 1].split()
+    assert argv[argv.index("-accel") + 1] == "tcg,thread=single"
+    assert argv[argv.index("-icount") + 1] == "shift=0,sleep=off,align=off"
+    assert argv[argv.index("-smp") + 1] == "1"
+    assert "tsc_early_khz=1000000" in words and "tsc=reliable" in words and "labkit.clock=icount" in words
+    assert "tsc_early_khz=2345678" not in words
+    wall = qemu.qemu_argv(tmp_path / "vmlinux", tmp_path, accel="tcg", cpus=2, memory="1G", python="/py",
+                          workdir=tmp_path)
+    assert "-icount" not in wall and "tsc_early_khz=2345678" in wall[wall.index("-append") + 1].split()
+    assert "labkit.clock=icount" not in " ".join(wall)
+
+
+def test_lab_clock_choices():
+    assert (vm.Lab().clock, vm.Lab().cpus, vm.Lab().accel) == ("wall", 2, None)
+    lab = vm.Lab(clock="icount")
+    assert (lab.accel, lab.cpus) == ("tcg", 1) and "icount" in lab.accel_why
+    assert (vm.Lab(clock="icount", accel="tcg", cpus=4).cpus, vm.Lab(cpus=4).cpus) == (1, 4)
+    with pytest.raises(LabError, match="clock='icount' cannot run under accel='kvm'") as err:
+        vm.Lab(clock="icount", accel="kvm")
+    assert "clock='wall'" in err.value.fix
+    with pytest.raises(LabError, match="unknown lab VM clock 'cycles'"):
+        vm.Lab(clock="cycles")
