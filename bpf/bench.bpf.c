@@ -8,6 +8,10 @@
  * benchmark traffic reaches those hooks, so no program looks for a token.
  * Every program counts what it saw, so a design that silently does nothing
  * shows up as a count that does not match the packets sent.
+ *
+ * The calibration programs at the end are the tc floor plus exactly N
+ * instructions: in a lab VM that counts instructions (Lab(clock="icount")),
+ * they must cost N more per run than the floor.
  */
 #include "skb_storage.h"
 #include <bpf/bpf_tracing.h>
@@ -34,7 +38,7 @@ struct {
 
 /* What each program saw: [0] runs, [1] found its data (readers), [2] failed. */
 enum { B_FLOOR_W, B_FLOOR_R, B_FLOOR_X, B_STORAGE_W, B_STORAGE_R, B_STASH_W, B_STASH_R, B_STASH_CLEAN,
-       B_MARK_W, B_MARK_R, B_META_W, B_META_R, B_NUM };
+       B_MARK_W, B_MARK_R, B_META_W, B_META_R, B_CAL16_W, B_CAL64_W, B_NUM };
 
 struct bench_count {
 	__u64 runs;
@@ -256,3 +260,28 @@ int bench_meta_r(struct __sk_buff *ctx)
 		c->found++;
 	return TC_ACT_OK;
 }
+
+/* ---- calibration: the tc floor plus exactly N instructions ---------------------- */
+
+/* N moves of an immediate into r0, before anything else, where r0 holds nothing
+ * the compiler needs (so it adds no code around them; llvm-objdump shows the
+ * floor's instructions plus these N). The verifier keeps them (it removes only
+ * unreachable code and jumps to the next instruction) and the x86 JIT turns each
+ * into one instruction (mov eax, 1). The count index differs from the floor's
+ * only in its value.
+ */
+#define BENCH_CAL(n)								\
+SEC("tc")									\
+int bench_cal##n##_w(struct __sk_buff *ctx)					\
+{										\
+	struct bench_count *c;							\
+										\
+	asm volatile(".rept " #n "\n\tr0 = 1\n\t.endr" ::: "r0");		\
+	c = count(B_CAL##n##_W);						\
+	if (c)									\
+		c->runs++;							\
+	return TC_ACT_OK;							\
+}
+
+BENCH_CAL(16)
+BENCH_CAL(64)

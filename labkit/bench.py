@@ -14,6 +14,13 @@ into another namespace:
 - where the kernel has a second skb storage implementation
   (``kernel.bpf_skb_storage_inline``), skb storage runs once with each.
 
+The unit is the guest clock's: nanoseconds, or guest instructions where the
+lab VM counts them (``Lab(clock="icount")``, which puts ``labkit.clock=icount``
+on the kernel command line); the results say which (``clock``, ``unit``) and
+keep the key ``ns`` for the figure either way (``labkit.benchrun`` adds them).
+``--designs`` runs some designs only (the floor always), among them the
+calibration programs (CALIBRATION).
+
 Then ``BPF_PROG_TEST_RUN`` times the same tc, cgroup_skb and XDP programs
 on one frame, ``repeat`` times over (what that measures differs: see
 REPORT_NOTES). Every program counts what it saw; a design whose readers did
@@ -57,13 +64,16 @@ DESIGNS = {
     "data_meta": [("write", "bench_meta_w", "xdp"), ("read", "bench_meta_r", "tc")],
     "floor_xdp": [("write", "bench_floor_x", "xdp")],  # a device takes one XDP program: a run of its own
 }
+# The tc floor plus exactly N instructions (bpf/bench.bpf.c): under icount, N more per run than the floor.
+CALIBRATION = {"floor+16": [("write", "bench_cal16_w", "tc")], "floor+64": [("write", "bench_cal64_w", "tc")]}
 # what each program is compared with: (design, program) of the same repeat
 REF = {"write": ("floor", "bench_floor_w"), "read": ("floor", "bench_floor_r"), "cleanup": ("floor", "bench_floor_w")}
 REF_PROG = {"bench_meta_w": ("floor_xdp", "bench_floor_x"), "bench_meta_r": ("floor", "bench_floor_w")}
 # index in the counts map (bpf/bench.bpf.c enum)
 COUNT = {"bench_floor_w": 0, "bench_floor_r": 1, "bench_floor_x": 2, "bench_storage_w": 3, "bench_storage_r": 4,
          "bench_stash_w": 5, "bench_stash_r": 6, "bench_stash_clean": 7, "bench_stash_clean_drop": 7,
-         "bench_mark_w": 8, "bench_mark_r": 9, "bench_meta_w": 10, "bench_meta_r": 11}
+         "bench_mark_w": 8, "bench_mark_r": 9, "bench_meta_w": 10, "bench_meta_r": 11, "bench_cal16_w": 12,
+         "bench_cal64_w": 13}
 # What the benchmark leaves while it runs, all its own: a run that was killed leaves them, and the
 # next run removes them before it starts (sweep_leftovers).
 CGROUP = "lk-bench"
@@ -150,9 +160,14 @@ def _restore(saved):
 
 
 class Bench:
-    def __init__(self, packets=2000, repeats=5, progress=None):
+    """designs: names from DESIGNS and CALIBRATION to run ("skb_storage" for both implementations,
+    "skb_storage:plain" or ":inline" for one), None for every design in DESIGNS; the floor runs
+    always, and the BPF_PROG_TEST_RUN figures come with a run of every design only."""
+
+    def __init__(self, packets=2000, repeats=5, progress=None, designs=None):
         self.packets, self.repeats = packets, repeats
         self.progress = progress or (lambda msg: None)
+        self.designs = designs
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -227,7 +242,7 @@ class Bench:
     # -- one design --------------------------------------------------------------------------
 
     def _one(self, design, variant=None):
-        progs = DESIGNS[design]
+        progs = {**DESIGNS, **CALIBRATION}[design]
         if variant is not None:
             _write(INLINE, variant)
         with ExitStack() as st:
@@ -258,8 +273,7 @@ class Bench:
 
         if not os.path.exists(STATS):
             raise BenchError("this kernel has no kernel.bpf_stats_enabled", fix="boot the lab kernel: labkit vm run")
-        variants = [("skb_storage", "0"), ("skb_storage", "1")] if inline_available() else [("skb_storage", None)]
-        runs = [("floor", None), *variants, ("stash", None), ("mark", None), ("data_meta", None), ("floor_xdp", None)]
+        runs = plan(self.designs)
         samples = {}
         with ExitStack() as st:
             st.callback(os.close, hold_lock())
@@ -282,7 +296,7 @@ class Bench:
                     name = design if variant is None else f"{design}:{'inline' if variant == '1' else 'plain'}"
                     self.progress(f"repeat {rep + 1}/{self.repeats}: {name}")
                     samples.setdefault(name, []).append(self._one(design, variant))
-            test_runs = self._test_runs()
+            test_runs = self._test_runs() if self.designs is None else {}
         return summarise(samples, test_runs, self.packets, self.repeats)
 
     def _test_runs(self, repeat=20000):
@@ -302,6 +316,21 @@ class Bench:
                 continue
             out[prog] = {"ns": statistics.median(durations), "runs": durations, "repeat": repeat}
         return out
+
+
+def plan(designs=None) -> list:
+    """The runs of one repeat, [(design, inline knob value or None)]: the floor first."""
+    variants = {"skb_storage:plain": [("skb_storage", "0")], "skb_storage:inline": [("skb_storage", "1")]}
+    if not inline_available():
+        variants = {"skb_storage:plain": [("skb_storage", None)]}
+    variants["skb_storage"] = [v for vs in variants.values() for v in vs]
+    runs = [("floor", None)]
+    for name in designs or [d for d in DESIGNS if d != "floor"]:
+        if name not in variants and name not in DESIGNS and name not in CALIBRATION:
+            raise BenchError(f"no design {name!r} in the benchmark on this kernel",
+                             fix=f"use one of: {', '.join([*DESIGNS, *variants, *CALIBRATION])}")
+        runs += [r for r in variants.get(name, [(name, None)]) if r not in runs]
+    return runs
 
 
 def _spread(values, digits=1):

@@ -6,6 +6,10 @@ line instead (``REPORT`` + JSON): the error with its fix and details, or
 that a Ctrl-C stopped it and what was swept after the run's own teardown.
 From the host, ``run_in_vm()`` starts it and turns that report into a
 ``BenchError`` or ``labkit.session.Interrupted``.
+
+The results say what their figures are (``clock``, ``unit``, ``notes["unit"]``):
+nanoseconds, or guest instructions in a lab VM that counts them
+(``Lab(clock="icount")``); the figure's key is ``ns`` either way.
 """
 
 from __future__ import annotations
@@ -18,23 +22,52 @@ import sys
 from labkit.bench import INTERRUPT_GRACE, Bench, BenchError, hold_lock, sweep_leftovers
 from labkit.errors import LabError
 
+UNITS = {"wall": "ns", "icount": "instructions"}  # the guest clock -> what its "ns" figures are
+UNIT_NOTES = {
+    "ns": "Figures are nanoseconds per program run, as the guest's clock measured them: under TCG every "
+          "instruction is emulated, so they are several times native and move with the host's load; only ratios "
+          "to the floor of the same repeat compare with other machines.",
+    "instructions": "Figures are guest instructions per program run: QEMU counted every instruction the guest CPU "
+                    "executed and moved the guest's clock 1 ns per instruction (-icount shift=0, TSC at 1 GHz), so "
+                    "the kernel's run_time_ns / run_cnt counts instructions. What it gets right: the same kernel "
+                    "code and the same JIT output as on hardware, every instruction of the program and of the "
+                    "kfuncs, helpers and kernel paths it runs, counted exactly and the same on every run and "
+                    "every machine. What it leaves out: what makes one instruction dearer than another on "
+                    "hardware: cache misses, the real latency of atomics, locked instructions and interrupt "
+                    "masking, and cross-CPU cache-line traffic (one vCPU: nothing is shared, nothing bounces).",
+}
+
+
+def guest_clock() -> str:
+    """"icount" where this lab VM counts instructions (``labkit.clock=icount`` on the kernel command
+    line), else "wall"."""
+    try:
+        with open("/proc/cmdline") as fh:
+            words = fh.read().split()
+    except OSError:
+        return "wall"
+    return "icount" if "labkit.clock=icount" in words else "wall"
+
+
 RERUN = ("run it again: every run first removes what an earlier one left; if it fails the same way, "
          "re-run the notebook's setup cell for a fresh lab VM (or run: labkit cleanup)")
 
 
-def run_in_vm(lab, packets, repeats, *, stream=False, timeout=3600) -> dict:
+def run_in_vm(lab, packets, repeats, *, designs=None, stream=False, timeout=3600) -> dict:
     """Run the benchmark in a running lab VM (a ``labkit.vm.Lab``) and return its results: what
     benchmarks/storage_cost.py and lesson 09 both do.
 
     A Ctrl-C stops it in the guest, where it removes what it built and puts the kernel settings
     back, then raises ``labkit.session.Interrupted``; a failure raises BenchError with the guest's
-    own message, fix and details."""
+    own message, fix and details. designs: some designs only (``labkit.bench.Bench``)."""
     from labkit import paths
     from labkit.session import Interrupted
 
     # The results come back on stdout (progress goes to stderr): the guest
     # writes no file on the host.
     argv = ["python", "-m", "labkit.bench", "--packets", str(packets), "--repeats", str(repeats)]
+    if designs:
+        argv += ["--designs", ",".join(designs)]
     try:
         res = lab.run(argv, cwd=paths.PROJECT, timeout=timeout, stream="stderr" if stream else False,
                       interrupt_grace=INTERRUPT_GRACE)
@@ -110,10 +143,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m labkit.bench", description="What per-packet data costs, timed in the lab VM.")
     ap.add_argument("--packets", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--designs", help="these designs only, comma-separated (the floor runs always)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
     try:
-        res = Bench(args.packets, args.repeats, progress=lambda m: print(m, file=sys.stderr, flush=True)).run()
+        res = Bench(args.packets, args.repeats, progress=lambda m: print(m, file=sys.stderr, flush=True),
+                    designs=args.designs.split(",") if args.designs else None).run()
     except LabError as exc:
         if _interrupted(exc):
             return _stopped()
@@ -131,6 +166,8 @@ def main(argv=None):
         print(details, file=sys.stderr)
         _report(error=f"{type(exc).__name__}: {exc}", details=details)
         return 1
+    clock = guest_clock()
+    res.update(clock=clock, unit=UNITS[clock], notes={**res["notes"], "unit": UNIT_NOTES[UNITS[clock]]})
     text = json.dumps(res, indent=1, sort_keys=True)
     if args.json:
         with open(args.json, "w") as fh:

@@ -83,3 +83,52 @@ def test_guest_report_takes_the_last_report_line():
     out = "x\n" + benchrun.REPORT + '{"error": "a"}\n' + benchrun.REPORT + '{"error": "b"}\n'
     assert benchrun.guest_report(out) == {"error": "b"}
     assert benchrun.guest_report("nothing\n") == {}
+
+
+def test_some_designs_only(monkeypatch):
+    from labkit import bench
+
+    monkeypatch.setattr(bench, "inline_available", lambda: True)
+    every = [("floor", None), ("skb_storage", "0"), ("skb_storage", "1"), ("stash", None), ("mark", None),
+             ("data_meta", None), ("floor_xdp", None)]
+    assert bench.plan() == every
+    assert bench.plan(["floor+16", "floor+64"]) == [("floor", None), ("floor+16", None), ("floor+64", None)]
+    assert bench.plan(["skb_storage:inline", "stash", "floor"]) == [("floor", None), ("skb_storage", "1"),
+                                                                    ("stash", None)]
+    with pytest.raises(BenchError, match="no design 'nope'"):
+        bench.plan(["nope"])
+    monkeypatch.setattr(bench, "inline_available", lambda: False)
+    assert bench.plan(["skb_storage"]) == [("floor", None), ("skb_storage", None)]
+    lab = FakeLab(Result(0, b'{"designs": {}}\n', b""))
+    benchrun.run_in_vm(lab, 300, 2, designs=["floor+16", "floor+64"])
+    assert lab.calls[0][0][-2:] == ["--designs", "floor+16,floor+64"]
+    benchrun.run_in_vm(lab, 300, 2)
+    assert "--designs" not in lab.calls[1][0]
+
+
+def test_the_results_say_their_unit(monkeypatch, capsys):
+    from labkit import bench
+
+    cmdline = {"text": "console=ttyS0 tsc_early_khz=1000000 labkit.clock=icount\n"}
+
+    class FakeBench:
+        def __init__(self, *a, **kw):
+            pass
+
+        def run(self):
+            return {"designs": {}, "notes": {"test_run": "x"}}
+
+    real_open = open
+    monkeypatch.setattr(benchrun, "Bench", FakeBench)
+    monkeypatch.setattr("builtins.open", lambda p, *a, **kw: __import__("io").StringIO(cmdline["text"])
+                        if p == "/proc/cmdline" else real_open(p, *a, **kw))
+    assert benchrun.main([]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert (res["clock"], res["unit"]) == ("icount", "instructions")
+    assert res["notes"]["unit"].startswith("Figures are guest instructions") and "cache misses" in res["notes"]["unit"]
+    cmdline["text"] = "console=ttyS0 tsc_early_khz=2400000\n"
+    assert benchrun.main([]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert (res["clock"], res["unit"], res["notes"]["test_run"]) == ("wall", "ns", "x")
+    assert bench.CALIBRATION.keys() == {"floor+16", "floor+64"}
+
