@@ -3,7 +3,8 @@
 Pure functions from the results dict: an SVG bar chart of every design's
 cost as a ratio to the counter-only floor of the same run (log scale, the
 spread over repeats as a whisker), an HTML table, and what those costs add
-up to at a given packet rate.
+up to at a given packet rate. The figures are in the results' ``unit`` ("ns", or
+"instructions" from a lab VM that counts them), under the key ``ns`` either way.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def chart(res, width=760) -> str:
         out.append(f'<text x="{left - 8}" y="{y + bar - 4}" text-anchor="end">{html.escape(label)}</text>')
         x0, x1 = sorted((x(1), x(r["median"])))
         out.append(f'<rect x="{x0:.1f}" y="{y}" width="{max(1.0, x1 - x0):.1f}" height="{bar}" '
-                   f'fill="{colour}"><title>{html.escape(label)}: {r["median"]:.2f}x ({v["ns"]["median"]:.0f} ns)'
+                   f'fill="{colour}"><title>{html.escape(label)}: {r["median"]:.2f}x ({v["ns"]["median"]:.0f} {unit(res)})'
                    f'</title></rect>')
         out.append(f'<line x1="{x(r["min"]):.1f}" y1="{y + bar / 2}" x2="{x(r["max"]):.1f}" y2="{y + bar / 2}" '
                    f'stroke="#212529"/>')
@@ -92,7 +93,7 @@ def chart(res, width=760) -> str:
 
 
 def table_html(res) -> str:
-    head = ("<tr><th>design</th><th>side</th><th>ns per packet<br>median (min-max)</th>"
+    head = (f"<tr><th>design</th><th>side</th><th>{unit(res)} per packet<br>median (min-max)</th>"
             "<th>x floor<br>median (min-max)</th><th>public figure, native</th></tr>")
     body = []
     d = res.get("designs", {})
@@ -111,6 +112,30 @@ def table_html(res) -> str:
     return f'<table class="labkit-cost-table">{head}{"".join(body)}</table>'
 
 
+def table_text(res, reference=None) -> str:
+    """Every design and role as text: the figure per packet and the ratio to the floor (median, min-max
+    over repeats), with the targets of the inline implementation and reference[f"{design}:{role}"]."""
+    head = f"{unit(res)}/packet (median, min-max)"
+    rows = [f"{'design':<22} {'role':<8} {head:<38} {'x floor (median, min-max)':<26} reference"]
+    for name, d in res["designs"].items():
+        for role, v in d.items():
+            if role == "received" or not v.get("ns"):
+                continue
+            ns, ratio = v["ns"], v.get("ratio")
+            r = f"{ratio['median']:.2f} ({ratio['min']:.2f}-{ratio['max']:.2f})" if ratio else "-"
+            ref = (reference or {}).get(f"{name.split(':')[0]}:{role}", "")
+            if name == "skb_storage:inline" and role in TARGETS:
+                ref = f"target <= {TARGETS[role]}x"
+            fig = f"{ns['median']:>8.1f} ({ns['min']:.1f}-{ns['max']:.1f})"
+            rows.append(f"{name:<22} {role:<8} {fig:<38} {r:<26} {ref}")
+    return "\n".join(rows)
+
+
+def unit(res) -> str:
+    """What the figures count: "ns" or "instructions"."""
+    return res.get("unit") or "ns"
+
+
 def at_rate(ns: float, pps: float) -> float:
     """Share of one CPU (percent) that ns of work per packet takes at pps."""
     return ns * pps / 1e9 * 100
@@ -119,6 +144,9 @@ def at_rate(ns: float, pps: float) -> float:
 def rates_html(res, rates=(100_000, 1_000_000)) -> str:
     """What each design's extra work over the floor costs at each packet rate: measured here, and with the
     public native figures."""
+    if unit(res) != "ns":
+        return (f"<p>These figures are {html.escape(unit(res))}, not time: a share of a core at a packet rate "
+                "needs a run timed in ns (benchmarks/storage_cost.py --measure tcg or kvm).</p>")
     d = res.get("designs", {})
     floor = {role: (d.get("floor") or {}).get(role, {}).get("ns", {}).get("median") for role in ("write", "read")}
     head = "<tr><th>design</th><th>side</th><th>extra ns (here)</th>" + "".join(
@@ -148,7 +176,7 @@ def test_run_html(res) -> str:
     body = "".join(f"<tr><td>{html.escape(label)}</td><td>{t[p]['ns']:.0f}</td></tr>" for p, label in TEST_RUN_ROWS
                    if p in t and t[p].get("ns") is not None)
     note = html.escape((res.get("notes") or {}).get("test_run", ""))
-    return (f'<table class="labkit-cost-table"><tr><th>program</th><th>ns per run (BPF_PROG_TEST_RUN)</th></tr>'
+    return (f'<table class="labkit-cost-table"><tr><th>program</th><th>{unit(res)} per run (BPF_PROG_TEST_RUN)</th></tr>'
             f'{body}</table><p style="max-width:60em">{note}</p>')
 
 
