@@ -80,10 +80,12 @@ def choose_mode(mode=None) -> tuple[str, str]:
 
 
 class Lesson:
-    """The lab as one notebook sees it: ``run()`` a scenario, ``show()`` its log."""
+    """The lab as one notebook sees it: ``run()`` a scenario, ``show()`` its log. clock: the lab VM's
+    ("wall", or "icount" to count guest instructions: ``labkit.vm.Lab``)."""
 
-    def __init__(self, mode=None):
+    def __init__(self, mode=None, clock="wall"):
         self.mode, self.why = choose_mode(mode)
+        self.clock = clock
         self.session = None
         self.started = None
         self.slot = None  # the running slot this notebook's VM holds (labkit.slots)
@@ -127,7 +129,7 @@ class Lesson:
         try:
             with slots.boot_slot(progress=say, timeout=BOOT_WAIT):
                 say("Booting the lab VM and starting the scenario worker (about 10-15 s under TCG) ...")
-                self.session = Session()
+                self.session = Session(clock=self.clock)
                 self.session.start()
         except BaseException:
             self.close()
@@ -214,7 +216,8 @@ class Lesson:
     def banner_html(self) -> str:
         if self.live:
             lab = self.session.lab if self.session else None
-            what = (f"lab VM up: kernel {html.escape(lab.release or '?')}, {lab.accel}, "
+            what = (f"lab VM up: kernel {html.escape(lab.release or '?')}, {lab.accel}"
+                    f"{' counting instructions' if lab.clock == 'icount' else ''}, "
                     f"booted in {lab.boot_seconds:.1f} s") if lab and lab.boot_seconds else "lab VM starts at the first run"
             return _box("#e8f5e9", "#2e7d32", "LIVE", f"Scenarios run on the real lab kernel. {what}.")
         rec = _recorded_on()
@@ -274,28 +277,40 @@ class Lesson:
     # -- what it costs ------------------------------------------------------------------
 
     RECORDED_COST = "benchmarks/results/storage-cost-tcg.json"
+    RECORDED_COST_ICOUNT = "benchmarks/results/storage-cost-icount.json"
 
-    def bench(self, packets=2000, repeats=3):
-        """Every design's per-packet cost, timed by the lab kernel (``labkit.bench``
-        in the VM); in replay, the run recorded in benchmarks/results/."""
+    def bench(self, packets=2000, repeats=3, clock=None):
+        """Every design's per-packet cost, measured by the lab kernel (``labkit.bench``
+        in the VM); in replay, the run recorded in benchmarks/results/. clock: None for
+        the lab VM's own; "icount" counts guest instructions ("wall": ns), and a lab VM
+        on the other clock is replaced by one on this clock first."""
         import json
 
+        clock = clock or self.clock
         if not self.live:
-            path = paths.PROJECT / self.RECORDED_COST
+            rec = self.RECORDED_COST_ICOUNT if clock == "icount" else self.RECORDED_COST
             try:
-                res = json.loads(path.read_text())
+                res = json.loads((paths.PROJECT / rec).read_text())
             except (OSError, ValueError) as exc:
-                raise LiveOnly(f"no recorded benchmark at {self.RECORDED_COST} ({exc})",
+                raise LiveOnly(f"no recorded benchmark at {rec} ({exc})",
                                fix="run it live (./lab open), or record it: benchmarks/storage_cost.py") from None
-            res["replay"] = self.RECORDED_COST
+            res["replay"] = rec
             return res
         from labkit.bench import DESIGNS
         from labkit.benchrun import run_in_vm
 
+        if clock != self.clock:
+            if self.session is not None:
+                print(f"Restarting the lab VM with clock={clock!r} (it ran clock={self.clock!r}) ...", flush=True)
+                self.session.close()
+                self.session = None
+            self.clock = clock
         self.start()
         designs = len(DESIGNS) + 1  # skb storage runs twice: plain and inline
-        print(f"Timing {designs} designs x {repeats} repeats x {packets} packets in the lab VM "
-              f"(about {max(10, designs * repeats * packets // 2000)} s under TCG) ...", flush=True)
+        what = "Counting guest instructions of" if clock == "icount" else "Timing"
+        print(f"{what} {designs} designs x {repeats} repeats x {packets} packets in the lab VM "
+              f"(about {max(10, designs * repeats * packets // (250 if clock == 'icount' else 2000))} s "
+              f"under TCG) ...", flush=True)
         from labkit.facts import keep
 
         return keep(run_in_vm(self.session.lab, packets, repeats, timeout=1800), "bench")
@@ -309,7 +324,9 @@ class Lesson:
         if res.get("replay"):
             display(HTML(_box("#fff3bf", "#e67700", "RECORDED",
                               f"a run of <code>benchmarks/storage_cost.py</code> on {html.escape(res.get('kernel', '?'))}"
-                              f" under {html.escape(str(res.get('accel', '?')).upper())}, {html.escape(res.get('when', '?')[:10])}"
+                              f" under {html.escape(str(res.get('accel', '?')).upper())}"
+                              f"{' counting instructions' if res.get('unit') == 'instructions' else ''}, "
+                              f"{html.escape(res.get('when', '?')[:10])}"
                               f" ({res.get('repeats')} repeats of {res.get('packets')} packets per design); "
                               "live mode times this machine's lab kernel")))
         display(SVG(costplot.chart(res)))
@@ -341,8 +358,9 @@ def _box(bg, fg, tag, text) -> str:
             f'margin:4px 0;font-family:sans-serif"><b style="color:{fg}">{tag}</b> &nbsp;{text}</div>')
 
 
-def start(mode=None) -> Lesson:
-    """The lesson's setup cell: pick the mode, show the banner, start the VM when live."""
+def start(mode=None, clock="wall") -> Lesson:
+    """The lesson's setup cell: pick the mode, show the banner, start the VM when live (on this clock:
+    "wall", or "icount" to count guest instructions)."""
     global _last
     from IPython.display import HTML, display
 
@@ -352,7 +370,7 @@ def start(mode=None) -> Lesson:
     errbox.install()  # a LabError from here on (this cell too): a box with the details and the fix
     if _last is not None:  # the cell ran again: one VM (and one slot) per notebook
         _last.close()
-    lesson = _last = Lesson(mode)
+    lesson = _last = Lesson(mode, clock)
     if lesson.live:
         try:
             lesson.start()

@@ -45,8 +45,11 @@ def run_message(scenario) -> dict:
 
 
 class Session:
-    def __init__(self, lab=None, *, start_timeout=START_TIMEOUT):
+    """clock: the clock of the VM it boots when given no lab ("wall" or "icount", ``labkit.vm.Lab``)."""
+
+    def __init__(self, lab=None, *, start_timeout=START_TIMEOUT, clock="wall"):
         self.lab = lab
+        self.clock = clock
         self._own_lab = lab is None
         self.start_timeout = start_timeout
         self.cid = None
@@ -69,7 +72,7 @@ class Session:
         if self.lab is None:
             from labkit.vm import Lab
 
-            self.lab = Lab()
+            self.lab = Lab(clock=self.clock)
         if not self.lab.chan:
             self.lab.start()
         self._spawn()

@@ -132,3 +132,30 @@ def test_the_results_say_their_unit(monkeypatch, capsys):
     assert (res["clock"], res["unit"], res["notes"]["test_run"]) == ("wall", "ns", "x")
     assert bench.CALIBRATION.keys() == {"floor+16", "floor+64"}
 
+
+def test_a_lesson_benches_on_the_clock_it_is_asked_for(monkeypatch):
+    """lab.bench(clock="icount") replaces a wall-clock lab VM by one that counts instructions (and
+    keeps it for the next call); in replay it reads the icount recording."""
+    from types import SimpleNamespace
+
+    from labkit import lesson
+
+    les = lesson.Lesson.__new__(lesson.Lesson)
+    les.mode, les.clock, les.session = "live", "wall", None
+    booted, closed = [], []
+
+    def start(say=print):
+        if les.session is None:
+            booted.append(les.clock)
+            les.session = SimpleNamespace(lab=SimpleNamespace(clock=les.clock), close=lambda: closed.append(1))
+        return les
+
+    monkeypatch.setattr(les, "start", start)
+    monkeypatch.setattr(benchrun, "run_in_vm", lambda lab, packets, repeats, **kw: {"clock": lab.clock})
+    assert les.bench(100, 1) == {"clock": "wall"}
+    assert les.bench(100, 1, clock="icount") == {"clock": "icount"}
+    assert les.bench(100, 1) == {"clock": "icount"}
+    assert booted == ["wall", "icount"] and closed == [1]
+    les.mode = "replay"
+    assert les.bench(clock="icount")["replay"] == les.RECORDED_COST_ICOUNT
+    assert les.bench(clock="wall")["replay"] == les.RECORDED_COST

@@ -229,8 +229,8 @@ class FakeSession:
 
     lab = None  # the banner then says the VM starts at the first run
 
-    def __init__(self):
-        self.closed, self.booted_under_slot = False, None
+    def __init__(self, clock="wall"):
+        self.closed, self.booted_under_slot, self.clock = False, None, clock
         FakeSession.made.append(self)
 
     def start(self):
