@@ -138,11 +138,13 @@ def last_present(log, places, map="storage_a"):
 
 @rule
 def costlier(res, a, b, phase="write", within=0.15):
-    """Which of two benchmark designs costs more per packet (median ns); 'same' when within a fraction."""
+    """Which of two benchmark designs costs more per packet (the median, in the results' unit: ns or
+    guest instructions); 'same' when within a fraction."""
     d = res["designs"]
+    unit = res.get("unit") or "ns"
     x, y = d[a][phase]["ns"]["median"], d[b][phase]["ns"]["median"]
     value = "same" if abs(x - y) < within * max(x, y) else a if x > y else b
-    return value, f"{a} {phase} {x:.0f} ns, {b} {phase} {y:.0f} ns"
+    return value, f"{a} {phase} {x:.0f} {unit}, {b} {phase} {y:.0f} {unit}"
 
 
 @rule

@@ -79,13 +79,30 @@ def choose_mode(mode=None) -> tuple[str, str]:
     return asked, why if asked == "live" else ("asked for" if mode else f"{ENV}=replay")
 
 
+def measure_clock(live: bool) -> str:
+    """The clock a lesson that measures cost runs on (``start(MODE, clock="measure")``): "icount"
+    (guest instructions, the same on any machine, and what the replay recording counts) wherever
+    the lab VM is not KVM; "wall" (ns) live where it runs under KVM, whose ns are the hardware's."""
+    if not live:
+        return "icount"
+    from labkit import kernel
+    from labkit.accel import choose_accel
+
+    try:
+        accel, _ = choose_accel(kernel.kernel_path())
+    except LabError:
+        return "icount"
+    return "wall" if accel == "kvm" else "icount"
+
+
 class Lesson:
     """The lab as one notebook sees it: ``run()`` a scenario, ``show()`` its log. clock: the lab VM's
-    ("wall", or "icount" to count guest instructions: ``labkit.vm.Lab``)."""
+    ("wall", "icount" to count guest instructions: ``labkit.vm.Lab``; "measure": ``measure_clock``)."""
 
     def __init__(self, mode=None, clock="wall"):
         self.mode, self.why = choose_mode(mode)
-        self.clock = clock
+        self.measure = clock == "measure"  # a lesson that measures cost: icount wherever not KVM
+        self.clock = measure_clock(self.live) if self.measure else clock
         self.session = None
         self.started = None
         self.slot = None  # the running slot this notebook's VM holds (labkit.slots)
@@ -328,7 +345,8 @@ class Lesson:
                               f"{' counting instructions' if res.get('unit') == 'instructions' else ''}, "
                               f"{html.escape(res.get('when', '?')[:10])}"
                               f" ({res.get('repeats')} repeats of {res.get('packets')} packets per design); "
-                              "live mode times this machine's lab kernel")))
+                              + ("live mode counts them on this machine's lab kernel" if res.get("unit") == "instructions"
+                                 else "live mode times this machine's lab kernel"))))
         display(SVG(costplot.chart(res)))
         display(HTML(costplot.targets_html(res)))
         display(HTML(costplot.table_html(res)))
@@ -360,7 +378,8 @@ def _box(bg, fg, tag, text) -> str:
 
 def start(mode=None, clock="wall") -> Lesson:
     """The lesson's setup cell: pick the mode, show the banner, start the VM when live (on this clock:
-    "wall", or "icount" to count guest instructions)."""
+    "wall", "icount" to count guest instructions, or "measure": icount wherever the lab VM is not KVM,
+    ``measure_clock``)."""
     global _last
     from IPython.display import HTML, display
 

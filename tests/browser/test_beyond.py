@@ -60,7 +60,7 @@ def test_what_it_costs_in_the_browser(server, page):  # noqa: F811
             ".jp-OutputArea-output:has-text('skb storage (RFC) create+write')")
     charts = [s for s in static_svgs(page) if "labkit-cost" in s]
     assert charts, "no cost chart"
-    for label in ("skb storage, plain: create+write", "skb storage, inline: create+write", "hash side-stash: cleanup"):
+    for label in ("skb storage, plain: create+write", "skb storage, optimised: create+write", "hash side-stash: cleanup"):
         assert label in charts[0], f"no {label!r} bar"
     tables = page.locator(".labkit-cost-table")
     assert tables.count() == 3  # the costs, BPF_PROG_TEST_RUN, the packet rates

@@ -159,3 +159,26 @@ def test_a_lesson_benches_on_the_clock_it_is_asked_for(monkeypatch):
     les.mode = "replay"
     assert les.bench(clock="icount")["replay"] == les.RECORDED_COST_ICOUNT
     assert les.bench(clock="wall")["replay"] == les.RECORDED_COST
+
+
+def test_a_measuring_lesson_counts_instructions_wherever_the_lab_vm_is_not_kvm(monkeypatch):
+    from labkit import accel, kernel, lesson
+
+    assert lesson.measure_clock(False) == "icount"  # replay: the recording counts instructions
+    monkeypatch.setattr(kernel, "kernel_path", lambda: "/k")
+    monkeypatch.setattr(accel, "choose_accel", lambda kdir, probe=True: ("tcg", "no /dev/kvm"))
+    assert lesson.measure_clock(True) == "icount"
+    monkeypatch.setattr(accel, "choose_accel", lambda kdir, probe=True: ("kvm", "probed"))
+    assert lesson.measure_clock(True) == "wall"
+
+
+def test_the_targets_say_by_how_much_they_are_missed():
+    from labkit import costplot
+
+    res = {"unit": "instructions", "designs": {
+        "floor": {"write": {"ns": {"median": 68}}, "read": {"ns": {"median": 66}}},
+        "skb_storage:inline": {"write": {"ns": {"median": 353}, "ratio": {"median": 5.19}},
+                               "read": {"ns": {"median": 80}, "ratio": {"median": 1.21}}}}}
+    text = costplot.targets_html(res)
+    assert "353 instructions against 170" in text and "missed (2.08 times the target)" in text
+    assert "read 1.21x the floor against a target of 1.3x (80 instructions against 86): <b>met</b>" in text
