@@ -1,0 +1,117 @@
+"""Lesson 09 live prints its recorded figures: the lesson counts guest
+instructions (``start(MODE, clock="measure")``, icount wherever the lab VM is
+not KVM), and its replay reads benchmarks/results/storage-cost-icount.json, a
+run of ``benchmarks/storage_cost.py`` on the same kernel with the lesson's own
+PACKETS and REPEATS. Every deterministic figure must be equal, live and
+recorded; skb storage create+write (plain and optimised) moves by a few
+percent from run to run (allocator refills and RCU grace periods follow the
+timer ticks, not the packets), so its live median must lie within the
+recording's min-max widened by 5%.
+
+    flock /tmp/skb-lab-heavy.lock .venv/bin/python -m pytest tests/notebooks/test_lesson09_icount.py -v
+
+Re-record after a kernel change (the test says so when the kernel differs)::
+
+    .venv/bin/python benchmarks/storage_cost.py --packets 2000 --repeats 3 --measure icount
+"""
+
+import json
+
+import nbformat
+import pytest
+
+from labkit import kernel, paths
+from labkit.lesson import Lesson, live_possible, measure_clock
+from tests.conftest import need
+
+NB = paths.PROJECT / "notebooks" / "09_what_it_costs.ipynb"
+RECORDING = paths.PROJECT / Lesson.RECORDED_COST_ICOUNT
+RECORD = "benchmarks/storage_cost.py --packets {PACKETS} --repeats {REPEATS} --measure icount"
+MOVES = {("skb_storage:plain", "write"), ("skb_storage:inline", "write")}  # not bit-identical run to run
+WIDEN = 0.05
+
+
+def parameters() -> dict:
+    """The lesson's parameters cell, evaluated."""
+    nb = nbformat.read(NB, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    found = {}
+    exec(cell.source, {}, found)
+    return found
+
+
+def figures(res) -> dict:
+    """{(design, role): {"median", "min", "max", ...}} in the results' unit."""
+    return {(name, role): v["ns"] for name, d in res["designs"].items() for role, v in d.items()
+            if role != "received" and v.get("ns")}
+
+
+def recording() -> dict:
+    return json.loads(RECORDING.read_text())
+
+
+def test_the_recording_counts_instructions_with_the_lessons_parameters():
+    rec, p = recording(), parameters()
+    assert rec["unit"] == "instructions" and rec["clock"] == "icount", "the recording must count instructions"
+    assert (rec["packets"], rec["repeats"]) == (p["PACKETS"], p["REPEATS"]), (
+        f"recorded with {rec['packets']} packets x {rec['repeats']} repeats, the lesson runs "
+        f"{p['PACKETS']} x {p['REPEATS']}: re-record with {RECORD.format(**p)}")
+    assert not rec["problems"], rec["problems"]
+
+
+def compare(live, rec) -> list:
+    """What differs between the live figures and the recorded ones, one line each."""
+    got, want = figures(live), figures(rec)
+    bad = [f"{k[0]} {k[1]}: not in the live run" for k in want if k not in got]
+    for key, w in sorted(want.items()):
+        g = got.get(key)
+        if g is None:
+            continue
+        if key in MOVES:
+            lo, hi = w["min"] * (1 - WIDEN), w["max"] * (1 + WIDEN)
+            if not lo <= g["median"] <= hi:
+                bad.append(f"{key[0]} {key[1]}: live median {g['median']} outside the recorded "
+                           f"{w['min']}-{w['max']} widened by {WIDEN:.0%} ({lo:.1f}-{hi:.1f})")
+        elif g["median"] != w["median"]:
+            bad.append(f"{key[0]} {key[1]}: live {g['median']} (repeats {g['min']}-{g['max']}), "
+                       f"recorded {w['median']} (repeats {w['min']}-{w['max']})")
+    return bad
+
+
+def test_compare_equal_figures_and_the_two_that_move():
+    rec = recording()
+    assert compare(rec, rec) == []
+    live = json.loads(json.dumps(rec))
+    w = live["designs"]["skb_storage:inline"]["write"]["ns"]
+    w["median"] = rec["designs"]["skb_storage:inline"]["write"]["ns"]["max"] * 1.04
+    assert compare(live, rec) == []
+    w["median"] = rec["designs"]["skb_storage:inline"]["write"]["ns"]["max"] * 1.06
+    live["designs"]["floor"]["read"]["ns"]["median"] += 1
+    bad = compare(live, rec)
+    assert len(bad) == 2 and bad[0].startswith("floor read: live 67.0") and "skb_storage:inline write: live" in bad[1]
+
+
+@pytest.mark.timeout(600)
+def test_lesson_09_live_prints_its_recorded_figures(tmp_path):
+    from labkit.nbsession import LessonSession
+
+    ok, why = live_possible()
+    need(ok, f"lesson 09 live needs the lab VM: {why}", "./lab setup")
+    need(measure_clock(True) == "icount", "lesson 09 counts instructions only where the lab VM is not KVM "
+         "(here it times in ns under KVM)", "LABKIT_ACCEL=tcg .venv/bin/python -m pytest " + __file__)
+    rec, p = recording(), parameters()
+    key = kernel.info(kernel.kernel_path()).get("key")
+    assert rec["kernel_build"]["key"] == key, (
+        f"the recording is of kernel {rec['kernel_build']['key']}, the lab kernel is {key}: "
+        f"re-record with {RECORD.format(**p)}")
+    with LessonSession(NB, "live", log_dir=tmp_path / "logs") as s:
+        run = s.run_all()
+    assert not run.errors, "\n".join(f"cell {e['cell']}: {e['ename']}: {e['evalue']}" for e in run.errors)
+    saved = sorted((tmp_path / "logs").glob("*-bench.json"))
+    assert len(saved) == 1, f"the lesson kept {len(saved)} benchmark results, not one"
+    live = json.loads(saved[0].read_text())
+    assert live["unit"] == "instructions" and (live["packets"], live["repeats"]) == (rec["packets"], rec["repeats"])
+    bad = compare(live, rec)
+    assert not bad, "lesson 09 live differs from its recording:\n  " + "\n  ".join(bad)
+    # and the reveal reads what it reads in replay
+    assert [r["truth"] for r in run.reveals] == ["skb storage create+write"], run.reveals
