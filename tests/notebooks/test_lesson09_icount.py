@@ -3,10 +3,11 @@ instructions (``start(MODE, clock="measure")``, icount wherever the lab VM is
 not KVM), and its replay reads benchmarks/results/storage-cost-icount.json, a
 run of ``benchmarks/storage_cost.py`` on the same kernel with the lesson's own
 PACKETS and REPEATS. Every deterministic figure must be equal, live and
-recorded; skb storage create+write (plain and optimised) moves by a few
-percent from run to run (allocator refills and RCU grace periods follow the
-timer ticks, not the packets), so its live median must lie within the
-recording's min-max widened by 5%.
+recorded (each repeat's figure is the median over chunks of 100 packets, so
+an interrupt inside a program run does not move it); the plain skb storage's
+create+write moves by a few percent from run to run (allocator refills and
+RCU grace periods follow the timer ticks, not the packets), so its live
+median must lie within the recording's min-max widened by 5%.
 
     flock /tmp/skb-lab-heavy.lock .venv/bin/python -m pytest tests/notebooks/test_lesson09_icount.py -v
 
@@ -27,7 +28,7 @@ from tests.conftest import need
 NB = paths.PROJECT / "notebooks" / "09_what_it_costs.ipynb"
 RECORDING = paths.PROJECT / Lesson.RECORDED_COST_ICOUNT
 RECORD = "benchmarks/storage_cost.py --packets {PACKETS} --repeats {REPEATS} --measure icount"
-MOVES = {("skb_storage:plain", "write"), ("skb_storage:inline", "write")}  # not bit-identical run to run
+MOVES = {("skb_storage:plain", "write")}  # not bit-identical run to run (allocator refills, RCU)
 WIDEN = 0.05
 
 
@@ -78,17 +79,19 @@ def compare(live, rec) -> list:
     return bad
 
 
-def test_compare_equal_figures_and_the_two_that_move():
+def test_compare_equal_figures_and_the_one_that_moves():
     rec = recording()
     assert compare(rec, rec) == []
     live = json.loads(json.dumps(rec))
-    w = live["designs"]["skb_storage:inline"]["write"]["ns"]
-    w["median"] = rec["designs"]["skb_storage:inline"]["write"]["ns"]["max"] * 1.04
+    w = live["designs"]["skb_storage:plain"]["write"]["ns"]
+    w["median"] = rec["designs"]["skb_storage:plain"]["write"]["ns"]["max"] * 1.04
     assert compare(live, rec) == []
-    w["median"] = rec["designs"]["skb_storage:inline"]["write"]["ns"]["max"] * 1.06
+    w["median"] = rec["designs"]["skb_storage:plain"]["write"]["ns"]["max"] * 1.06
     live["designs"]["floor"]["read"]["ns"]["median"] += 1
+    live["designs"]["skb_storage:inline"]["write"]["ns"]["median"] += 1
     bad = compare(live, rec)
-    assert len(bad) == 2 and bad[0].startswith("floor read: live 67.0") and "skb_storage:inline write: live" in bad[1]
+    assert len(bad) == 3 and bad[0].startswith("floor read: live 67.0"), bad
+    assert "skb_storage:inline write: live" in bad[1] and "skb_storage:plain write: live median" in bad[2], bad
 
 
 @pytest.mark.timeout(600)
