@@ -28,9 +28,8 @@ def lab_qemus():
     return lab_qemu_pids()
 
 
-@pytest.fixture
-def vm_ready():
-    """Skip (fail in CI) unless QEMU, the lab kernel and the BPF objects are there."""
+def vm_prerequisites() -> Path:
+    """The lab kernel's directory; skip (fail in CI) unless QEMU, the kernel and the BPF objects are there."""
     from labkit import kernel, tools
     from labkit.errors import LabError
 
@@ -41,8 +40,15 @@ def vm_ready():
         need(False, exc.message, exc.fix or "run: ./lab setup")
     need((paths.bpf_build_dir() / "storage_basic.bpf.o").exists(), "BPF objects are not built",
          "run: labkit bpf build")
+    return Path(kdir)
+
+
+@pytest.fixture
+def vm_ready():
+    """Skip (fail in CI) unless QEMU, the lab kernel and the BPF objects are there."""
+    kdir = vm_prerequisites()
     before = set(lab_qemus())
-    yield Path(kdir)
+    yield kdir
     left = set(lab_qemus()) - before
     assert not left, f"QEMU processes left behind: {left}"
 

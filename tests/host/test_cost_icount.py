@@ -23,11 +23,9 @@ fewest over its repeats; the regression uses the medians the benchmark reports.
 
 import pytest
 
-from labkit import paths
 from labkit.benchrun import run_in_vm
 from labkit.costplot import table_text
-from tests.conftest import need
-from tests.host.conftest import lab_qemus
+from tests.host.conftest import lab_qemus, vm_prerequisites
 
 TARGETS = {"write": 2.5, "read": 1.3}  # optimised skb storage, ratio to the floor (issue 15): not met yet
 # Optimised skb storage, instructions over the floor of the same run, on this kernel (each repeat's
@@ -40,16 +38,9 @@ CALIBRATION = {"floor+16": 16, "floor+64": 64}
 @pytest.fixture(scope="module")
 def icount_lab():
     """One lab VM that counts instructions, for the module; skip (fail in CI) without the kernel."""
-    from labkit import kernel, tools
-    from labkit.errors import LabError
     from labkit.vm import Lab
 
-    try:
-        tools.require("qemu-system-x86_64")
-        kdir = kernel.kernel_path()
-    except LabError as exc:
-        need(False, exc.message, exc.fix or "run: ./lab setup")
-    need((paths.bpf_build_dir() / "bench.bpf.o").exists(), "BPF objects are not built", "run: labkit bpf build")
+    kdir = vm_prerequisites()
     before = set(lab_qemus())
     with Lab(kdir, clock="icount") as lab:
         yield lab
