@@ -247,7 +247,7 @@ class Bench:
 
     def _one(self, design, variant=None):
         progs = {**DESIGNS, **CALIBRATION}[design]
-        self.obj = self.objs.get(variant, self.objs.get("1", self.objs.get(None)))
+        self.obj = self.objs[variant]
         if variant is not None:
             _write(INLINE, variant)
         with ExitStack() as st:
@@ -301,12 +301,13 @@ class Bench:
             st.callback(_restore, {"stats": old_stats, "inline": old_inline})
             # The verifier inlines skb storage lookups only into programs loaded while the knob is 1
             # (patch 0010): each implementation gets programs loaded under its own knob value.
+            # Designs without a knob value use the optimised implementation's programs.
             self.objs = {}
             for variant in ("0", "1") if inline_available() else (None,):
                 if variant is not None:
                     _write(INLINE, variant)
                 self.objs[variant] = st.enter_context(BpfObject(obj_path("bench")))
-            self.obj = self.objs.get("1", self.objs.get(None))
+            self.objs.setdefault(None, self.objs.get("1"))
             _write(STATS, 1)
             for rep in range(self.repeats):
                 order = runs[rep % len(runs):] + runs[:rep % len(runs)]
@@ -314,7 +315,7 @@ class Bench:
                     name = design if variant is None else f"{design}:{'inline' if variant == '1' else 'plain'}"
                     self.progress(f"repeat {rep + 1}/{self.repeats}: {name}")
                     samples.setdefault(name, []).append(self._one(design, variant))
-            self.obj = self.objs.get("1", self.objs.get(None))
+            self.obj = self.objs[None]
             test_runs = self._test_runs() if self.designs is None else {}
         return summarise(samples, test_runs, self.packets, self.repeats)
 
