@@ -101,8 +101,8 @@ class Lesson:
 
     def __init__(self, mode=None, clock="wall"):
         self.mode, self.why = choose_mode(mode)
-        self.measure = clock == "measure"  # a lesson that measures cost: icount wherever not KVM
-        self.clock = measure_clock(self.live) if self.measure else clock
+        # "measure": a lesson that measures cost, icount wherever the lab VM is not KVM
+        self.clock = measure_clock(self.live) if clock == "measure" else clock
         self.session = None
         self.started = None
         self.slot = None  # the running slot this notebook's VM holds (labkit.slots)
