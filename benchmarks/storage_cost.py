@@ -28,7 +28,7 @@ sys.path.insert(0, str(PROJECT))
 
 from labkit import kernel  # noqa: E402
 from labkit.benchrun import run_in_vm  # noqa: E402
-from labkit.costplot import table_text  # noqa: E402
+from labkit.costplot import table_text, unit  # noqa: E402
 from labkit.errors import LabError  # noqa: E402
 from labkit.vm import Lab, choose_accel  # noqa: E402
 
@@ -84,7 +84,7 @@ def main():
     out = Path(args.out).resolve() if args.out else PROJECT / "benchmarks" / "results" / f"storage-cost-{measure}.json"
     out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     print(table_text(data, REFERENCE))
-    print("\n" + textwrap.fill(f"Unit: {data.get('unit', 'ns')}. " + data["notes"]["unit"], 100))
+    print("\n" + textwrap.fill(f"Unit: {unit(data)}. " + data["notes"]["unit"], 100))
     if data["problems"]:
         print("\nproblems:\n  " + "\n  ".join(data["problems"]))
     print(f"\n{out.relative_to(PROJECT) if out.is_relative_to(PROJECT) else out} ({data['wall_s']} s)")

@@ -140,8 +140,10 @@ def last_present(log, places, map="storage_a"):
 def costlier(res, a, b, phase="write", within=0.15):
     """Which of two benchmark designs costs more per packet (the median, in the results' unit: ns or
     guest instructions); 'same' when within a fraction."""
+    from labkit.costplot import unit as unit_of
+
     d = res["designs"]
-    unit = res.get("unit") or "ns"
+    unit = unit_of(res)
     x, y = d[a][phase]["ns"]["median"], d[b][phase]["ns"]["median"]
     value = "same" if abs(x - y) < within * max(x, y) else a if x > y else b
     return value, f"{a} {phase} {x:.0f} {unit}, {b} {phase} {y:.0f} {unit}"
