@@ -51,7 +51,7 @@ HINTS = {
            "none of. The flags combine with |, next to BPF_F_NO_PREALLOC."),
 }
 
-NOTEBOOKS = paths.PROJECT / "notebooks"
+NOTEBOOKS = paths.shipped("notebooks")
 
 
 def lesson_of(exercise) -> str:

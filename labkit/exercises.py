@@ -61,7 +61,7 @@ def progress_path():
 
 def record(v: Verdict, check: str, mode: str) -> None:
     """Append the verdict to the learner's progress.jsonl (dir 0700, file 0600); never fails the check."""
-    lesson = next((p.stem for p in (paths.PROJECT / "notebooks").glob(f"{v.exercise}_*.ipynb")), v.exercise)
+    lesson = next((p.stem for p in paths.shipped("notebooks").glob(f"{v.exercise}_*.ipynb")), v.exercise)
     line = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "lesson": lesson, "exercise": v.exercise,
             "check": check, "passed": v.passed, "summary": v.summary, "mode": mode}
     if os.environ.get("JPY_SESSION_NAME"):

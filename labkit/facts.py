@@ -61,7 +61,7 @@ def load_source(where):
     """The log behind a fact's source (the notebook tests ask the rule again on it)."""
     path = Path(where)
     if not path.is_absolute():
-        path = paths.PROJECT / path
+        path = paths.shipped(path)
     if path.suffix == ".jsonl":
         from labkit.events import EventLog
 
@@ -189,7 +189,7 @@ def starter(lesson: str, name: str) -> str:
 
 
 def verdict_path(lesson, name) -> Path:
-    return paths.PROJECT / "notebooks" / "data" / f"verdict-{lesson}-{name}.json"
+    return paths.shipped("notebooks/data") / f"verdict-{lesson}-{name}.json"
 
 
 def verifier_verdict(lab, lesson, name, record=False) -> dict:
@@ -201,7 +201,7 @@ def verifier_verdict(lab, lesson, name, record=False) -> dict:
             res = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise LabError(f"no recorded verdict for {lesson} {name} ({exc})", fix="run the lesson live: ./lab open")
-        res["replay"] = str(path.relative_to(paths.PROJECT))
+        res["replay"] = paths.shown(path)
         return res
     from labkit.bpfcell import compile_cell, verify
 

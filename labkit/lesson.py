@@ -214,7 +214,7 @@ class Lesson:
             raise LiveOnly(f"there is no recording of {sc.name} {sc.params or ''}".strip(),
                            fix="run it live (./lab open), or record it there: labkit record --all")
         log = EventLog.load(path)
-        log.header["replay"] = str(path.relative_to(paths.PROJECT))
+        log.header["replay"] = paths.shown(path)
         return log
 
     def load(self, obj, programs=None):
@@ -307,7 +307,7 @@ class Lesson:
         if not self.live:
             rec = self.RECORDED_COST_ICOUNT if clock == "icount" else self.RECORDED_COST
             try:
-                res = json.loads((paths.PROJECT / rec).read_text())
+                res = json.loads(paths.shipped(rec).read_text())
             except (OSError, ValueError) as exc:
                 raise LiveOnly(f"no recorded benchmark at {rec} ({exc})",
                                fix="run it live (./lab open), or record it: benchmarks/storage_cost.py") from None
@@ -357,7 +357,7 @@ def _recorded_on() -> str:
     import json
 
     heads = []
-    for p in sorted((paths.PROJECT / "notebooks" / "data").glob("*.jsonl")):
+    for p in sorted(paths.shipped("notebooks/data").glob("*.jsonl")):
         with open(p) as fh:
             try:
                 heads.append(json.loads(fh.readline())["header"])

@@ -13,6 +13,38 @@ KERNEL_SRC_DIR = PROJECT / "kernel"
 BPF_DIR = PROJECT / "bpf"
 BPF_BUILD_DIR = BPF_DIR / "build"
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
+# What replay reads of the checkout, and where a wheel of labkit carries it (pyproject.toml's
+# package-dir): a JupyterLite site has the wheel and no checkout.
+SHIPPED = {"notebooks": "course", "benchmarks/results": "results"}
+
+
+def shipped(rel) -> Path:
+    """A file or folder of the checkout that replay reads ("notebooks/data/basic-udp.jsonl"): in the
+    checkout, else in the copy inside the package (a wheel installed where there is no checkout)."""
+    rel = str(rel).strip("/")
+    path = PROJECT / rel
+    if path.exists():
+        return path
+    for src, dst in SHIPPED.items():
+        if rel == src or rel.startswith(src + "/"):
+            return Path(__file__).resolve().parent / dst / rel[len(src):].lstrip("/")
+    return path
+
+
+def shown(path) -> str:
+    """A path shipped() gave, as the checkout names it ("notebooks/data/basic-udp.jsonl"), wherever it is."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(PROJECT))
+    except ValueError:
+        pass
+    pkg = Path(__file__).resolve().parent
+    for src, dst in SHIPPED.items():
+        try:
+            return str(Path(src) / path.relative_to(pkg / dst))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def cache_dir() -> Path:

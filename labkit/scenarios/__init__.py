@@ -86,4 +86,4 @@ def recording_path(name: str, params: dict, flags=None):
 
     flags = parse_flags(flags)
     stem = "-".join([name] + [str(v) for v in params.values()] + (["+".join(flags)] if flags else []))
-    return paths.PROJECT / "notebooks" / "data" / f"{stem}.jsonl"
+    return paths.shipped("notebooks/data") / f"{stem}.jsonl"
