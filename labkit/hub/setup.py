@@ -6,7 +6,7 @@ everyone, writable by no student:
     src/      this checkout's tracked files (git ls-files); no bpf/build: each
               student compiles the BPF objects into their own cache
     venv/     a venv of Debian's /usr/bin/python3 (a Python under /root is out
-              of the students' reach) with src[lab,hub] installed in editable
+              of the students' reach) with src[live,lab,hub] installed in editable
               mode, so labkit finds its notebooks, bpf/ and kernel/ in src/
     node/     configurable-http-proxy from npm, the version pinned below
     kernel/   the lab kernel, imported from an export (``labkit kernel export``):
@@ -102,10 +102,10 @@ def make_venv(prefix: Path):
                             "import labkit, jupyterhub, jupyterlab, jupyterhub_idle_culler; print(labkit.__file__)"],
                            capture_output=True, text=True, cwd="/")  # not the checkout's labkit from the cwd
     if want != have or probe.returncode != 0 or not probe.stdout.startswith(str(prefix / "src")):
-        say("venv: installing labkit[lab,hub] (a few minutes the first time)")
+        say("venv: installing labkit[live,lab,hub] (a few minutes the first time)")
         run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--upgrade", "pip"], "pip upgrade")
-        run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-e", f"{prefix / 'src'}[lab,hub]"],
-            "pip install labkit[lab,hub]")
+        run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-e", f"{prefix / 'src'}[live,lab,hub]"],
+            "pip install labkit[live,lab,hub]")
         stamp.write_text(want + "\n")
     else:
         say("venv: up to date")
