@@ -30,7 +30,18 @@ PACKAGES = {
 KERNEL_BUILD_TOOLS = ["make", "gcc", "flex", "bison", "bc", "pahole", "objcopy", "tar", "xz", "patch", "cpio", "bpftool"]
 
 
+def in_browser() -> bool:
+    """True where labkit runs in the browser (Pyodide: the JupyterLite site), with no subprocess, no
+    host tools and no lab VM; $LABKIT_BROWSER=1 stands for it in the tests that check that path."""
+    import os
+    import sys
+
+    return sys.platform == "emscripten" or os.environ.get("LABKIT_BROWSER") == "1"
+
+
 def which(program):
+    if in_browser():
+        return None
     return shutil.which(program, path=_search_path())
 
 

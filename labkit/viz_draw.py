@@ -18,7 +18,7 @@ STATE = {"created": ("#69db7c", "#0b3d1a"), "present": ("#c3f0cb", "#0b3d1a"),
 FADED = ("#f6f6f6", "#c4c4c4")  # fill, text/line of what has not happened yet
 NS_FILL = ("#eef4fb", "#fdf6e3", "#f3effa", "#eefaf3")
 SKB_COLOR = ("#343a40", "#7048e8", "#0c8599", "#c2255c")
-SCRUB, FREED, DOT_FIX = "#e03131", "#868e96", "sudo apt-get install graphviz"
+SCRUB, FREED = "#e03131", "#868e96"
 KEPT = "#2b8a3e"  # a scrub that keeps a map's storage (BPF_F_SKB_KEEP_TUNNEL / _NETNS)
 HOOK_NAMES = {"after_clone": "after bpf_clone_redirect()"}  # the same tc program, once the clone is sent
 FIT = "max-width:100%;height:auto"  # the root <svg>'s style: never wider than where it is shown
@@ -69,14 +69,9 @@ def _cluster(gv, ns, i):
 
 def svg(graph) -> str:
     """The graph as an SVG string to embed in HTML (no XML prolog). It keeps dot's size and viewBox,
-    and its style lets it shrink to the width it is shown in (keeping its proportions)."""
-    from labkit import tools
+    and its style lets it shrink to the width it is shown in (keeping its proportions). dot draws it,
+    or in the browser Graphviz in WebAssembly (``viz_render``)."""
+    from labkit.viz_render import render
 
-    gv = _graphviz()
-    if not tools.which("dot"):
-        raise MissingTool("dot (graphviz) not found, it draws the lab's graphs", fix=DOT_FIX)
-    try:
-        text = graph.pipe(format="svg").decode("utf-8")
-    except gv.ExecutableNotFound:
-        raise MissingTool("dot (graphviz) not found, it draws the lab's graphs", fix=DOT_FIX) from None
+    text = render(graph.source)
     return re.sub(r"<svg\b", f'<svg style="{FIT}"', text[text.index("<svg"):], count=1)
