@@ -89,7 +89,7 @@ def source_version() -> str:
         )
         if out.returncode == 0 and out.stdout.strip():
             return f"{SOURCE_PACKAGE} {out.stdout.strip()}"
-    except FileNotFoundError:
+    except OSError:  # no dpkg-query (not Debian), or no subprocess at all
         pass
     st = tarball.stat()
     return f"{tarball.name} {st.st_size} {int(st.st_mtime)}"

@@ -45,6 +45,8 @@ def live_possible() -> tuple[bool, str]:
     """(True, what runs) when this machine can boot the lab VM, else (False, what is missing)."""
     from labkit import kernel, tools
 
+    if tools.in_browser():
+        return False, "this is the browser (the lab's JupyterLite site), which has no lab VM"
     if not tools.which("qemu-system-x86_64"):
         return False, "QEMU is not installed (./lab setup)"
     try:
