@@ -140,9 +140,12 @@ def _open(path: Path, mode=0o666) -> int | None:
     return None
 
 
-def _lock(fd: int, how=fcntl.LOCK_EX) -> bool:
+def _lock(fd: int, how=None) -> bool:
+    """Take a lock on fd without waiting (exclusive unless how says otherwise); False if it is held.
+    The default is looked up here, not at import: Pyodide's fcntl has no locks, and labkit (the
+    replay path, which never locks) imports this module there."""
     try:
-        fcntl.flock(fd, how | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_EX if how is None else how) | fcntl.LOCK_NB)
         return True
     except BlockingIOError:
         return False

@@ -3,7 +3,7 @@
 Active only where $LABKIT_PYODIDE_SIM names a folder: pyroute2 and scapy do not
 import (they are the [live] extra), labkit knows it is in the browser ($LABKIT_BROWSER,
 labkit.tools.in_browser()), no subprocess starts and no program is found
-on PATH (no dot, no QEMU), labkit starts no thread, and graphs are drawn by the
+on PATH (no dot, no QEMU), fcntl has no file locks, labkit starts no thread, and graphs are drawn by the
 renderer the JupyterLite site registers (labkit.viz_render.use), here one that
 keeps each graph's DOT text in that folder for the test to draw with dot.
 """
@@ -33,6 +33,11 @@ if _OUT:
 
     subprocess.Popen = _NoPopen
     shutil.which = lambda *a, **k: None
+
+    import fcntl  # Pyodide's is a stub: no flock, no LOCK_* constants
+
+    for _name in [n for n in dir(fcntl) if n.startswith("LOCK_")] + ["flock", "lockf"]:
+        delattr(fcntl, _name)
 
     os.environ["LABKIT_BROWSER"] = "1"  # labkit.tools.in_browser()
 
