@@ -26,10 +26,12 @@ from __future__ import annotations
 import atexit
 import html
 import os
+import sys
 import time
 
 from labkit import paths
 from labkit.errors import LabError
+from labkit.lesson_cost import CostMixin
 
 ENV = "LABKIT_MODE"
 MODES = ("live", "replay")
@@ -97,7 +99,7 @@ def measure_clock(live: bool) -> str:
     return "wall" if accel == "kvm" else "icount"
 
 
-class Lesson:
+class Lesson(CostMixin):
     """The lab as one notebook sees it: ``run()`` a scenario, ``show()`` its log. clock: the lab VM's
     ("wall", "icount" to count guest instructions: ``labkit.vm.Lab``; "measure": ``measure_clock``)."""
 
@@ -293,66 +295,6 @@ class Lesson:
         """The log as text: one line per event."""
         print(log.timeline(packet=packet))
 
-    # -- what it costs ------------------------------------------------------------------
-
-    RECORDED_COST = "benchmarks/results/storage-cost-tcg.json"
-    RECORDED_COST_ICOUNT = "benchmarks/results/storage-cost-icount.json"
-
-    def bench(self, packets=2000, repeats=3, clock=None):
-        """Every design's per-packet cost, measured by the lab kernel (``labkit.bench``
-        in the VM); in replay, the run recorded in benchmarks/results/. clock: None for
-        the lab VM's own; "icount" counts guest instructions ("wall": ns), and a lab VM
-        on the other clock is replaced by one on this clock first."""
-        import json
-
-        clock = clock or self.clock
-        if not self.live:
-            rec = self.RECORDED_COST_ICOUNT if clock == "icount" else self.RECORDED_COST
-            try:
-                res = json.loads(paths.shipped(rec).read_text())
-            except (OSError, ValueError) as exc:
-                raise LiveOnly(f"no recorded benchmark at {rec} ({exc})",
-                               fix="run it live (./lab open), or record it: benchmarks/storage_cost.py") from None
-            res["replay"] = rec
-            return res
-        from labkit.bench import DESIGNS
-        from labkit.benchrun import run_in_vm
-
-        if clock != self.clock:
-            if self.session is not None:
-                print(f"Restarting the lab VM with clock={clock!r} (it ran clock={self.clock!r}) ...", flush=True)
-                self.session.close()
-                self.session = None
-            self.clock = clock
-        self.start()
-        designs = len(DESIGNS) + 1  # skb storage runs twice: plain and inline
-        what = "Counting guest instructions of" if clock == "icount" else "Timing"
-        print(f"{what} {designs} designs x {repeats} repeats x {packets} packets in the lab VM "
-              f"(about {max(10, designs * repeats * packets // (250 if clock == 'icount' else 2000))} s "
-              f"under TCG) ...", flush=True)
-        from labkit.facts import keep
-
-        return keep(run_in_vm(self.session.lab, packets, repeats, timeout=1800), "bench")
-
-    def cost(self, res):
-        """The benchmark's results as a chart (ratio to the floor, spread over repeats) and a table."""
-        from IPython.display import HTML, SVG, display
-
-        from labkit import costplot
-
-        if res.get("replay"):
-            display(HTML(_box("#fff3bf", "#e67700", "RECORDED",
-                              f"a run of <code>benchmarks/storage_cost.py</code> on {html.escape(res.get('kernel', '?'))}"
-                              f" under {html.escape(str(res.get('accel', '?')).upper())}"
-                              f"{' counting instructions' if res.get('unit') == 'instructions' else ''}, "
-                              f"{html.escape(res.get('when', '?')[:10])}"
-                              f" ({res.get('repeats')} repeats of {res.get('packets')} packets per design); "
-                              + ("live mode counts them on this machine's lab kernel" if res.get("unit") == "instructions"
-                                 else "live mode times this machine's lab kernel"))))
-        display(SVG(costplot.chart(res)))
-        display(HTML(costplot.targets_html(res)))
-        display(HTML(costplot.table_html(res)))
-
 
 def _recorded_on() -> str:
     """When and on which kernel the recordings were made (from their headers)."""
@@ -389,6 +331,10 @@ def start(mode=None, clock="wall") -> Lesson:
     from labkit.slots import SlotsFull
 
     errbox.install()  # a LabError from here on (this cell too): a box with the details and the fix
+    if sys.platform == "emscripten":  # the browser: Graphviz in WebAssembly draws the graphs
+        from labkit import viz_wasm
+
+        viz_wasm.load()
     if _last is not None:  # the cell ran again: one VM (and one slot) per notebook
         _last.close()
     lesson = _last = Lesson(mode, clock)
