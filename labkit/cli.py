@@ -122,6 +122,9 @@ def _parser():
     from labkit.hub import cli as hub_cli
 
     hub_cli.add_commands(sub)  # labkit hub setup|start|up|status|stop
+    from labkit import lite
+
+    lite.add_commands(sub)  # labkit lite build
     return p
 
 
