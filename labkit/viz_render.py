@@ -1,13 +1,15 @@
 """DOT text to SVG: the one place a lab graph is drawn.
 
 On a machine, graphviz's ``dot`` draws it (a subprocess). In the browser (labkit in
-Pyodide, the JupyterLite site) there is no subprocess and no ``dot``; the site
-registers Graphviz compiled to WebAssembly with ``use()``, and every graph
-(``lab.show()``, the step-through) goes through it unchanged. Without either, the
-error says what to install or where the graphs work.
+Pyodide, the JupyterLite site) there is no subprocess and no ``dot``: labkit loads
+the site's Graphviz compiled to WebAssembly (``viz_wasm``) and registers it with
+``use()``, and every graph (``lab.show()``, the step-through) goes through it
+unchanged. Without either, the error says what to install or where the graphs work.
 """
 
 from __future__ import annotations
+
+import sys
 
 from labkit.errors import MissingTool
 from labkit.tools import in_browser
@@ -24,6 +26,10 @@ def use(renderer) -> None:
 
 def render(source: str) -> str:
     """The SVG document graphviz makes of source (DOT text)."""
+    if _renderer is None and sys.platform == "emscripten":  # Pyodide: the site's Graphviz (viz_wasm)
+        from labkit import viz_wasm
+
+        viz_wasm.load()
     if _renderer is not None:
         return _renderer(source)
     if in_browser():
