@@ -1,0 +1,145 @@
+"""The course as a static JupyterLite site (labkit lite build), offline, in headless Chromium.
+
+The site is built into artifacts/lite and served by Python's plain static file server on
+127.0.0.1. Every request to any other host is aborted and counted: none is allowed.
+Lessons 01, 04 and 08 run top to bottom in replay in the browser's own Python (Pyodide).
+The lifetime graph is drawn by Graphviz in WebAssembly, the step-through moves, and the
+prediction widget answers. The screenshots are in artifacts/browser/lite-*.png (-graph: the
+step-through), and the
+build's report is in artifacts/browser/lite-build.json.
+"""
+
+import contextlib
+import functools
+import http.server
+import json
+import os
+import shutil
+import threading
+import time
+
+import pytest
+
+from labkit import lite, paths
+from tests.browser.helpers import ART, CHROMIUM
+from tests.conftest import need
+
+SITE = paths.PROJECT / "artifacts" / "lite"
+KERNEL_START_MS = 180_000  # Pyodide and the lessons' packages, on two busy cores
+RUN_MS = 300_000
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def static_server(folder):
+    """http.server's plain static file server on 127.0.0.1 (a free port); yields its URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(folder)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def site():
+    need(os.path.exists(CHROMIUM), "the site test needs Debian's chromium", "sudo apt-get install chromium")
+    need(shutil.which("npm") is not None, "labkit lite build needs npm", "./lab test installs it")
+    ART.mkdir(parents=True, exist_ok=True)
+    report = lite.build(SITE)
+    (ART / "lite-build.json").write_text(json.dumps(report, indent=1))
+    with static_server(SITE) as url:
+        yield url, report
+
+
+@pytest.fixture()
+def offline(site):
+    """A page whose every request to another host than the site is aborted; (page, url, outside)."""
+    from playwright.sync_api import sync_playwright
+
+    url, _ = site
+    outside = []
+
+    def route(r):
+        if r.request.url.startswith(url + "/"):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    with sync_playwright() as p:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
+        try:
+            ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+            ctx.route("**/*", route)
+            yield ctx.new_page(), url, outside
+        finally:
+            browser.close()
+
+
+def test_the_site_builds_from_the_cache_in_under_two_minutes(site):
+    _, report = site
+    assert report["lessons"] == [p.name for p in sorted((paths.PROJECT / "notebooks").glob(lite.LESSONS))]
+    assert "labkit-0.1.0-py3-none-any.whl" in report["wheels"]
+    assert report["seconds"] < 120, report
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("name", ["01_first_storage", "04_tunnels", "08_beyond_the_rfc"])
+def test_lesson_runs_in_the_static_site_offline(offline, name):
+    page, url, outside = offline
+    t0 = time.monotonic()
+    page.goto(f"{url}/lab/index.html?path={name}.ipynb")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=KERNEL_START_MS)
+    page.wait_for_selector("text=Python (Pyodide) | Idle", timeout=KERNEL_START_MS)
+    page.click("li.lm-MenuBar-item:has-text('Run')")
+    page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
+    try:
+        # The exercise check is near the end of each lesson; in replay it says it needs the live lab.
+        page.wait_for_selector(".labkit-check", timeout=RUN_MS)
+        page.wait_for_selector("text=Python (Pyodide) | Idle", timeout=RUN_MS)
+        page.wait_for_timeout(2000)
+        seconds = round(time.monotonic() - t0, 1)
+        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
+        assert not tracebacks, tracebacks[:2]
+        assert page.locator(".labkit-banner:has-text('REPLAY')").count() >= 1
+
+        # The lifetime graph, drawn in the browser, and its step-through.
+        # a run of its own (a side-by-side's two halves share one slider above them)
+        explorer = page.locator(".labkit-explorer", has=page.locator(".labkit-step:visible")).first
+        explorer.scroll_into_view_if_needed()
+        frame = explorer.locator(".labkit-frame svg g.graph")
+        assert frame.count() == 1, "no lifetime graph in the step-through"
+        details = explorer.locator(".labkit-details")
+        before_details, before_svg = details.text_content(), frame.inner_html()
+        assert "step 1 of" in before_details.lower(), before_details
+        handle = explorer.locator(".labkit-step .noUi-handle").first
+        handle.scroll_into_view_if_needed()
+        handle.focus()
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function("([el, old]) => el.textContent !== old",
+                               arg=[details.element_handle(), before_details], timeout=60_000)
+        assert "step 2 of" in details.text_content().lower()
+        assert frame.inner_html() != before_svg, "the step moved, the graph did not"
+        explorer.screenshot(path=str(ART / f"lite-{name}-graph.png"))
+
+        # The prediction widget answers a guess made after the reveal.
+        choice = "input[type=radio], input[type=checkbox]"
+        predict = page.locator(".widget-vbox", has_text="Predict:").filter(has=page.locator(choice)).first
+        predict.scroll_into_view_if_needed()
+        verdict = predict.locator(".labkit-reveal")
+        predict.locator(choice).first.check()
+        page.wait_for_function("el => /You predicted it|You said/.test(el.textContent)",
+                               arg=verdict.element_handle(), timeout=60_000)
+    finally:
+        page.screenshot(path=str(ART / f"lite-{name}.png"), full_page=True)
+    assert not outside, f"{len(outside)} requests left the site: {outside[:5]}"
+    print(f"{name}: ran in {seconds} s")
