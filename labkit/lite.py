@@ -14,9 +14,13 @@ nothing is fetched from anywhere else. It must be served over HTTP: a
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import json
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -102,6 +106,24 @@ def build(out=None, say=print) -> dict:
     say(f"site in {out}: {report['files']} files, {report['bytes'] / 1e6:.1f} MB, {report['seconds']} s; "
         f"serve it: python3 -m http.server -d {out} 8000, then open http://127.0.0.1:8000/lab/")
     return report
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve(folder, host="127.0.0.1", port=0):
+    """Python's plain static file server on folder (a free port unless port is given); yields its URL."""
+    httpd = http.server.ThreadingHTTPServer((host, port), functools.partial(_Quiet, directory=str(folder)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 def add_commands(sub):

@@ -9,13 +9,9 @@ step-through), and the
 build's report is in artifacts/browser/lite-build.json.
 """
 
-import contextlib
-import functools
-import http.server
 import json
 import os
 import shutil
-import threading
 import time
 
 import pytest
@@ -29,24 +25,6 @@ KERNEL_START_MS = 180_000  # Pyodide and the lessons' packages, on two busy core
 RUN_MS = 300_000
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@contextlib.contextmanager
-def static_server(folder):
-    """http.server's plain static file server on 127.0.0.1 (a free port); yields its URL."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(folder)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
 @pytest.fixture(scope="module")
 def site():
     need(os.path.exists(CHROMIUM), "the site test needs Debian's chromium", "sudo apt-get install chromium")
@@ -54,7 +32,7 @@ def site():
     ART.mkdir(parents=True, exist_ok=True)
     report = lite.build(SITE)
     (ART / "lite-build.json").write_text(json.dumps(report, indent=1))
-    with static_server(SITE) as url:
+    with lite.serve(SITE) as url:
         yield url, report
 
 
