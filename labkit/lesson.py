@@ -29,7 +29,7 @@ import os
 import sys
 import time
 
-from labkit import paths
+from labkit import paths, tools
 from labkit.errors import LabError
 from labkit.lesson_cost import CostMixin
 
@@ -245,9 +245,12 @@ class Lesson(CostMixin):
         if self.fallback:
             return _box("#fff8e1", "#f57f17", "REPLAY",
                         f"<b>{html.escape(self.fallback)}</b>. The recordings were made on {rec}.")
+        live = ("<code>./lab open</code> in the lab's checkout on a Debian 12 machine (this page is its static "
+                "site: Python runs in your browser, there is no VM behind it)") if tools.in_browser() \
+            else "<code>./lab open</code>"
         return _box("#fff8e1", "#f57f17", "REPLAY",
                     "Every run below is a <b>recording</b> made on the real lab kernel " + rec +
-                    ", not a live run. Exercises need the live lab: <code>./lab open</code>.")
+                    f", not a live run. Exercises need the live lab: {live}.")
 
     def _repr_html_(self):
         return self.banner_html()
