@@ -36,9 +36,10 @@ def site():
         yield url, report
 
 
-@pytest.fixture()
-def offline(site):
-    """A page whose every request to another host than the site is aborted; (page, url, outside)."""
+@pytest.fixture(scope="module")
+def browser_ctx(site):
+    """One browser for the lessons, where every request to another host than the site is aborted
+    and counted; (browser, route, url, outside)."""
     from playwright.sync_api import sync_playwright
 
     url, _ = site
@@ -55,11 +56,21 @@ def offline(site):
         args = ["--no-sandbox"] if os.geteuid() == 0 else []
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
         try:
-            ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-            ctx.route("**/*", route)
-            yield ctx.new_page(), url, outside
+            yield browser, route, url, outside
         finally:
             browser.close()
+
+
+@pytest.fixture()
+def offline(browser_ctx):
+    """A page in a fresh profile (JupyterLite keeps the open notebooks per profile); (page, url, outside)."""
+    browser, route, url, outside = browser_ctx
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    ctx.route("**/*", route)
+    try:
+        yield ctx.new_page(), url, outside
+    finally:
+        ctx.close()
 
 
 def test_the_site_builds_from_the_cache_in_under_two_minutes(site):
