@@ -13,7 +13,6 @@ replay). Results: benchmarks/results/lite-site.json.
 import argparse
 import gzip
 import json
-import os
 import statistics
 import sys
 import time
@@ -35,42 +34,27 @@ def sizes(site: Path) -> dict:
 
 
 def one_load(url: str) -> dict:
-    from playwright.sync_api import sync_playwright
-
-    outside = []
-
-    def route(r):
-        if r.request.url.startswith(url + "/"):
-            r.continue_()
-        else:
-            outside.append(r.request.url)
-            r.abort()
-
-    with sync_playwright() as p:
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
-        try:
-            ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-            ctx.route("**/*", route)
-            page = ctx.new_page()
-            t0 = time.monotonic()
-            page.goto(f"{url}/lab/index.html?path={LESSON}.ipynb")
-            page.wait_for_selector("text=Python (Pyodide) | Idle", timeout=300_000)
-            idle = time.monotonic() - t0
-            first = page.locator(".jp-CodeCell").first
-            first.click()
-            page.keyboard.press("Shift+Enter")
-            first.locator(".jp-InputArea-prompt:has-text('[1]')").wait_for(timeout=300_000)
-            ready = time.monotonic() - t0
-            page.click("li.lm-MenuBar-item:has-text('Run')")
-            page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
-            page.wait_for_selector(".labkit-check", timeout=600_000)
-            page.wait_for_selector("text=Python (Pyodide) | Idle", timeout=600_000)
-            lesson = time.monotonic() - t0
-        finally:
-            browser.close()
+    browser = lite.Offline(url, CHROMIUM)
+    try:
+        page = browser.page()
+        t0 = time.monotonic()
+        page.goto(f"{url}/lab/index.html?path={LESSON}.ipynb")
+        page.wait_for_selector("text=Python (Pyodide) | Idle", timeout=300_000)
+        idle = time.monotonic() - t0
+        first = page.locator(".jp-CodeCell").first
+        first.click()
+        page.keyboard.press("Shift+Enter")
+        first.locator(".jp-InputArea-prompt:has-text('[1]')").wait_for(timeout=300_000)
+        ready = time.monotonic() - t0
+        page.click("li.lm-MenuBar-item:has-text('Run')")
+        page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
+        page.wait_for_selector(".labkit-check", timeout=600_000)
+        page.wait_for_selector("text=Python (Pyodide) | Idle", timeout=600_000)
+        lesson = time.monotonic() - t0
+    finally:
+        browser.close()
     return {"idle_s": round(idle, 1), "first_cell_s": round(ready, 1), "lesson_s": round(lesson, 1),
-            "outside": len(outside)}
+            "outside": len(browser.outside)}
 
 
 def main() -> int:

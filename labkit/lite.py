@@ -18,6 +18,7 @@ import contextlib
 import functools
 import http.server
 import json
+import os
 import shutil
 import sys
 import threading
@@ -124,6 +125,42 @@ def serve(folder, host="127.0.0.1", port=0):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+class Offline:
+    """Headless Chromium (Playwright) that reaches only the site at url: every other request is
+    aborted and kept in ``outside``. ``page()`` opens a tab in a fresh profile (JupyterLite keeps
+    a profile's open notebooks); ``close()`` ends it all."""
+
+    def __init__(self, url, chromium="/usr/bin/chromium"):
+        from playwright.sync_api import sync_playwright
+
+        self.url, self.outside = url, []
+        self._pw = sync_playwright().start()
+        try:
+            args = ["--no-sandbox"] if os.geteuid() == 0 else []
+            self.browser = self._pw.chromium.launch(executable_path=chromium, headless=True, args=args)
+        except BaseException:
+            self._pw.stop()
+            raise
+
+    def _route(self, r):
+        if r.request.url.startswith(self.url + "/"):
+            r.continue_()
+        else:
+            self.outside.append(r.request.url)
+            r.abort()
+
+    def page(self):
+        ctx = self.browser.new_context(viewport={"width": 1400, "height": 1000})
+        ctx.route("**/*", self._route)
+        return ctx.new_page()
+
+    def close(self):
+        try:
+            self.browser.close()
+        finally:
+            self._pw.stop()
 
 
 def add_commands(sub):

@@ -37,40 +37,23 @@ def site():
 
 
 @pytest.fixture(scope="module")
-def browser_ctx(site):
-    """One browser for the lessons, where every request to another host than the site is aborted
-    and counted; (browser, route, url, outside)."""
-    from playwright.sync_api import sync_playwright
-
+def browser(site):
     url, _ = site
-    outside = []
-
-    def route(r):
-        if r.request.url.startswith(url + "/"):
-            r.continue_()
-        else:
-            outside.append(r.request.url)
-            r.abort()
-
-    with sync_playwright() as p:
-        args = ["--no-sandbox"] if os.geteuid() == 0 else []
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)
-        try:
-            yield browser, route, url, outside
-        finally:
-            browser.close()
+    b = lite.Offline(url, CHROMIUM)
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 @pytest.fixture()
-def offline(browser_ctx):
-    """A page in a fresh profile (JupyterLite keeps the open notebooks per profile); (page, url, outside)."""
-    browser, route, url, outside = browser_ctx
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    ctx.route("**/*", route)
+def offline(browser):
+    """A page in a fresh profile on the site; (page, url, the requests that left it)."""
+    page = browser.page()
     try:
-        yield ctx.new_page(), url, outside
+        yield page, browser.url, browser.outside
     finally:
-        ctx.close()
+        page.context.close()
 
 
 def test_the_site_builds_from_the_cache_in_under_two_minutes(site):
