@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import re
 
-from labkit.errors import MissingTool
 
 FONT = "Helvetica,Arial,sans-serif"
 STATE = {"created": ("#69db7c", "#0b3d1a"), "present": ("#c3f0cb", "#0b3d1a"),
@@ -26,11 +25,9 @@ _classes = {}
 
 
 def _graphviz():
-    try:
-        import graphviz
-        return graphviz
-    except ImportError:
-        raise MissingTool("the Python package graphviz is not installed", fix="pip install graphviz==0.21") from None
+    from labkit.viz_render import graphviz_module
+
+    return graphviz_module()
 
 
 def _esc(text) -> str:

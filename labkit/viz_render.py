@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import sys
 
+from labkit import tools
 from labkit.errors import MissingTool
-from labkit.tools import in_browser
 
 DOT_FIX = "sudo apt-get install graphviz"
 _renderer = None  # a callable DOT text -> SVG text that replaces dot (use())
@@ -24,6 +24,15 @@ def use(renderer) -> None:
     _renderer = renderer
 
 
+def graphviz_module():
+    """The graphviz package (it builds the graphs' DOT text), or a clear error without it."""
+    try:
+        import graphviz
+        return graphviz
+    except ImportError:
+        raise MissingTool("the Python package graphviz is not installed", fix="pip install graphviz==0.21") from None
+
+
 def render(source: str) -> str:
     """The SVG document graphviz makes of source (DOT text)."""
     if _renderer is None and sys.platform == "emscripten":  # Pyodide: the site's Graphviz (viz_wasm)
@@ -32,15 +41,10 @@ def render(source: str) -> str:
         viz_wasm.load()
     if _renderer is not None:
         return _renderer(source)
-    if in_browser():
+    if tools.in_browser():
         raise MissingTool("this page has no graph renderer (Graphviz in WebAssembly) loaded",
                           fix="open the lessons from the lab's JupyterLite site (labkit lite build), or live: ./lab open")
-    try:
-        import graphviz
-    except ImportError:
-        raise MissingTool("the Python package graphviz is not installed", fix="pip install graphviz==0.21") from None
-    from labkit import tools
-
+    graphviz = graphviz_module()
     if not tools.which("dot"):
         raise MissingTool("dot (graphviz) not found, it draws the lab's graphs", fix=DOT_FIX)
     try:
