@@ -109,6 +109,11 @@ def run_all(page, url, name, mode, last_output):
         page.wait_for_timeout(1000)
     finally:
         page.screenshot(path=str(ART / f"{name}-{mode}.png"), full_page=True)
+    check_ran(page, mode)
+
+
+def check_ran(page, mode):
+    """No cell showed a traceback, and the banner says the mode the lesson ran in."""
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
     tracebacks = [t for t in errors.all_inner_texts() if "Traceback" in t or "Error" in t]
     assert not tracebacks, tracebacks[:2]
