@@ -132,7 +132,7 @@ class Builder:
                 self.run(["tar", "-xf", tarball, "-C", src, "--strip-components=1"], cwd=work, log=self.log_path)
         with self.step("patch", f"applying {len(patches)} patches"):
             self.log_path = logs / "patch.log"
-            self._sync_patches(work, src, patches)
+            self._sync_patches(work, src, patches, version)
         names = " + ".join(f"kernel/{f.name}" for f in fragment_files())
         with self.step("configure", f"tinyconfig + kvm_guest.config + {names}"):
             self.log_path = logs / "configure.log"
@@ -198,7 +198,7 @@ class Builder:
             tmp.rename(out)
         return out
 
-    def _sync_patches(self, root, src, patches):
+    def _sync_patches(self, root, src, patches, version):
         """Make the tree carry exactly ``patches``: reverse the others, apply the new.
 
         Files whose content ends up as it was get their old mtime back, so
@@ -218,13 +218,13 @@ class Builder:
             if f.is_file():
                 st = f.stat()
                 before[rel] = (hashlib.sha256(f.read_bytes()).digest(), st.st_atime_ns, st.st_mtime_ns)
-        self._apply_series(applied_dir, order_file, applied, src, patches)
+        self.apply_series(applied_dir, order_file, applied, src, patches, version)
         for rel, (digest, atime, mtime) in before.items():
             f = src / rel
             if f.is_file() and hashlib.sha256(f.read_bytes()).digest() == digest:
                 os.utime(f, ns=(atime, mtime))
 
-    def _apply_series(self, applied_dir, order_file, applied, src, patches):
+    def apply_series(self, applied_dir, order_file, applied, src, patches, version):
         wanted = [(p.name, p.read_bytes()) for p in patches]
         # Keep the longest common prefix, reverse the rest in reverse order.
         keep = 0
@@ -240,8 +240,19 @@ class Builder:
             order_file.write_text("\n".join(applied) + "\n")
         for name, data in wanted[keep:]:
             (applied_dir / name).write_bytes(data)
-            self.run(["patch", "-p1", "--forward", "--no-backup-if-mismatch", "-i", applied_dir / name], cwd=src,
-                     log=self.log_path)
+            argv = ["patch", "-p1", "--forward", "--no-backup-if-mismatch", "-i", applied_dir / name]
+            try:  # a dry run first: a patch that does not apply leaves the tree as it was
+                self.run([*argv, "--dry-run"], cwd=src, log=self.log_path)
+            except RuntimeError:
+                (applied_dir / name).unlink()
+                raise KernelBuildFailed(
+                    f"kernel/patches/{name} does not apply to {version}",
+                    fix=("Debian serves a point release the series was not made on (kernel/README.md names the "
+                         "ones it was tested on): rebase the series onto it, or build from the source it was "
+                         "made on with LABKIT_KERNEL_SOURCE=/path/to/linux-source-6.12.tar.xz"),
+                    details=_tail(self.log_path),
+                ) from None
+            self.run(argv, cwd=src, log=self.log_path)
             applied.append(name)
             order_file.write_text("\n".join(applied) + "\n")
 

@@ -48,9 +48,32 @@ class CostMixin:
         print(f"{what} {designs} designs x {repeats} repeats x {packets} packets in the lab VM "
               f"(about {max(10, designs * repeats * packets // (250 if clock == 'icount' else 2000))} s "
               f"under TCG) ...", flush=True)
+        from labkit import kernel
         from labkit.facts import keep
 
-        return keep(run_in_vm(self.session.lab, packets, repeats, timeout=1800), "bench")
+        res = run_in_vm(self.session.lab, packets, repeats, timeout=1800)
+        res["kernel_build"] = kernel.info(self.session.lab.kernel_dir)
+        return keep(res, "bench")
+
+    def recorded_on_another_kernel(self, res) -> str | None:
+        """For a live run: what says that the recording the lesson's text quotes was made on
+        another kernel (another Debian point release or patch series), else None."""
+        import json
+
+        if res.get("replay") or res.get("unit") != "instructions":
+            return None
+        try:
+            rec = json.loads(paths.shipped(self.RECORDED_COST_ICOUNT).read_text())
+        except (OSError, ValueError):
+            return None
+        mine, theirs = res.get("kernel_build") or {}, rec.get("kernel_build") or {}
+        if not theirs or mine.get("key") == theirs.get("key"):
+            return None
+        why = ("another Debian point release" if mine.get("source") != theirs.get("source")
+               else "another patch series or config")
+        return (f"these counts are this lab kernel's ({mine.get('source', '?')}, build {mine.get('key', '?')}); "
+                f"the figures the text quotes were recorded on {theirs.get('source', '?')} "
+                f"(build {theirs.get('key', '?')}), {why}, so they may differ by a few instructions")
 
     def cost(self, res):
         """The benchmark's results as a chart (ratio to the floor, spread over repeats) and a table."""
@@ -68,6 +91,9 @@ class CostMixin:
                               f" ({res.get('repeats')} repeats of {res.get('packets')} packets per design); "
                               + ("live mode counts them on this machine's lab kernel" if res.get("unit") == "instructions"
                                  else "live mode times this machine's lab kernel"))))
+        other = self.recorded_on_another_kernel(res)
+        if other:
+            display(HTML(_box("#e7f5ff", "#1971c2", "ANOTHER KERNEL", html.escape(other))))
         display(SVG(costplot.chart(res)))
         display(HTML(costplot.targets_html(res)))
         display(HTML(costplot.table_html(res)))

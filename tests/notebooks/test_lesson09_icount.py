@@ -3,7 +3,8 @@ instructions (``start(MODE, clock="measure")``, icount wherever the lab VM is
 not KVM), and its replay reads benchmarks/results/storage-cost-icount.json, a
 run of ``benchmarks/storage_cost.py`` on the same kernel with the lesson's own
 PACKETS and REPEATS. Every deterministic figure must be equal, live and
-recorded (each repeat's figure is the median over chunks of 100 packets, so
+recorded (on another kernel, such as a newer Debian point release of
+linux-source-6.12, live and a second run on that kernel) (each repeat's figure is the median over chunks of 100 packets, so
 an interrupt inside a program run does not move it); the plain skb storage's
 create+write moves by a few percent from run to run (allocator refills and
 RCU grace periods follow the timer ticks, not the packets), so its live
@@ -94,8 +95,30 @@ def test_compare_equal_figures_and_the_one_that_moves():
     assert "skb_storage:inline write: live" in bad[1] and "skb_storage:plain write: live median" in bad[2], bad
 
 
-@pytest.mark.timeout(600)
+def second_run(p) -> dict:
+    """The benchmark again, in a lab VM of its own counting instructions, with the lesson's parameters."""
+    from labkit.benchrun import run_in_vm
+    from labkit.vm import Lab
+
+    with Lab(clock="icount") as lab:
+        return run_in_vm(lab, p["PACKETS"], p["REPEATS"], timeout=1200)
+
+
+def shown(nb) -> str:
+    """Every HTML and text output of the notebook as the pass left it."""
+    out = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            data = o.get("data") or {}
+            out.append(data.get("text/html", "") + data.get("text/plain", "") + o.get("text", ""))
+    return "\n".join(out)
+
+
+@pytest.mark.timeout(900)
 def test_lesson_09_live_prints_its_recorded_figures(tmp_path):
+    """On the kernel the recording was made on, live equals the recording. On another one (Debian
+    serves a new point release of linux-source-6.12, or the series changed) the lesson says so,
+    and live equals a second run of the benchmark on that same kernel, figure for figure."""
     from labkit.nbsession import LessonSession
 
     ok, why = live_possible()
@@ -103,18 +126,28 @@ def test_lesson_09_live_prints_its_recorded_figures(tmp_path):
     need(measure_clock(True) == "icount", "lesson 09 counts instructions only where the lab VM is not KVM "
          "(here it times in ns under KVM)", "LABKIT_ACCEL=tcg .venv/bin/python -m pytest " + __file__)
     rec, p = recording(), parameters()
-    key = kernel.info(kernel.kernel_path()).get("key")
-    assert rec["kernel_build"]["key"] == key, (
-        f"the recording is of kernel {rec['kernel_build']['key']}, the lab kernel is {key}: "
-        f"re-record with {RECORD.format(**p)}")
+    build = kernel.info(kernel.kernel_path())
     with LessonSession(NB, "live", log_dir=tmp_path / "logs") as s:
         run = s.run_all()
+        text = shown(s.nb)
     assert not run.errors, "\n".join(f"cell {e['cell']}: {e['ename']}: {e['evalue']}" for e in run.errors)
     saved = sorted((tmp_path / "logs").glob("*-bench.json"))
     assert len(saved) == 1, f"the lesson kept {len(saved)} benchmark results, not one"
     live = json.loads(saved[0].read_text())
     assert live["unit"] == "instructions" and (live["packets"], live["repeats"]) == (rec["packets"], rec["repeats"])
-    bad = compare(live, rec)
-    assert not bad, "lesson 09 live differs from its recording:\n  " + "\n  ".join(bad)
+    assert live["kernel_build"]["key"] == build["key"], "the live run does not say which kernel made it"
     # and the reveal reads what it reads in replay
     assert [r["truth"] for r in run.reveals] == ["skb storage create+write"], run.reveals
+    if rec["kernel_build"]["key"] == build["key"]:
+        assert "ANOTHER KERNEL" not in text, "the lesson says the recording is of another kernel; it is of this one"
+        bad = compare(live, rec)
+        assert not bad, "lesson 09 live differs from its recording:\n  " + "\n  ".join(bad)
+        return
+    assert "ANOTHER KERNEL" in text and build["source"] in text, (
+        f"the lab kernel ({build['source']}, {build['key']}) is not the recording's "
+        f"({rec['kernel_build']['source']}, {rec['kernel_build']['key']}) and the lesson did not say so")
+    again = second_run(p)
+    bad = compare(live, again)
+    assert not bad, ("lesson 09 live differs from a second run on the same kernel " + build["key"] + " (the recording "
+                     f"is of {rec['kernel_build']['key']}: re-record with {RECORD.format(**p)}):\n  "
+                     + "\n  ".join(bad))

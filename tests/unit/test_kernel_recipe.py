@@ -78,3 +78,31 @@ def test_failing_step_names_itself_and_shows_the_log_tail(tmp_path):
     assert "failed at step 'configure'" in str(err) and "status 3" in str(err)
     assert str(tmp_path / "configure.log") in str(err)
     assert "Makefile:12: the real error" in err.details
+
+
+def test_a_patch_that_does_not_apply_names_the_source_and_the_patch_and_leaves_the_tree(tmp_path):
+    """A newer Debian point release the series no longer applies to: one line naming the source
+    version and the patch, and the tree as the patches before it left it."""
+    import pytest
+
+    from labkit.errors import KernelBuildFailed
+    from labkit.kernelbuild import Builder
+
+    src, applied = tmp_path / "src", tmp_path / "applied"
+    src.mkdir()
+    applied.mkdir()
+    (src / "a.c").write_text("one\ntwo\nthree\n")
+    (src / "b.c").write_text("moved on\n")
+    good, bad = tmp_path / "0001-good.patch", tmp_path / "0002-bad.patch"
+    good.write_text("From 0 Mon Sep 17 00:00:00 2001\n---\n--- a/a.c\n+++ b/a.c\n@@ -1,3 +1,3 @@\n one\n-two\n+2\n three\n")
+    bad.write_text("From 0 Mon Sep 17 00:00:00 2001\n---\n--- a/a.c\n+++ b/a.c\n@@ -1,1 +1,1 @@\n-one\n+1\n"
+                   "--- a/b.c\n+++ b/b.c\n@@ -1,1 +1,1 @@\n-as it was\n+changed\n")
+    b = Builder()
+    b.log_path = tmp_path / "patch.log"
+    with pytest.raises(KernelBuildFailed) as exc:
+        b.apply_series(applied, applied / "order", [], src, [good, bad], "linux-source-6.12 6.12.999-1")
+    first = exc.value.render().splitlines()[0]
+    assert "0002-bad.patch" in first and "6.12.999-1" in first, first
+    assert (src / "a.c").read_text() == "one\n2\nthree\n", "the patch that failed changed the tree"
+    assert not list(src.glob("*.rej")) and not list(src.glob("*.orig"))
+    assert (applied / "order").read_text().split() == ["0001-good.patch"]
