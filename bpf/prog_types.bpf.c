@@ -140,8 +140,9 @@ int BPF_PROG(r_sleepable, struct socket *sock, struct msghdr *msg, int size)
 	return 0;
 }
 
-/* Proves: fentry programs may not pass their skb argument, which the
- * verifier does not trust.
+/* Proves: fentry programs may not call the kfuncs: their skb argument is
+ * not trusted, and the kfunc filter lets tracing programs through only
+ * on the tracepoints that own their skb (tests/lab/test_second_read.py).
  */
 SEC("fentry/consume_skb")
 int BPF_PROG(r_fentry_untrusted, struct sk_buff *skb)

@@ -176,12 +176,14 @@ class BpfObject(_Closing):
     """One ``.bpf.o``: ``with BpfObject(path, programs=[...]) as obj: obj.program("x")``.
 
     programs: names to load (None: all). prog_types: {name: (prog_type,
-    expected_attach_type)} for sections libbpf does not know.
+    expected_attach_type)} for sections libbpf does not know. prog_flags:
+    {name: BPF_F_* load flags} (BPF_F_TEST_STATE_FREQ: the verifier keeps
+    a state at every branch).
     """
 
     LOG_SIZE = 1 << 22
 
-    def __init__(self, path, *, programs=None, prog_types=None, map_flags=None, load=True):
+    def __init__(self, path, *, programs=None, prog_types=None, prog_flags=None, map_flags=None, load=True):
         self.path = str(path)
         L = lib()
         self.ptr = L.bpf_object__open_file(self.path.encode(), None)
@@ -210,6 +212,8 @@ class BpfObject(_Closing):
                 L.bpf_program__set_type(p, ptype)
                 if atype is not None:
                     L.bpf_program__set_expected_attach_type(p, atype)
+            if prog_flags and prog.name in prog_flags:  # BPF_F_TEST_STATE_FREQ and such, at load
+                L.bpf_program__set_flags(p, prog_flags[prog.name])
         if programs is not None:
             unknown = set(programs) - set(self.programs)
             if unknown:

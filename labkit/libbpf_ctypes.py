@@ -94,6 +94,7 @@ def lib():
         "bpf_program__set_log_buf": (c_int, [c_void_p, c_void_p, c_size_t]),
         "bpf_program__set_type": (c_int, [c_void_p, c_int]),
         "bpf_program__set_expected_attach_type": (c_int, [c_void_p, c_int]),
+        "bpf_program__set_flags": (c_int, [c_void_p, c_uint32]),
         "bpf_program__fd": (c_int, [c_void_p]),
         "bpf_program__type": (c_int, [c_void_p]),
         "bpf_program__attach": (c_void_p, [c_void_p]),

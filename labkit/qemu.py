@@ -115,6 +115,14 @@ def clock_config(clock, accel, cpus):
 # ---- the command line ---------------------------------------------------------------
 
 
+def has_kasan(kernel: Path) -> bool:
+    """Whether the kernel next to its build's ``config`` was built with KASAN (the debug flavour)."""
+    try:
+        return "CONFIG_KASAN=y" in (Path(kernel).parent / "config").read_text().splitlines()
+    except OSError:
+        return False
+
+
 def qemu_argv(kernel: Path, rundir: Path, *, accel: str, cpus: int, memory: str, python: str,
               workdir: Path, visible=(), clock="wall"):
     """QEMU's argv. workdir: the one host folder the guest may write. visible:
@@ -141,6 +149,8 @@ def qemu_argv(kernel: Path, rundir: Path, *, accel: str, cpus: int, memory: str,
         # instruction: the guest is told 1 GHz, so its nanoseconds are instructions.
         *([f"tsc_early_khz={tsc_khz}"] if tsc_khz else []),
         "tsc=reliable",
+        # KASAN reports only its first fault unless told otherwise: every test's own must show.
+        *(["kasan_multi_shot"] if has_kasan(kernel) else []),
         *(["labkit.clock=icount"] if icount else []),  # for the guest's programs (labkit.bench) to say so
         f"labkit.python={cmdline_path(python)}",
         f"labkit.bind={','.join(cmdline_path(p) for p in dict.fromkeys(map(str, visible)))}",

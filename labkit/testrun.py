@@ -42,14 +42,16 @@ def counts(xml_path):
     return total
 
 
-# On the debug kernel: the review's findings (each where it matters under
-# both implementations), the lifetime rules, the lookup the verifier inlines
-# (kernel patch 0010: it reads the extension block without the kfunc), and
-# the proof that the splat scan sees a planted fault. The rest of tests/lab (API, flags, the flag
-# tests again under both implementations, program types, scenarios,
-# tracepoints, the benchmark) runs on the production kernel only: under
-# KASAN a lab test takes ~13 s, and the whole tier would not fit CI's budget.
-DEBUG_TESTS = ["tests/lab/test_findings.py", "tests/lab/test_lifetime.py",
+# On the debug kernel: the review's findings and the second read's (each
+# where it matters under both implementations), the lifetime rules, the
+# lookup the verifier inlines (kernel patch 0010: it reads the extension
+# block without the kfunc), and the proof that the splat scan sees a
+# planted fault and a read of a parked spare block. The rest of tests/lab
+# (API, flags, the flag tests again under both implementations, program
+# types, scenarios, tracepoints, the benchmark) runs on the production
+# kernel only: under KASAN a lab test takes ~13 s, and the whole tier would
+# not fit CI's budget.
+DEBUG_TESTS = ["tests/lab/test_findings.py", "tests/lab/test_second_read.py", "tests/lab/test_lifetime.py",
                "tests/lab/test_inline.py::test_an_inlined_lookup_finds_the_element_without_a_call",
                "tests/lab/test_inline.py::test_the_inlined_lookup_compares_the_map_passed_at_run_time",
                "tests/lab/test_inline.py::test_a_deleted_inline_element_is_not_found",

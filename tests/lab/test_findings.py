@@ -104,7 +104,7 @@ def test_f1_an_element_does_not_hold_its_inner_map(implementation, token):  # no
         n = st.enter_context(NetNS())
         hold_on_dummy(n)
         with findings("inner_create") as obj:
-            inner_id = _map_id(obj.map("inner").fd)
+            inner_id = map_id_of(obj.map("inner").fd)
             # The object's own fd on the inner map goes now (dup2 keeps the
             # number valid for libbpf): the outer map's slot is its last holder.
             os.dup2(obj.map("outer").fd, obj.map("inner").fd)
@@ -121,7 +121,7 @@ def test_f1_an_element_does_not_hold_its_inner_map(implementation, token):  # no
     assert gone, "the inner map stayed alive while a held packet carried an element of it"
 
 
-def _map_id(fd):
+def map_id_of(fd):
     from labkit import libbpf
 
     class Info(ctypes.Structure):
@@ -188,7 +188,7 @@ def test_f4_map_freed_with_its_last_reference_while_a_packet_holds_its_element(
         n = st.enter_context(NetNS())
         hold_on_dummy(n)
         with findings("tag_both") as obj:
-            map_id = _map_id(obj.map("small_a" if size == "small" else "big_a").fd)
+            map_id = map_id_of(obj.map("small_a" if size == "small" else "big_a").fd)
             tc(obj, "tag_both", n, "lk-dmy0", False)
             send_raw(n, "lk-dmy0", udp_frame(token))
             assert res(obj)["v"][:2] == (1, 1), f"the held packet got no elements: {res(obj)['v'][:2]}"
@@ -307,7 +307,7 @@ def test_f8_map_free_reports_the_elements_of_live_skbs(implementation, token, si
         hold_on_dummy(n)
         name = "small_a" if size == "small" else "big_a"
         with findings("tag_both") as obj:
-            map_id = _map_id(obj.map(name).fd)
+            map_id = map_id_of(obj.map(name).fd)
             tc(obj, "tag_both", n, "lk-dmy0", False)
             send_raw(n, "lk-dmy0", udp_frame(token))
             assert res(obj)["v"][:2] == (1, 1), f"the held packet got no elements: {res(obj)['v'][:2]}"

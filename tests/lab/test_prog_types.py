@@ -12,7 +12,7 @@ REFUSED = {
     "r_flow_dissector": "calling kernel function bpf_skb_storage_get is not allowed",
     "r_sk_reuseport": "calling kernel function bpf_skb_storage_get is not allowed",
     "r_sleepable": "calling kernel function bpf_skb_storage_get is not allowed",
-    "r_fentry_untrusted": "must be referenced or trusted",
+    "r_fentry_untrusted": "calling kernel function bpf_skb_storage_get is not allowed",
 }
 TYPES = {"t_netfilter": (BPF_PROG_TYPE_NETFILTER, BPF_NETFILTER)}
 

@@ -23,6 +23,21 @@ def test_qemu_argv_boots_vmlinux_over_9p(tmp_path, monkeypatch):
     assert f"labkit.work={tmp_path}/my%20lab" in text
 
 
+def test_a_kasan_kernel_reports_every_fault(tmp_path, monkeypatch):
+    """KASAN reports only its first fault by default: the debug kernel boots with kasan_multi_shot,
+    so a test's own fault shows after a planted one; other kernels do not get the parameter."""
+    monkeypatch.setattr(qemu.tools, "require", lambda *a: "/usr/bin/qemu-system-x86_64")
+
+    def append(config):
+        (tmp_path / "config").write_text(config)
+        argv = qemu.qemu_argv(tmp_path / "bzImage", tmp_path, accel="tcg", cpus=2, memory="1G", python="/py",
+                              workdir=tmp_path)
+        return argv[argv.index("-append") + 1].split()
+
+    assert "kasan_multi_shot" in append("CONFIG_BPF=y\nCONFIG_KASAN=y\n")
+    assert "kasan_multi_shot" not in append("CONFIG_BPF=y\n# CONFIG_KASAN is not set\n")
+
+
 def test_only_the_workdir_is_exported_writable(tmp_path, monkeypatch):
     monkeypatch.setattr(qemu.tools, "require", lambda *a: "/usr/bin/qemu-system-x86_64")
     work = tmp_path / "a,b"
