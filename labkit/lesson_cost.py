@@ -95,5 +95,5 @@ class CostMixin:
         if other:
             display(HTML(_box("#e7f5ff", "#1971c2", "ANOTHER KERNEL", html.escape(other))))
         display(SVG(costplot.chart(res)))
-        display(HTML(costplot.targets_html(res)))
+        display(HTML(costplot.bounds_html(res)))
         display(HTML(costplot.table_html(res)))

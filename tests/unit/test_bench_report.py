@@ -133,9 +133,11 @@ def test_the_results_say_their_unit(monkeypatch, capsys):
     assert bench.CALIBRATION.keys() == {"floor+16", "floor+64"}
 
 
-def test_a_lesson_benches_on_the_clock_it_is_asked_for(monkeypatch):
+def test_a_lesson_benches_on_the_clock_it_is_asked_for(monkeypatch, tmp_path):
     """lab.bench(clock="icount") replaces a wall-clock lab VM by one that counts instructions (and
-    keeps it for the next call); in replay it reads the icount recording."""
+    keeps it for the next call), and says which kernel it ran on; in replay it reads the icount
+    recording."""
+    import json
     from types import SimpleNamespace
 
     from labkit import lesson
@@ -143,18 +145,21 @@ def test_a_lesson_benches_on_the_clock_it_is_asked_for(monkeypatch):
     les = lesson.Lesson.__new__(lesson.Lesson)
     les.mode, les.clock, les.session = "live", "wall", None
     booted, closed = [], []
+    build = {"key": "0123456789abcdef", "source": "linux-source-6.12 6.12.999-1"}
+    (tmp_path / "build.json").write_text(json.dumps(build))
 
     def start(say=print):
         if les.session is None:
             booted.append(les.clock)
-            les.session = SimpleNamespace(lab=SimpleNamespace(clock=les.clock), close=lambda: closed.append(1))
+            les.session = SimpleNamespace(lab=SimpleNamespace(clock=les.clock, kernel_dir=tmp_path),
+                                          close=lambda: closed.append(1))
         return les
 
     monkeypatch.setattr(les, "start", start)
     monkeypatch.setattr(benchrun, "run_in_vm", lambda lab, packets, repeats, **kw: {"clock": lab.clock})
-    assert les.bench(100, 1) == {"clock": "wall"}
-    assert les.bench(100, 1, clock="icount") == {"clock": "icount"}
-    assert les.bench(100, 1) == {"clock": "icount"}
+    assert les.bench(100, 1) == {"clock": "wall", "kernel_build": build}
+    assert les.bench(100, 1, clock="icount") == {"clock": "icount", "kernel_build": build}
+    assert les.bench(100, 1) == {"clock": "icount", "kernel_build": build}
     assert booted == ["wall", "icount"] and closed == [1]
     les.mode = "replay"
     assert les.bench(clock="icount")["replay"] == les.RECORDED_COST_ICOUNT
@@ -172,13 +177,36 @@ def test_a_measuring_lesson_counts_instructions_wherever_the_lab_vm_is_not_kvm(m
     assert lesson.measure_clock(True) == "wall"
 
 
-def test_the_targets_say_by_how_much_they_are_missed():
+def test_the_bounds_say_whether_and_by_how_much_they_are_kept():
     from labkit import costplot
 
     res = {"unit": "instructions", "designs": {
         "floor": {"write": {"ns": {"median": 68}}, "read": {"ns": {"median": 66}}},
         "skb_storage:inline": {"write": {"ns": {"median": 353}, "ratio": {"median": 5.19}},
                                "read": {"ns": {"median": 80}, "ratio": {"median": 1.21}}}}}
-    text = costplot.targets_html(res)
-    assert "353 instructions against 170" in text and "missed (2.08 times the target)" in text
-    assert "read 1.21x the floor against a target of 1.3x (80 instructions against 86): <b>met</b>" in text
+    text = costplot.bounds_html(res)
+    assert "write 353 instructions (5.19x the floor), bound 303: <b>over by 50</b>" in text
+    assert "read 80 instructions (1.21x the floor), bound 107: <b>within</b>" in text
+    assert text.startswith("<p>The optimised skb storage goes over its bounds")
+    assert costplot.bound_ratio(res, "skb_storage:inline", "write") == 303 / 68
+    assert costplot.bounds_html({**res, "unit": "ns"}) == "" and costplot.bound_ratio(
+        {**res, "unit": "ns"}, "skb_storage:inline", "write") is None
+
+
+def test_a_live_count_on_another_kernel_says_so(monkeypatch, tmp_path):
+    """Debian serves a new point release of linux-source-6.12: the lesson's live counts are that
+    kernel's, and it says the text quotes a recording made on another one."""
+    import json
+
+    from labkit import lesson, paths
+
+    rec = tmp_path / "rec.json"
+    rec.write_text(json.dumps({"kernel_build": {"key": "aaaa", "source": "linux-source-6.12 6.12.117-1"}}))
+    monkeypatch.setattr(paths, "shipped", lambda rel: rec)
+    les = lesson.Lesson.__new__(lesson.Lesson)
+    live = {"unit": "instructions", "kernel_build": {"key": "bbbb", "source": "linux-source-6.12 6.12.118-1"}}
+    said = les.recorded_on_another_kernel(live)
+    assert "6.12.118-1" in said and "6.12.117-1" in said and "another Debian point release" in said
+    same = {**live, "kernel_build": {"key": "aaaa", "source": "linux-source-6.12 6.12.117-1"}}
+    assert les.recorded_on_another_kernel(same) is None
+    assert les.recorded_on_another_kernel({**live, "replay": "x"}) is None
