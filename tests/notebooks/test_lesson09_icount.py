@@ -8,7 +8,8 @@ linux-source-6.12, live and a second run on that kernel) (each repeat's figure i
 an interrupt inside a program run does not move it); the plain skb storage's
 create+write moves by a few percent from run to run (allocator refills and
 RCU grace periods follow the timer ticks, not the packets), so its live
-median must lie within the recording's min-max widened by 5%.
+median must lie within the recording's min-max widened by 5%; so must the side stash's, whose
+hash buckets depend on the skb addresses (now and then a run reads 405.1 rather than 405).
 
     flock /tmp/skb-lab-heavy.lock .venv/bin/python -m pytest tests/notebooks/test_lesson09_icount.py -v
 
@@ -29,7 +30,9 @@ from tests.conftest import need
 NB = paths.PROJECT / "notebooks" / "09_what_it_costs.ipynb"
 RECORDING = paths.PROJECT / Lesson.RECORDED_COST_ICOUNT
 RECORD = "benchmarks/storage_cost.py --packets {PACKETS} --repeats {REPEATS} --measure icount"
-MOVES = {("skb_storage:plain", "write")}  # not bit-identical run to run (allocator refills, RCU)
+# Not bit-identical run to run: the plain create (allocator refills, RCU grace periods) and the side
+# stash, whose hash buckets depend on the skb addresses (a collision now and then: 405.1, not 405).
+MOVES = {("skb_storage:plain", "write"), ("stash", "write"), ("stash", "read"), ("stash", "cleanup")}
 WIDEN = 0.05
 
 
