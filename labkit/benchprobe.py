@@ -20,16 +20,16 @@ import sys
 
 RUNS = 30
 SEQUENCE_BOUND = 20  # guest instructions: what the inlined lookup's hit path may cost
-KNOB = "/proc/sys/kernel/bpf_skb_storage_inline"
 
 
 def guest_probe(runs=RUNS) -> dict:
     """Run the probe in this (lab) kernel: {"sequence", "call_site", "found", ...} in the clock's unit."""
+    from labkit.bench import INLINE
     from labkit.bpfbuild import obj_path
     from labkit.libbpf import BpfObject
     from labkit.packets import udp_frame
 
-    with open(KNOB) as fh:
+    with open(INLINE) as fh:
         knob = fh.read().strip()
     rows = []
     with BpfObject(obj_path("bench"), programs=["bench_probe_lookup"]) as obj:

@@ -331,19 +331,11 @@ def test_f9_plain_chunk_is_the_storage_pointer_alone(token):
     """With kernel.bpf_skb_storage_inline=0 the chunk is the RFC's: one
     pointer (one 8-byte unit after the block header), not the optimised
     design's inline slot."""
-    from .test_inline import KNOB
+    from .test_inline import knob
 
-    with open(KNOB) as fh:
-        old = fh.read().strip()
-    with open(KNOB, "w") as fh:
-        fh.write("0")
-    try:
-        with findings("chunk_size") as obj:
-            obj.program("chunk_size").test_run(udp_frame(token))
-            created, chunks, offset = res(obj)["v"][:3]
-    finally:
-        with open(KNOB, "w") as fh:
-            fh.write(old)
+    with knob(0), findings("chunk_size") as obj:
+        obj.program("chunk_size").test_run(udp_frame(token))
+        created, chunks, offset = res(obj)["v"][:3]
     assert created == 1
     assert chunks - offset == 1, f"the storage chunk is {chunks - offset} units of 8 bytes"
 

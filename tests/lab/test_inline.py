@@ -27,17 +27,24 @@ KNOB = "/proc/sys/kernel/bpf_skb_storage_inline"
 TRACEFS = "/sys/kernel/tracing"
 
 
-@pytest.fixture(params=["inline", "plain"])
-def implementation(request):
+@contextmanager
+def knob(value):
+    """kernel.bpf_skb_storage_inline set to value while open, put back after."""
     with open(KNOB) as fh:
         old = fh.read().strip()
     with open(KNOB, "w") as fh:
-        fh.write("1" if request.param == "inline" else "0")
+        fh.write(str(value))
     try:
-        yield request.param
+        yield
     finally:
         with open(KNOB, "w") as fh:
             fh.write(old)
+
+
+@pytest.fixture(params=["inline", "plain"])
+def implementation(request):
+    with knob(1 if request.param == "inline" else 0):
+        yield request.param
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from labkit.netns import NetNS
 from labkit.packets import udp_frame
 
 from .test_findings import hold_on_dummy, still_held, wait_gone, map_id_of
-from .test_inline import TRACEFS, implementation  # noqa: F401  (fixture: inline, plain)
+from .test_inline import KNOB, TRACEFS, implementation, knob  # noqa: F401  (fixture: inline, plain)
 from .test_lifetime import dummy, send_raw, tc, veth
 
 RES = struct.Struct("<8q32QIIII")
@@ -128,8 +128,6 @@ def test_n2_a_call_reached_with_create_is_not_inlined_as_a_lookup(implementation
 def kmem_events(addr):
     """A context manager: the kmem_cache_alloc/free events for the object at addr while it is open;
     it yields a function returning the trace's lines."""
-    from contextlib import contextmanager
-
     def write(path, text):
         fd = os.open(os.path.join(TRACEFS, path), os.O_WRONLY | os.O_TRUNC)
         try:
@@ -163,8 +161,6 @@ def test_n3_a_freed_block_is_parked_and_taken_again_without_the_slab(token):
     kmem_cache_free of it in between. This is why KASAN never saw a stale
     access to a block: it was never freed (N3; on the debug kernel
     test_zz_splat_scan.py shows a parked block is now poisoned)."""
-    from .test_inline import KNOB
-
     assert open(KNOB).read().strip() == "1"
     os.sched_setaffinity(0, {0})
     try:
@@ -219,20 +215,6 @@ def test_n5_a_map_free_event_with_no_owner_is_seen(implementation, token):  # no
 
 SKB_EXT_BPF_ELEM_NONE, SKB_EXT_BPF_ELEM_USED = 0, 2  # include/net/bpf_skb_storage.h (patch 0008)
 ELEM_AREA = 128  # SKB_EXT_BPF_ELEM_SIZE: a block with an element area is larger than that
-
-
-@contextmanager
-def knob(value):
-    from .test_inline import KNOB
-
-    old = open(KNOB).read().strip()
-    with open(KNOB, "w") as fh:
-        fh.write(str(value))
-    try:
-        yield
-    finally:
-        with open(KNOB, "w") as fh:
-            fh.write(old)
 
 
 def allocs(obj):
