@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/lookup_probe.py
 
 Boots a lab VM that counts instructions (``Lab(clock="icount")``) and runs
-``python -m labkit.benchprobe`` in it (see that module for the method):
+``python -m labkit.bench.probe`` in it (see that module for the method):
 bpf_ktime_get_ns() brackets around nothing, around the argument set-up of a
 bpf_skb_storage_get() with flags 0, and around that set-up and the lookup the
 verifier inlines, on an skb whose element is kept in its block. Prints the
@@ -19,9 +19,9 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from labkit import kernel  # noqa: E402
-from labkit.benchprobe import SEQUENCE_BOUND, run_in  # noqa: E402
+from labkit.bench.probe import SEQUENCE_BOUND, run_in  # noqa: E402
 from labkit.errors import LabError  # noqa: E402
-from labkit.vm import Lab  # noqa: E402
+from labkit.vm.lab import Lab  # noqa: E402
 
 
 def main():

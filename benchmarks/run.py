@@ -22,7 +22,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from labkit import kernel  # noqa: E402
-from labkit.vm import Lab, choose_accel  # noqa: E402
+from labkit.vm.lab import Lab, choose_accel  # noqa: E402
 
 LABKIT = [sys.executable, "-m", "labkit.cli"]
 

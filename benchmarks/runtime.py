@@ -29,8 +29,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from labkit import scenarios  # noqa: E402
-from labkit.session import Session  # noqa: E402
-from labkit.vm import Lab  # noqa: E402
+from labkit.runtime.session import Session  # noqa: E402
+from labkit.vm.lab import Lab  # noqa: E402
 
 
 def spread(values):

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/storage_cost.py                  # 5 repeats of 5000 packets per design
     .venv/bin/python benchmarks/storage_cost.py --packets 2000 --repeats 3 --measure icount
 
-Boots the lab VM and runs ``python -m labkit.bench`` in it (see that module
+Boots the lab VM and runs ``python -m labkit.bench.storage`` in it (see that module
 for the method); writes benchmarks/results/storage-cost-<measure>.json and
 prints each design's cost per packet and ratio to the counter-only floor of
 the same run, against the targets and the public reference figures.
@@ -27,10 +27,10 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from labkit import kernel  # noqa: E402
-from labkit.benchrun import run_in_vm  # noqa: E402
-from labkit.costplot import table_text, unit  # noqa: E402
+from labkit.bench.run import run_in_vm  # noqa: E402
+from labkit.bench.plot import table_text, unit  # noqa: E402
 from labkit.errors import LabError  # noqa: E402
-from labkit.vm import Lab, choose_accel  # noqa: E402
+from labkit.vm.lab import Lab, choose_accel  # noqa: E402
 
 # Public figures, for orientation (native hardware, not this VM).
 REFERENCE = {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* What per-packet data costs: one writer and one reader per design, as
- * small as the design allows, for labkit.bench to time with the kernel's
+ * small as the design allows, for labkit.bench.storage to time with the kernel's
  * own BPF statistics (kernel.bpf_stats_enabled: run_time_ns / run_cnt).
  *
  * Writers run at tc ingress of the receiving veth, readers at cgroup_skb
@@ -294,7 +294,7 @@ BENCH_CAL(64)
  * that moves 1 ns per guest instruction, each "t = now; BODY; now - t":
  * around nothing, around the call's argument set-up alone, and around the
  * set-up and the lookup. Written in assembly so that the compiler puts
- * nothing else inside them. labkit/benchprobe.py takes the differences:
+ * nothing else inside them. labkit/bench/probe.py takes the differences:
  * the whole call site (lookup - empty) and the inlined sequence alone
  * (lookup - setup: both save a register after the set-up).
  */

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-/* The runtime's observer: the one object labkit.runtime loads for every
+/* The runtime's observer: the one object labkit.runtime.run loads for every
  * scenario. It proves nothing by itself; it reports what the kernel did.
  *
  * - lab_tc_ingress / lab_tc_egress, lab_cgroup_ingress, lab_sock_filter and

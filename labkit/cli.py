@@ -68,7 +68,7 @@ def _parser():
     kp = k.add_parser("path", help="print the lab kernel directory")
     kp.add_argument("--debug", action="store_true", help="the debug flavour's")
     kp.set_defaults(func=cmd_kernel_path)
-    from labkit import kernelpack
+    from labkit.kernel import pack as kernelpack
 
     kernelpack.add_commands(k)  # export, import
 
@@ -122,14 +122,15 @@ def _parser():
     from labkit.hub import cli as hub_cli
 
     hub_cli.add_commands(sub)  # labkit hub setup|start|up|status|stop
-    from labkit import lite
+    from labkit.lite import site as lite
 
     lite.add_commands(sub)  # labkit lite build
     return p
 
 
 def cmd_doctor(args):
-    from labkit import preflight, paths
+    from labkit.vm import preflight
+    from labkit import paths
 
     if paths.in_guest():
         checks = preflight.guest_checks()
@@ -143,9 +144,9 @@ def cmd_doctor(args):
 
 def _agent_check():
     """Boot (or reach) the lab VM, start the scenario worker, time both."""
-    from labkit import persistent
-    from labkit.preflight import Check
-    from labkit.session import Session
+    from labkit.vm import persistent
+    from labkit.vm.preflight import Check
+    from labkit.runtime.session import Session
 
     try:
         with persistent.persistent_lock():
@@ -170,11 +171,12 @@ def _agent_check():
 
 def cmd_kernel_build(args):
     from labkit import kernel
+    from labkit.kernel.build import build
 
     if args.debug:
         os.environ["LABKIT_KERNEL_FLAVOUR"] = "debug"
     t0 = time.monotonic()
-    out = kernel.build(verbose=args.verbose, jobs=args.jobs)
+    out = build(verbose=args.verbose, jobs=args.jobs)
     info = kernel.info(out)
     sys.stderr.write(f"lab kernel {info['release']} ready in {time.monotonic() - t0:.1f}s\n")
     print(out)
@@ -189,7 +191,7 @@ def cmd_kernel_path(args):
 
 
 def cmd_bpf_build(args):
-    from labkit import bpfbuild
+    from labkit.bpf import build as bpfbuild
 
     objs = bpfbuild.build_all(verbose=args.verbose)
     for o in objs:
@@ -198,7 +200,7 @@ def cmd_bpf_build(args):
 
 def cmd_bpf_load(args):
     from labkit import paths
-    from labkit.libbpf import BpfObject
+    from labkit.bpf.libbpf import BpfObject
 
     if not paths.in_guest():
         raise LabError("loading BPF programs needs the lab kernel",
@@ -212,7 +214,7 @@ def cmd_bpf_load(args):
 
 
 def cmd_vm_run(args):
-    from labkit import persistent
+    from labkit.vm import persistent
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
@@ -239,7 +241,7 @@ def cmd_vm_run(args):
 
 
 def cmd_vm_start(args):
-    from labkit import persistent
+    from labkit.vm import persistent
 
     with persistent.persistent_lock():
         state = persistent.start_persistent()
@@ -248,13 +250,13 @@ def cmd_vm_start(args):
 
 
 def cmd_vm_stop(args):
-    from labkit import persistent
+    from labkit.vm import persistent
 
     print("lab VM stopped" if persistent.stop_persistent() else "no lab VM was running")
 
 
 def cmd_vm_status(args):
-    from labkit import persistent
+    from labkit.vm import persistent
 
     state = persistent.persistent_state()
     if state:
@@ -265,7 +267,7 @@ def cmd_vm_status(args):
 
 
 def cmd_open(args):
-    from labkit import jupyter
+    from labkit.course import jupyter
 
     return jupyter.open_lab(port=args.port, ip=args.ip, probe_vm=not args.no_vm, workdir=args.workdir)
 
@@ -304,7 +306,7 @@ def cmd_scenario_describe(args):
 
 def cmd_record(args):
     from labkit import paths, scenarios
-    from labkit.events import ExpectationError, expect
+    from labkit.runtime.events import ExpectationError, expect
 
     if args.all:
         jobs = [(scenarios.get(n, **p), scenarios.recording_path(n, p)) for n, p in scenarios.variants()]
@@ -341,12 +343,12 @@ def _runner():
     from labkit import paths
 
     if paths.in_guest():
-        from labkit import runtime
+        from labkit.runtime import run as runtime
 
         yield lambda sc, timeout: runtime.run(sc)
         return
-    from labkit import persistent
-    from labkit.session import Session
+    from labkit.vm import persistent
+    from labkit.runtime.session import Session
 
     with persistent.persistent_lock():
         lab, reused = persistent.open_lab()
@@ -363,13 +365,13 @@ def _runner():
 
 
 def cmd_show(args):
-    from labkit.events import EventLog
+    from labkit.runtime.events import EventLog
 
     print(EventLog.load(args.file).timeline(packet=args.packet))
 
 
 def cmd_cleanup(args):
-    from labkit import cleanup
+    from labkit.vm import cleanup
 
     for line in cleanup.sweep():
         print(line)

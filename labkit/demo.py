@@ -2,7 +2,7 @@
 
 On the host it prints the doctor report, boots the lab VM and runs
 ``python -m labkit.demo`` inside; inside it runs the first storage program
-(``labkit.basic``) on three packets and prints what each hook saw.
+(``labkit.runtime.basic``) on three packets and prints what each hook saw.
 """
 
 import os
@@ -11,8 +11,9 @@ import sys
 
 
 def run() -> int:
-    from labkit import paths, preflight
-    from labkit.vm import Lab
+    from labkit import paths
+    from labkit.vm import preflight
+    from labkit.vm.lab import Lab
 
     if paths.in_guest():
         return guest()
@@ -26,8 +27,8 @@ def run() -> int:
 
 
 def guest() -> int:
-    from labkit import preflight
-    from labkit.basic import run_basic, timeline
+    from labkit.vm import preflight
+    from labkit.runtime.basic import run_basic, timeline
 
     print("labkit doctor (guest)")
     print(preflight.report(preflight.guest_checks()))

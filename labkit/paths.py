@@ -15,7 +15,7 @@ BPF_BUILD_DIR = BPF_DIR / "build"
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 # What replay reads of the checkout, and where a wheel of labkit carries it (pyproject.toml's
 # package-dir): a JupyterLite site has the wheel and no checkout.
-SHIPPED = {"notebooks": "course", "benchmarks/results": "results"}
+SHIPPED = {"notebooks": "notebooks", "benchmarks/results": "results"}
 
 
 def shipped(rel) -> Path:

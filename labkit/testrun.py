@@ -66,7 +66,7 @@ def start_debug_build(log_path):
 
 
 def run_lab_tier(name, tests, xml, argv, kernel_dir=None) -> int:
-    from labkit.vm import Lab
+    from labkit.vm.lab import Lab
 
     try:
         with Lab(kernel_dir, workdir=paths.PROJECT) as lab:  # the guest's pytest writes artifacts/ there

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* The records the lab's BPF programs share with Python: the contract.
  *
- * labkit/records.py decodes these byte for byte; change both together.
+ * labkit/runtime/records.py decodes these byte for byte; change both together.
  */
 #ifndef __LAB_RECORDS_H
 #define __LAB_RECORDS_H
@@ -54,7 +54,7 @@ struct lab_event {
 	__u32 pkt_token; /* token found in the packet itself, 0 if none */
 };
 
-/* ---- The runtime's records (labkit/runtime_events.py, bpf/observe.bpf.c) -----
+/* ---- The runtime's records (labkit/runtime/decode.py, bpf/observe.bpf.c) -----
  *
  * One lab_record per observation or lifecycle step of a tracked skb. A skb
  * is tracked once a hook has seen the test token in it; its clones inherit

@@ -32,7 +32,7 @@ enum lab_report_tag {
 	LAB_REPORT_WIRE = 7,     /* a header field as the wire carries it (the lab's own probes) */
 };
 
-/* One report; labkit/runtime_events.py decodes it (keep both in step). */
+/* One report; labkit/runtime/decode.py decodes it (keep both in step). */
 struct lab_report {
 	__u64 skb;   /* kernel address of the sk_buff */
 	__u64 t_ns;  /* bpf_ktime_get_ns() */

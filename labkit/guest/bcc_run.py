@@ -1,6 +1,6 @@
 """Run a bcc program in the lab VM until told to stop (SIGINT or SIGTERM).
 
-Started by ``labkit.bcctrace`` with Debian's /usr/bin/python3 (python3-bpfcc
+Started by ``labkit.course.bcc`` with Debian's /usr/bin/python3 (python3-bpfcc
 lives there, not in the lab's venv). The spec file (JSON) names the C text,
 the kprobes ({kernel function: handler}) and the output file; everything the
 program says goes to that file as JSON lines (compiling, ready, trace, done,

@@ -8,7 +8,7 @@ students at once; an instructor can use it to check a student's server.
     with ServerKernel(server_url, token) as k:
         result = run_notebook(k, "01_first_storage.ipynb")
 
-``result`` has the shape of ``labkit.nbrun.execute``'s (errors, checks,
+``result`` has the shape of ``labkit.course.nbrun.execute``'s (errors, checks,
 replay banner) plus when the first graph appeared.
 """
 
@@ -20,7 +20,7 @@ import time
 import uuid
 
 from labkit.errors import LabError
-from labkit.nbrun import scan
+from labkit.course.outputs import scan
 
 
 class ServerKernel:
@@ -148,7 +148,7 @@ def is_graph(output) -> bool:
 def run_notebook(kernel: ServerKernel, nb, *, cell_timeout: float = 600) -> dict:
     """Every code cell of nb (an nbformat notebook) in order; what it showed,
     with the seconds to the first graph and to the end, and whether its lab
-    VM waited for a boot slot (the machine-wide cap, labkit.slots)."""
+    VM waited for a boot slot (the machine-wide cap, labkit.vm.slots)."""
     t0 = time.monotonic()
     first_graph, queued = [], []
 

@@ -16,7 +16,7 @@ Per student (a user the hub knows, from its REST API with the service's token):
   command line names labkit's guest init (``MARKER``, as ``labkit cleanup``
   finds them);
 - exercises: the latest verdict per exercise from the student's own
-  ``~/.cache/labkit/progress.jsonl`` (``labkit.exercises.record``); a file
+  ``~/.cache/labkit/progress.jsonl`` (``labkit.course.checking.record``); a file
   that is a symlink, not regular, or not owned by the student is not read;
 - last activity: the latest of the hub's activity and the last check.
 
@@ -185,7 +185,7 @@ def students(users: list[dict], progress: str = PROGRESS, vms: dict | None = Non
 
 
 def exercise_ids(rows) -> list[str]:
-    from labkit import exercises
+    from labkit.course import exercises
 
     return sorted(set(exercises.all_checks()) | {k for r in rows for k in r["exercises"]})
 

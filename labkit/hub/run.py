@@ -27,7 +27,7 @@ from labkit.hub import cgroups
 from labkit.hub.auth import unix_name
 from labkit.hub.config import Settings, default_vm_slots, free_port, hub_env, render
 from labkit.hub.setup import installed
-from labkit.jupyter import wait_ready
+from labkit.course.jupyter import wait_ready
 
 SLOTS_DIR = "/run/skb-lab-hub/slots"
 PID_FILE = "labkit-hub.pid"
@@ -189,7 +189,7 @@ def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, admins=(), m
         sweep(prefix, st, say)
         running, booting = (max_vms, max(1, min(max_vms, default_vm_slots()[1]))) if max_vms else default_vm_slots()
         slots = f"{SLOTS_DIR}:{running}:{booting}"
-        from labkit import slots as vm_slots
+        from labkit.vm import slots as vm_slots
 
         Path(SLOTS_DIR).parent.mkdir(parents=True, exist_ok=True)
         os.chmod(Path(SLOTS_DIR).parent, 0o755)

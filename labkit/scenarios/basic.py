@@ -5,8 +5,8 @@ With ``proto=icmp`` there is no socket: the echo request is consumed by
 the kernel, and the storage is freed with it.
 """
 
-from labkit.events import at, step
-from labkit.scenario import Hook, Packet, Scenario
+from labkit.runtime.events import at, step
+from labkit.runtime.scenario import Hook, Packet, Scenario
 
 from ._common import B_IP, pair
 

@@ -9,8 +9,8 @@ keeps the clone alive until the run ends), and is freed with the last one.
 - ``af_packet``: an AF_PACKET tap on lk-a0 gets a clone of what leaves it.
 """
 
-from labkit.events import at, step
-from labkit.scenario import Hook, Mirror, Packet, Scenario, Sink, Tap
+from labkit.runtime.events import at, step
+from labkit.runtime.scenario import Hook, Mirror, Packet, Scenario, Sink, Tap
 
 from ._common import B_IP, pair
 

@@ -5,8 +5,8 @@ clears the mark and the storage; inside one namespace the mark survives
 and the storage does not.
 """
 
-from labkit.events import at, step
-from labkit.scenario import Hook, Packet, Scenario, Topology, Veth
+from labkit.runtime.events import at, step
+from labkit.runtime.scenario import Hook, Packet, Scenario, Topology, Veth
 
 from ._common import B_IP, pair
 

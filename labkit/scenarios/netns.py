@@ -10,8 +10,8 @@
   skb->mark too, to compare with ``mark_vs_storage``.
 """
 
-from labkit.events import at, step
-from labkit.scenario import Hook, Neigh, Packet, Scenario, Topology, Veth
+from labkit.runtime.events import at, step
+from labkit.runtime.scenario import Hook, Neigh, Packet, Scenario, Topology, Veth
 
 from ._common import B_IP, pair
 

@@ -9,8 +9,8 @@ Written next to skb storage at the same hook, through the same crossings:
 - ``tunnel``: the outer packet is the same skb, so it keeps the entry.
 """
 
-from labkit.events import at, step
-from labkit.scenario import Hook, Packet, Scenario, Sink, Tunnel
+from labkit.runtime.events import at, step
+from labkit.runtime.scenario import Hook, Packet, Scenario, Sink, Tunnel
 
 from ._common import A_IP, B_IP, pair
 

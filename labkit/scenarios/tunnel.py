@@ -9,8 +9,8 @@ Storage is created at one point (``create``) and observed everywhere:
 - ``after_decap``: tc ingress of lk-t in lk-b; it reaches the socket.
 """
 
-from labkit.events import at, step
-from labkit.scenario import TUNNEL_KINDS, Hook, Packet, Scenario, Tunnel
+from labkit.runtime.events import at, step
+from labkit.runtime.scenario import TUNNEL_KINDS, Hook, Packet, Scenario, Tunnel
 
 from ._common import A_IP, B_IP, pair
 

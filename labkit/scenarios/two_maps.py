@@ -4,8 +4,8 @@ tc ingress writes both; cgroup_skb ingress deletes B; the socket filter
 still finds A, and B gone.
 """
 
-from labkit.events import at
-from labkit.scenario import Hook, Packet, Scenario
+from labkit.runtime.events import at
+from labkit.runtime.scenario import Hook, Packet, Scenario
 
 from ._common import B_IP, pair
 

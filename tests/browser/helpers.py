@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from labkit import jupyter, paths, workcopy
-from labkit.lesson import live_possible
+from labkit.course import jupyter, workcopy
+from labkit import paths
+from labkit.course.lesson import live_possible
 from tests.conftest import need
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

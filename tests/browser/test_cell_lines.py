@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from labkit import paths
-from labkit.lesson import live_possible
+from labkit.course.lesson import live_possible
 from tests.browser.test_first_storage import ART, lab_server, page  # noqa: F401 - the page fixture
 from tests.conftest import need
 
@@ -114,7 +114,7 @@ def test_bpf_error_lines_match_the_editor(server, page):  # noqa: F811
         ok, why = live_possible()
         need(ok, f"the error lines need the live lab (replay cannot verify): {why}", "./lab setup")
         run_cell(page, mode_cell, ".jp-InputPrompt:text-matches('[0-9]')")  # [1]: it ran
-        run_cell(page, code_cell(page, "from labkit.lesson import start"), ".labkit-banner:has-text('LIVE')")
+        run_cell(page, code_cell(page, "from labkit.course.lesson import start"), ".labkit-banner:has-text('LIVE')")
 
         # The verifier's complaint: v->token is written without a NULL check.
         run_cell(page, fixme, ".labkit-error")

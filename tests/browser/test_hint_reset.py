@@ -8,7 +8,7 @@ notebook had a different one. Screenshot in artifacts/browser/.
 import nbformat
 import pytest
 
-from labkit import coach
+from labkit.course import coach
 from tests.browser.helpers import ART, lab_server, open_notebook, page  # noqa: F401 - the page fixture
 
 OLD = "%%bpf stamp\n/* an earlier attempt, saved in the learner's copy */\n"

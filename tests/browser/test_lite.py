@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from labkit import lite, paths
+from labkit.lite import site as lite
+from labkit import paths
 from tests.browser.helpers import ART, CHROMIUM, check_ran
 from tests.conftest import need
 

@@ -65,7 +65,7 @@ def test_what_running_lessons_writes_is_ignored():
 
 @pytest.mark.timeout(600)
 def test_the_lessons_tier_leaves_the_checkout_clean():
-    from labkit.nbrun import execute
+    from labkit.course.nbrun import execute
 
     lessons = [paths.PROJECT / "notebooks" / n for n in ("01_first_storage.ipynb", "05_netns_crossing.ipynb")]
     for path in lessons:

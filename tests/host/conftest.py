@@ -23,7 +23,7 @@ def labkit(*args, env=None, timeout=300, cwd=None):
 
 
 def lab_qemus():
-    from labkit.cleanup import lab_qemu_pids
+    from labkit.vm.cleanup import lab_qemu_pids
 
     return lab_qemu_pids()
 

@@ -16,9 +16,9 @@ import sys
 import threading
 import time
 
-from labkit.benchrun import run_in_vm
-from labkit.session import Interrupted
-from labkit.vm import Lab
+from labkit.bench.run import run_in_vm
+from labkit.runtime.session import Interrupted
+from labkit.vm.lab import Lab
 from tests.host.test_bench_interrupt import state
 
 

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from labkit.session import Interrupted, Session
+from labkit.runtime.session import Interrupted, Session
 from tests.host.test_session import CLEAN, geneve_flood, left_in_guest
 
 

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 
 from labkit import paths
-from labkit.session import Interrupted
+from labkit.runtime.session import Interrupted
 
 DURING = ("netns", {"path": "veth"})
 PROBES = {"skb_scrub_packet": "on_scrub", "skb_clone": "on_clone"}
@@ -26,7 +26,7 @@ def lesson_program():
 
 @pytest.fixture
 def lesson(vm_ready):
-    from labkit.lesson import Lesson
+    from labkit.course.lesson import Lesson
 
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     les = Lesson("live").start(say=lambda m: None)

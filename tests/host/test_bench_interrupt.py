@@ -16,9 +16,9 @@ import time
 import pytest
 
 from labkit import paths
-from labkit.bench import NS_RX, NS_TX
-from labkit.benchrun import run_in_vm
-from labkit.session import Interrupted
+from labkit.bench.storage import NS_RX, NS_TX
+from labkit.bench.run import run_in_vm
+from labkit.runtime.session import Interrupted
 
 STATE = ("ls /run/netns 2>/dev/null | grep '^lk-' ; ls -d /sys/fs/cgroup/lk-* 2>/dev/null; "
          "ls /run/lk-bench.settings.json 2>/dev/null; ip -o link show | grep -o 'lk-b[rt]x' ; "
@@ -51,7 +51,7 @@ class Tripwire:
 
 @pytest.fixture
 def lab(vm_ready):
-    from labkit.vm import Lab
+    from labkit.vm.lab import Lab
 
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
@@ -88,7 +88,7 @@ def test_an_interrupted_bench_cleans_up_and_runs_again(lab, monkeypatch):
 
 def test_a_killed_bench_leaves_its_things_and_the_next_run_removes_them(lab, monkeypatch):
     before = state(lab)
-    argv = ["python", "-m", "labkit.bench", "--packets", "3000", "--repeats", "20"]
+    argv = ["python", "-m", "labkit.bench.storage", "--packets", "3000", "--repeats", "20"]
     with pytest.raises(KeyboardInterrupt):  # no grace: the command is killed, as before the fix
         _interrupt_during(lab, monkeypatch, lambda: lab.run(argv, cwd=paths.PROJECT, timeout=600, stream="stderr"))
     left = state(lab)
@@ -120,7 +120,7 @@ def test_lesson_09_interrupted_in_jupyter_shows_a_note_and_runs_again(vm_ready):
 
     km, kc = start_new_kernel(kernel_name="python3", cwd=str(paths.PROJECT))
     try:
-        reply, _ = _cell(kc, "from labkit.lesson import start\nlab = start('live')")
+        reply, _ = _cell(kc, "from labkit.course.lesson import start\nlab = start('live')")
         assert reply["status"] == "ok", reply
         msg_id = kc.execute("res = lab.bench(packets=3000, repeats=20)")
         while True:  # the cell has started the benchmark in the VM: let it build and time a while

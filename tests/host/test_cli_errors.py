@@ -66,7 +66,7 @@ def test_vm_run_without_command():
 
 def test_clang_error_points_at_the_line(tmp_path):
     from labkit import kernel
-    from labkit.bpfbuild import compile_one
+    from labkit.bpf.build import compile_one
     from labkit.errors import BpfBuildError
 
     import pytest

@@ -13,7 +13,7 @@ per program run. One VM for the module (about 20 s to boot), three checks:
   instructions per program run): a change that adds instructions to the fast path fails here
   with the whole table;
 - the inlined lookup's hit path costs at most SEQUENCE_BOUND (20) instructions, counted by a
-  bracket probe (labkit/benchprobe.py: bpf_ktime_get_ns() around the argument set-up, and around
+  bracket probe (labkit/bench/probe.py: bpf_ktime_get_ns() around the argument set-up, and around
   the set-up and the lookup).
 
 The bounds replace ratio targets to the floor (2.5x, 1.3x) that were withdrawn: lookup+read at
@@ -27,12 +27,12 @@ fewest over its repeats; the regression uses the medians the benchmark reports.
 
 import pytest
 
-from labkit.benchprobe import SEQUENCE_BOUND, run_in
-from labkit.benchrun import run_in_vm
-from labkit.costplot import BOUNDS, table_text
+from labkit.bench.probe import SEQUENCE_BOUND, run_in
+from labkit.bench.run import run_in_vm
+from labkit.bench.plot import BOUNDS, table_text
 from tests.host.conftest import lab_qemus, vm_prerequisites
 
-# BOUNDS (labkit/costplot.py, which the lesson's chart draws): the optimised skb storage's median
+# BOUNDS (labkit/bench/plot.py, which the lesson's chart draws): the optimised skb storage's median
 # guest instructions per program run (each repeat's figure is the median over chunks of 100
 # packets; create+write is the path with a spare block, which most chunks take).
 CALIBRATION = {"floor+16": 16, "floor+64": 64}
@@ -41,7 +41,7 @@ CALIBRATION = {"floor+16": 16, "floor+64": 64}
 @pytest.fixture(scope="module")
 def icount_lab():
     """One lab VM that counts instructions, for the module; skip (fail in CI) without the kernel."""
-    from labkit.vm import Lab
+    from labkit.vm.lab import Lab
 
     kdir = vm_prerequisites()
     before = set(lab_qemus())

@@ -50,7 +50,7 @@ def artifact(tmp_path_factory):
 
 def test_imported_kernel_is_found_builds_nothing_and_boots(artifact, tmp_path, monkeypatch):
     from labkit import tools
-    from labkit.vm import Lab
+    from labkit.vm.lab import Lab
 
     path, manifest, kdir = artifact
     cache = tmp_path / "cache"

@@ -7,9 +7,10 @@ import re
 import nbformat
 import pytest
 
-from labkit import exercises, paths
-from labkit.bpfcell import compile_cell, verify
-from labkit.lesson import Lesson, live_possible
+from labkit.course import exercises
+from labkit import paths
+from labkit.course.bpfcell import compile_cell, verify
+from labkit.course.lesson import Lesson, live_possible
 from tests.conftest import need
 
 NB = paths.PROJECT / "notebooks"

@@ -30,7 +30,7 @@ def outside():
 
 
 def test_the_guest_writes_its_working_folder_and_nothing_else(vm_ready, tmp_path, outside):
-    from labkit.vm import Lab
+    from labkit.vm.lab import Lab
 
     work = tmp_path / "work"
     work.mkdir()
@@ -77,7 +77,7 @@ def test_run_from_a_system_folder_writes_nothing_there(vm_ready):
 
 
 def test_a_lab_object_refuses_the_root(vm_ready):
-    from labkit.vm import Lab
+    from labkit.vm.lab import Lab
 
     with pytest.raises(VMError, match="only a working folder"):
         Lab(workdir="/").start()

@@ -15,8 +15,8 @@ import pytest
 
 from labkit import paths, scenarios
 from labkit.errors import GuestTimeout, VerifierError, VMError
-from labkit.scenario import Attach, Hook, Packet, ScenarioError
-from labkit.session import Interrupted, ScenarioFailed, Session, run_message
+from labkit.runtime.scenario import Attach, Hook, Packet, ScenarioError
+from labkit.runtime.session import Interrupted, ScenarioFailed, Session, run_message
 from tests.conftest import need
 from tests.host.conftest import labkit, lab_qemus
 
@@ -198,7 +198,7 @@ def test_a_jupyter_interrupt_stops_the_cell_and_keeps_the_vm():
     dirs = set(paths.run_dir().glob("run-*"))
     km, kc = start_new_kernel(kernel_name="python3", cwd=str(paths.PROJECT))
     try:
-        reply, _ = _cell(kc, "from labkit.lesson import Lesson\nlab = Lesson('live').start()\n"
+        reply, _ = _cell(kc, "from labkit.course.lesson import Lesson\nlab = Lesson('live').start()\n"
                              "log = lab.run('tunnel', kind='geneve')")
         assert reply["status"] == "ok", reply
         kc.execute("import time\ntime.sleep(60)")

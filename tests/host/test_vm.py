@@ -39,7 +39,7 @@ def test_vm_has_bpffs_tracefs_and_the_lab_kernel(vm_ready):
 
 
 def test_one_vm_serves_many_commands(vm_ready):
-    from labkit.vm import Lab
+    from labkit.vm.lab import Lab
 
     with Lab() as lab:
         pid = lab.pid
@@ -61,7 +61,7 @@ def test_hang_is_killed_at_its_deadline(vm_ready):
 
 
 def test_lab_timeout_raises_and_cleans_up(vm_ready):
-    from labkit.vm import Lab
+    from labkit.vm.lab import Lab
 
     with pytest.raises(GuestTimeout):
         with Lab() as lab:
@@ -119,7 +119,7 @@ def test_verifier_reject_through_the_cli(vm_ready):
 
 def test_rfc_program_runs_through_bpftool(vm_ready, tmp_path):
     """An RFC-style program, loaded and run by bpftool in the VM, unchanged."""
-    from labkit.packets import udp_frame
+    from labkit.runtime.packets import udp_frame
 
     (tmp_path / "pkt.bin").write_bytes(udp_frame(0x1234))
     obj = PROJECT / "bpf/build/rfc_compat.bpf.o"
@@ -160,7 +160,7 @@ def test_a_killed_owner_leaves_no_vm_and_no_run_folder(vm_ready):
     the guard removes the run folder."""
     from labkit import paths
 
-    code = ("from labkit.vm import Lab\nlab = Lab()\nlab.start()\n"
+    code = ("from labkit.vm.lab import Lab\nlab = Lab()\nlab.start()\n"
             "print(lab.pid, lab.rundir, flush=True)\nimport time\ntime.sleep(600)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT, stdout=subprocess.PIPE, text=True)
     try:

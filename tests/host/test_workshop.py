@@ -177,7 +177,7 @@ def test_a_workshop_of_three(workshop):
         d = ht.login(hub, ht.test_names(1, "late")[0])
         ht.spawn(hub, d)
         with ht.kernel(hub, d, timeout=300) as k:
-            late = k.execute("from labkit.lesson import start\nlab = start(None)\nprint(lab.mode)")
+            late = k.execute("from labkit.course.lesson import start\nlab = start(None)\nprint(lab.mode)")
         shown = " ".join(o.get("text", "") + (o.get("data") or {}).get("text/html", "") for o in late["outputs"])
         assert "replay" in shown and "all 3 lab VMs on this server are in use" in shown, late["outputs"]
         assert not ht.qemus_of(ht.uid_of(d.name)), "the student over the cap got a VM anyway"

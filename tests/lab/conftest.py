@@ -10,7 +10,7 @@ import secrets
 
 import pytest
 
-from labkit import preflight
+from labkit.vm import preflight
 from tests.conftest import need
 
 
@@ -33,8 +33,8 @@ def token():
 @pytest.fixture(autouse=True)
 def _nothing_left_behind():
     """Every lab test must leave no namespace, lab link, cgroup or pin."""
-    from labkit.cgroup import lab_cgroups
-    from labkit.netns import lab_namespaces
+    from labkit.guest.cgroup import lab_cgroups
+    from labkit.guest.netns import lab_namespaces
 
     before = (lab_namespaces(), lab_cgroups(), _pins())
     yield
@@ -45,7 +45,7 @@ def _nothing_left_behind():
 @pytest.fixture(scope="session")
 def _kmsg():
     """The guest's kernel log from the start of the tier on."""
-    from labkit import splats
+    from labkit.kernel import splats
 
     if not preflight.lab_kernel_here():
         yield None
@@ -88,7 +88,8 @@ def _leak_report(_kmsg, request):
     backtrace and hex dump say which.)"""
     import os
 
-    from labkit import paths, splats
+    from labkit import paths
+    from labkit.kernel import splats
 
     yield
     if _kmsg is None or not splats.kmemleak_available():
@@ -115,7 +116,7 @@ def _pins():
 def pytest_report_header(config):
     import os
 
-    from labkit import preflight
+    from labkit.vm import preflight
 
     return ["lab kernel: " + "; ".join(f"{c.name}: {c.detail}" for c in preflight.guest_checks()[:2]),
             f"uname -r: {os.uname().release}"]

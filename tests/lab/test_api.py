@@ -9,10 +9,10 @@ import struct
 
 import pytest
 
-from labkit.bpfbuild import obj_path
+from labkit.bpf.build import obj_path
 from labkit.errors import VerifierError
-from labkit.libbpf import BpfObject
-from labkit.packets import udp_frame
+from labkit.bpf.libbpf import BpfObject
+from labkit.runtime.packets import udp_frame
 
 BPF_F_NO_PREALLOC = 1
 BPF_F_CLONE = 1 << 9

@@ -1,9 +1,9 @@
 """Storage written at tc ingress is read at cgroup_skb ingress and by a
-socket filter, on the same skb, and freed with it (labkit/basic.py)."""
+socket filter, on the same skb, and freed with it (labkit/runtime/basic.py)."""
 
 import secrets
 
-from labkit.basic import run_basic
+from labkit.runtime.basic import run_basic
 
 
 def test_storage_travels_from_tc_to_cgroup_and_socket_filter():

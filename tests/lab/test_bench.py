@@ -3,7 +3,7 @@ run once per packet and find what their writer left, so the timings it
 reports are of programs that did their job; and it leaves the kernel's
 settings as it found them. (The timings themselves are in benchmarks/.)"""
 
-from labkit import bench
+from labkit.bench import storage as bench
 
 
 def _read(path):
@@ -33,7 +33,7 @@ def test_a_run_first_removes_what_a_killed_run_left_and_only_that():
     import json
     import os
 
-    from labkit.netns import sh
+    from labkit.guest.netns import sh
 
     stats = _read(bench.STATS)
     for ns in (bench.NS_TX, bench.NS_RX, "bench_other"):

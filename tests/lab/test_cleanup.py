@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from labkit.netns import sh
+from labkit.guest.netns import sh
 
 
 def test_cleanup_sweeps_only_lab_objects():
@@ -34,7 +34,7 @@ def test_cleanup_sweeps_only_lab_objects():
 def test_a_cgroup_with_processes_left_in_it_is_removed():
     # What an interrupted run can leave: this process still inside member()'s
     # cgroup and a helper child (pyroute2 forks one per namespace socket) in it.
-    from labkit.cgroup import Cgroup
+    from labkit.guest.cgroup import Cgroup
 
     cg = Cgroup().__enter__()
     child = None

@@ -15,11 +15,11 @@ from contextlib import ExitStack
 
 import pytest
 
-from labkit.bpfbuild import obj_path
+from labkit.bpf.build import obj_path
 from labkit.errors import VerifierError
-from labkit.libbpf import BpfObject
-from labkit.netns import NetNS
-from labkit.packets import udp_frame
+from labkit.bpf.libbpf import BpfObject
+from labkit.guest.netns import NetNS
+from labkit.runtime.packets import udp_frame
 
 from .test_inline import implementation  # noqa: F401  (fixture: inline, plain)
 from .test_lifetime import bridged, dummy, send_raw, tc
@@ -48,7 +48,7 @@ def set_res(obj, **fields):
 
 def map_ids():
     """The ids of every BPF map alive in the guest (bpf_map_get_next_id)."""
-    from labkit import libbpf
+    from labkit.bpf import libbpf
 
     lib = libbpf.lib()
     ids, cur, nxt = [], ctypes.c_uint32(0), ctypes.c_uint32(0)
@@ -122,7 +122,7 @@ def test_f1_an_element_does_not_hold_its_inner_map(implementation, token):  # no
 
 
 def map_id_of(fd):
-    from labkit import libbpf
+    from labkit.bpf import libbpf
 
     class Info(ctypes.Structure):
         _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("rest", ctypes.c_uint8 * 256)]

@@ -11,9 +11,10 @@ from dataclasses import replace
 
 import pytest
 
-from labkit import runtime, scenarios
-from labkit.events import at, expect, step
-from labkit.scenario import TUNNEL_KINDS
+from labkit.runtime import run as runtime
+from labkit import scenarios
+from labkit.runtime.events import at, expect, step
+from labkit.runtime.scenario import TUNNEL_KINDS
 
 
 def run(name, flags=(), **params):

@@ -18,8 +18,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from labkit import runtime, scenarios
-from labkit.events import at, expect, step
+from labkit.runtime import run as runtime
+from labkit import scenarios
+from labkit.runtime.events import at, expect, step
 
 from . import test_flags
 
@@ -127,9 +128,9 @@ def run_inline(prog, token):
     """Load bpf/inline.bpf.o (the knob as the implementation fixture set it: the verifier inlines
     lookups only into programs loaded while it is 1), run prog once on a fresh skb under
     BPF_PROG_TEST_RUN: (its res, how many times bpf_skb_storage_get() itself ran)."""
-    from labkit.bpfbuild import obj_path
-    from labkit.libbpf import BpfObject
-    from labkit.packets import udp_frame
+    from labkit.bpf.build import obj_path
+    from labkit.bpf.libbpf import BpfObject
+    from labkit.runtime.packets import udp_frame
 
     with BpfObject(obj_path("inline"), programs=[prog]) as obj, kprobe_counter("bpf_skb_storage_get") as calls:
         retval, _, _ = obj.program(prog).test_run(udp_frame(token))

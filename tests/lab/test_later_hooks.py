@@ -4,11 +4,11 @@ from their hook rather than from a __sk_buff (bpf/later_hooks.bpf.c)."""
 import socket
 from contextlib import ExitStack
 
-from labkit.bpfbuild import obj_path
-from labkit.cgroup import Cgroup
-from labkit.libbpf import BpfObject, RingBuffer
-from labkit.netns import NetNS
-from labkit.packets import payload
+from labkit.bpf.build import obj_path
+from labkit.guest.cgroup import Cgroup
+from labkit.bpf.libbpf import BpfObject, RingBuffer
+from labkit.guest.netns import NetNS
+from labkit.runtime.packets import payload
 from tests.lab.test_lifetime import events_of, tc
 
 

@@ -12,11 +12,11 @@ from contextlib import ExitStack
 
 import pytest
 
-from labkit.bpfbuild import obj_path
-from labkit.libbpf import BpfObject, RingBuffer
-from labkit.netns import NetNS, sh
-from labkit.packets import payload, udp_frame
-from labkit.records import decode_all
+from labkit.bpf.build import obj_path
+from labkit.bpf.libbpf import BpfObject, RingBuffer
+from labkit.guest.netns import NetNS, sh
+from labkit.runtime.packets import payload, udp_frame
+from labkit.runtime.records import decode_all
 
 ETH_P_ALL = 0x0003
 
@@ -234,7 +234,7 @@ def test_extension_copy_on_write_leaves_the_storage_behind(token, br_netfilter):
     the original sees it "absent" instead of "refused". The storage stays
     with the clone's block and is freed once, with it.
     """
-    from labkit.cgroup import Cgroup
+    from labkit.guest.cgroup import Cgroup
 
     with ExitStack() as st:
         obj = st.enter_context(lifetime("clone_writer", "observe_cgroup", "on_storage_free"))

@@ -7,8 +7,9 @@ Re-record after a deliberate change with: labkit record --all
 
 import pytest
 
-from labkit import runtime, scenarios
-from labkit.events import EventLog, expect
+from labkit.runtime import run as runtime
+from labkit import scenarios
+from labkit.runtime.events import EventLog, expect
 
 VARIANTS = scenarios.variants()
 

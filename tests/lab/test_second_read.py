@@ -14,11 +14,11 @@ from contextlib import ExitStack, contextmanager
 
 import pytest
 
-from labkit.bpfbuild import obj_path
+from labkit.bpf.build import obj_path
 from labkit.errors import VerifierError
-from labkit.libbpf import BpfObject
-from labkit.netns import NetNS
-from labkit.packets import udp_frame
+from labkit.bpf.libbpf import BpfObject
+from labkit.guest.netns import NetNS
+from labkit.runtime.packets import udp_frame
 
 from .test_findings import hold_on_dummy, still_held, wait_gone, map_id_of
 from .test_inline import KNOB, TRACEFS, implementation, knob  # noqa: F401  (fixture: inline, plain)

@@ -11,8 +11,9 @@ from dataclasses import replace
 
 import pytest
 
-from labkit import runtime, scenarios
-from labkit.events import at, expect, step
+from labkit.runtime import run as runtime
+from labkit import scenarios
+from labkit.runtime.events import at, expect, step
 
 from .test_flags import deleting_at_socket
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from labkit import splats
+from labkit.kernel import splats
 
 DIRECT = "/sys/kernel/debug/provoke-crash/DIRECT"
 

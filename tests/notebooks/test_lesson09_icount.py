@@ -24,7 +24,7 @@ import nbformat
 import pytest
 
 from labkit import kernel, paths
-from labkit.lesson import Lesson, live_possible, measure_clock
+from labkit.course.lesson import Lesson, live_possible, measure_clock
 from tests.conftest import need
 
 NB = paths.PROJECT / "notebooks" / "09_what_it_costs.ipynb"
@@ -100,8 +100,8 @@ def test_compare_equal_figures_and_the_one_that_moves():
 
 def second_run(p) -> dict:
     """The benchmark again, in a lab VM of its own counting instructions, with the lesson's parameters."""
-    from labkit.benchrun import run_in_vm
-    from labkit.vm import Lab
+    from labkit.bench.run import run_in_vm
+    from labkit.vm.lab import Lab
 
     with Lab(clock="icount") as lab:
         return run_in_vm(lab, p["PACKETS"], p["REPEATS"], timeout=1200)
@@ -122,7 +122,7 @@ def test_lesson_09_live_prints_its_recorded_figures(tmp_path):
     """On the kernel the recording was made on, live equals the recording. On another one (Debian
     serves a new point release of linux-source-6.12, or the series changed) the lesson says so,
     and live equals a second run of the benchmark on that same kernel, figure for figure."""
-    from labkit.nbsession import LessonSession
+    from labkit.course.nbsession import LessonSession
 
     ok, why = live_possible()
     need(ok, f"lesson 09 live needs the lab VM: {why}", "./lab setup")

@@ -23,7 +23,7 @@ import nbformat
 import pytest
 
 from labkit import paths
-from labkit.lesson import live_possible
+from labkit.course.lesson import live_possible
 from tests.conftest import need
 
 NB = paths.PROJECT / "notebooks"
@@ -66,7 +66,7 @@ def _live():
 
 def check_reveals(reveals, where):
     """(b) Each reveal reads what its fact says when asked again of the log it names; an empty answer says so."""
-    from labkit.predict import NONE, expected_truth
+    from labkit.course.predict import NONE, expected_truth
 
     for r in reveals:
         assert all(r["fact"]["sources"].values()), f"{where}: a reveal's log was not kept: {r['question']}"
@@ -85,7 +85,7 @@ def test_lesson_live_as_a_learner_takes_it(path, tmp_path):
     """One kernel: Run All on the starter (its check fails), paste the solution into the exercise cells,
     Run All again with a Ctrl-C during the longest cell of the first pass, then Run All to the end (the
     check passes). Every reveal reads the same in both complete passes and follows from its log."""
-    from labkit.nbsession import LessonSession
+    from labkit.course.nbsession import LessonSession
 
     _live()
     solution = NB / "solutions" / path.name
@@ -145,7 +145,7 @@ def test_every_notebook_replays_as_an_unprivileged_user_without_a_vm():
         os.chown(home, nobody.pw_uid, nobody.pw_gid)
         env = {"HOME": home, "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
         argv = [setpriv, f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}", "--clear-groups",
-                sys.executable, "-m", "labkit.nbrun", "--mode", "replay", "--json", "--out", f"{home}/out",
+                sys.executable, "-m", "labkit.course.nbrun", "--mode", "replay", "--json", "--out", f"{home}/out",
                 *map(str, LESSONS + SOLUTIONS)]
         res = subprocess.run(argv, cwd=home, env=env, capture_output=True, text=True, timeout=900)
         out_dir = Path(home) / "out" / "replay"

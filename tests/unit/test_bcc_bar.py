@@ -5,7 +5,7 @@ import IPython.display
 
 
 def test_bcc_bar_description_is_not_cut(monkeypatch):
-    from labkit import bcctrace
+    from labkit.course import bcc as bcctrace
 
     shown = []
     monkeypatch.setattr(IPython, "get_ipython", lambda: object())  # as in a notebook

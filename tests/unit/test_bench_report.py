@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from labkit import benchrun
-from labkit.bench import BenchError
-from labkit.session import Interrupted
-from labkit.vm import Result
+from labkit.bench import run as benchrun
+from labkit.bench.storage import BenchError
+from labkit.runtime.session import Interrupted
+from labkit.vm.lab import Result
 
 
 class FakeLab:
@@ -86,7 +86,7 @@ def test_guest_report_takes_the_last_report_line():
 
 
 def test_some_designs_only(monkeypatch):
-    from labkit import bench
+    from labkit.bench import storage as bench
 
     monkeypatch.setattr(bench, "inline_available", lambda: True)
     every = [("floor", None), ("skb_storage", "0"), ("skb_storage", "1"), ("stash", None), ("mark", None),
@@ -107,7 +107,7 @@ def test_some_designs_only(monkeypatch):
 
 
 def test_the_results_say_their_unit(monkeypatch, capsys):
-    from labkit import bench
+    from labkit.bench import storage as bench
 
     cmdline = {"text": "console=ttyS0 tsc_early_khz=1000000 labkit.clock=icount\n"}
 
@@ -140,7 +140,7 @@ def test_a_lesson_benches_on_the_clock_it_is_asked_for(monkeypatch, tmp_path):
     import json
     from types import SimpleNamespace
 
-    from labkit import lesson
+    from labkit.course import lesson
 
     les = lesson.Lesson.__new__(lesson.Lesson)
     les.mode, les.clock, les.session = "live", "wall", None
@@ -167,18 +167,20 @@ def test_a_lesson_benches_on_the_clock_it_is_asked_for(monkeypatch, tmp_path):
 
 
 def test_a_measuring_lesson_counts_instructions_wherever_the_lab_vm_is_not_kvm(monkeypatch):
-    from labkit import accel, kernel, lesson
+    from labkit import kernel
+    from labkit.course import lesson
+    from labkit.vm import lab
 
     assert lesson.measure_clock(False) == "icount"  # replay: the recording counts instructions
     monkeypatch.setattr(kernel, "kernel_path", lambda: "/k")
-    monkeypatch.setattr(accel, "choose_accel", lambda kdir, probe=True: ("tcg", "no /dev/kvm"))
+    monkeypatch.setattr(lab, "choose_accel", lambda kdir, probe=True: ("tcg", "no /dev/kvm"))
     assert lesson.measure_clock(True) == "icount"
-    monkeypatch.setattr(accel, "choose_accel", lambda kdir, probe=True: ("kvm", "probed"))
+    monkeypatch.setattr(lab, "choose_accel", lambda kdir, probe=True: ("kvm", "probed"))
     assert lesson.measure_clock(True) == "wall"
 
 
 def test_the_bounds_say_whether_and_by_how_much_they_are_kept():
-    from labkit import costplot
+    from labkit.bench import plot as costplot
 
     res = {"unit": "instructions", "designs": {
         "floor": {"write": {"ns": {"median": 68}}, "read": {"ns": {"median": 66}}},
@@ -198,7 +200,8 @@ def test_a_live_count_on_another_kernel_says_so(monkeypatch, tmp_path):
     kernel's, and it says the text quotes a recording made on another one."""
     import json
 
-    from labkit import lesson, paths
+    from labkit.course import lesson
+    from labkit import paths
 
     rec = tmp_path / "rec.json"
     rec.write_text(json.dumps({"kernel_build": {"key": "aaaa", "source": "linux-source-6.12 6.12.117-1"}}))

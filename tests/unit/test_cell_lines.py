@@ -3,7 +3,7 @@ the ones the notebook editor shows (the %%bpf line is line 1)."""
 
 from pathlib import Path
 
-from labkit.bpfcell import body_first_line, file_text, on_cell_lines
+from labkit.course.bpfcell import body_first_line, file_text, on_cell_lines
 
 CELL = "%%bpf stamp --run basic\n#include \"lab_user.h\"\n\nint x = ;\n"
 
@@ -55,7 +55,7 @@ def test_the_magic_sees_the_cell_as_typed():
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
-    from labkit.bpfcell import _raw_cell
+    from labkit.course.bpfcell import _raw_cell
 
     cfg = Config()
     cfg.HistoryManager.hist_file = ":memory:"

@@ -6,7 +6,8 @@ import difflib
 import nbformat
 import pytest
 
-from labkit import coach, paths
+from labkit.course import coach
+from labkit import paths
 from labkit.errors import LabError
 
 NB = paths.PROJECT / "notebooks"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from labkit import paths
-from labkit.vm import Lab
+from labkit.vm.lab import Lab
 
 DEPLOY = paths.PROJECT / "deploy"
 VALUES = DEPLOY / "kubernetes" / "values.yaml"
@@ -129,7 +129,7 @@ def test_env_names_are_read_by_labkit(values):
 
 def test_one_vm_per_pod(values):
     """The memory limit covers one VM, so the pod runs at most one at a time."""
-    from labkit import slots
+    from labkit.vm import slots
 
     cfg = slots.config(values["singleuser"]["extraEnv"][slots.ENV])
     assert cfg.running == 1 and cfg.booting == 1

@@ -5,13 +5,13 @@ import os
 
 import pytest
 
-from labkit import errbox
-from labkit.bench import BenchError
+from labkit.course import errbox
+from labkit.bench.storage import BenchError
 from labkit.errors import LabError
-from labkit.scenario import ScenarioError
-from labkit.session import Interrupted
+from labkit.runtime.scenario import ScenarioError
+from labkit.runtime.session import Interrupted
 
-LABKIT_DIR = os.path.dirname(os.path.abspath(errbox.__file__))
+LABKIT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(errbox.__file__)))  # labkit/
 
 
 class FakeShell:
@@ -89,7 +89,7 @@ def _raise_in(filename):
 
 def test_a_ctrl_c_inside_labkit_is_a_note(shown):
     shell = FakeShell()
-    exc = _raise_in(os.path.join(LABKIT_DIR, "bench.py"))
+    exc = _raise_in(os.path.join(LABKIT_DIR, "bench", "storage.py"))
     assert errbox.handler(shell, KeyboardInterrupt, exc, exc.__traceback__) == []
     assert shell.tracebacks == []
     (data, meta), = shown
@@ -132,9 +132,9 @@ def test_in_a_real_kernel_the_cell_fails_with_a_box_and_no_traceback():
                 if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
                     return kc.get_shell_msg(timeout=60)["content"], outs
 
-        reply, _ = cell("from labkit import errbox\nerrbox.install()")
+        reply, _ = cell("from labkit.course import errbox\nerrbox.install()")
         assert reply["status"] == "ok", reply
-        reply, outs = cell("from labkit.scenario import ScenarioError\n"
+        reply, outs = cell("from labkit.runtime.scenario import ScenarioError\n"
                            "raise ScenarioError('scenario mine: no packets to send', fix='add a Packet')")
         assert reply["status"] == "error" and reply["ename"] == "ScenarioError", reply
         assert [m["msg_type"] for m in outs] == ["display_data"], outs
@@ -144,7 +144,7 @@ def test_in_a_real_kernel_the_cell_fails_with_a_box_and_no_traceback():
         reply, outs = cell("raise KeyboardInterrupt")  # the learner's own: IPython's usual traceback
         assert reply["status"] == "error" and [m["msg_type"] for m in outs] == ["error"], outs
         # the setup cell installs it before it can fail
-        reply, outs = cell("get_ipython().set_custom_exc((), None)\nfrom labkit.lesson import start\nstart('bogus')")
+        reply, outs = cell("get_ipython().set_custom_exc((), None)\nfrom labkit.course.lesson import start\nstart('bogus')")
         assert reply["ename"] == "LabError" and [m["msg_type"] for m in outs] == ["display_data"], outs
         assert "use MODE = 'live', 'replay' or None" in outs[0]["content"]["data"]["text/plain"]
         reply, outs = cell("print('still fine')")

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from labkit.events import SCHEMA, EventLog, ExpectationError, LogFormatError, at, expect, step
-from labkit.records import RECORD_SIZE, Record
+from labkit.runtime.events import SCHEMA, EventLog, ExpectationError, LogFormatError, at, expect, step
+from labkit.runtime.records import RECORD_SIZE, Record
 
 
 def ev(seq, kind="hook", skb="0x1", **kw):

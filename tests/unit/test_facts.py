@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from labkit import facts, paths
-from labkit.events import EventLog
+from labkit.course import facts
+from labkit import paths
+from labkit.runtime.events import EventLog
 
 DATA = paths.PROJECT / "notebooks" / "data"
 

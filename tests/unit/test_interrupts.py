@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from labkit.netns import interrupts_deferred
+from labkit.guest.netns import interrupts_deferred
 
 
 @pytest.fixture(autouse=True)

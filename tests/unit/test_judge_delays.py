@@ -1,6 +1,6 @@
 """Exercise 01's delay judgement on made-up event logs (pure logic)."""
 
-from labkit.exercises import judge_delays
+from labkit.course.exercises import judge_delays
 
 
 def packet(p, seq, *, alloc, cgroup, report, value):

@@ -36,4 +36,4 @@ def test_the_config_path_points_at_it_everywhere():
     assert out.stdout.strip() == str(CONFIG)
     assert 'os.path.join(self.prefix, "src", "labkit", "jupyter_config")' in \
         (paths.PROJECT / "labkit" / "hub" / "spawner.py").read_text()
-    assert '"jupyter_config"' in (paths.PROJECT / "labkit" / "jupyter.py").read_text()
+    assert '"jupyter_config"' in (paths.PROJECT / "labkit" / "course" / "jupyter.py").read_text()

@@ -86,7 +86,7 @@ def test_a_patch_that_does_not_apply_names_the_source_and_the_patch_and_leaves_t
     import pytest
 
     from labkit.errors import KernelBuildFailed
-    from labkit.kernelbuild import Builder
+    from labkit.kernel.build import Builder
 
     src, applied = tmp_path / "src", tmp_path / "applied"
     src.mkdir()

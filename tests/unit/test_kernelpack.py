@@ -9,7 +9,8 @@ import tarfile
 
 import pytest
 
-from labkit import cli, kernel, kernelcache, kernelpack
+from labkit import cli, kernel
+from labkit.kernel import build as kernelbuild, cache as kernelcache, pack as kernelpack
 from labkit.errors import LabError
 from labkit.progress import Progress
 
@@ -91,7 +92,7 @@ def test_round_trip_installs_into_the_cache_where_kernel_path_finds_it(env, name
     assert info["series"] == kernelcache.series_id() and info["release"] == "6.12.99-labkit"
     assert kernel.kernel_path() == out
     # labkit kernel build finds it and builds nothing (with no source here, a build would fail)
-    assert kernel.build(progress=QUIET) == out
+    assert kernelbuild.build(progress=QUIET) == out
     assert not list((env / "cache").glob(".*")), "the import left its temporary directory"
     assert stat.S_IMODE((env / "cache").stat().st_mode) == 0o700, "the user's cache it made is not theirs alone"
 
@@ -200,7 +201,7 @@ def test_shared_location_is_readable_by_all_and_found_after_the_own_cache(env):
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, f
     assert not (env / "cache").exists(), "importing elsewhere wrote the user's cache"
     assert kernel.kernel_path() == out
-    assert kernel.build(progress=QUIET) == out  # found, nothing built
+    assert kernelbuild.build(progress=QUIET) == out  # found, nothing built
     own = kernelpack.import_kernel(artifact, progress=QUIET)
     assert kernel.kernel_path() == own, "the user's own cache comes before the shared location"
 

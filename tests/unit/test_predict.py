@@ -4,8 +4,8 @@ such, and a reveal takes only a fact asked of a log."""
 
 import pytest
 
-from labkit import facts
-from labkit.predict import NONE, Predict
+from labkit.course import facts
+from labkit.course.predict import NONE, Predict
 
 
 def fact(value):

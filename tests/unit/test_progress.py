@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from labkit import exercises
+from labkit.course import checking
 from labkit.errors import LabError
 
 
@@ -18,12 +18,12 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache" / "labkit"
 
 
-@exercises._checked("01")
+@checking.checked("01")
 def passes(lab):
-    return exercises.Verdict("01", True, "every delivered packet reports its own delay")
+    return checking.Verdict("01", True, "every delivered packet reports its own delay")
 
 
-@exercises._checked("04")
+@checking.checked("04")
 def breaks(lab):
     raise LabError("your program did not load", fix="fix it")
 

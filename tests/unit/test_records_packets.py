@@ -7,8 +7,8 @@ import struct
 import pytest
 
 from labkit import paths
-from labkit.packets import _csum, ipv4_udp, payload, udp_frame
-from labkit.records import EVENT_SIZE, HOOKS, LAB_MAGIC, STATES, Event
+from labkit.runtime.packets import _csum, ipv4_udp, payload, udp_frame
+from labkit.runtime.records import EVENT_SIZE, HOOKS, LAB_MAGIC, STATES, Event
 
 
 def test_event_round_trip():
@@ -37,7 +37,7 @@ def test_header_and_python_agree():
 
 
 def test_lab_record_matches_the_header():
-    from labkit.records import KINDS, RECORD_SIZE, SLOTS, STACK
+    from labkit.runtime.records import KINDS, RECORD_SIZE, SLOTS, STACK
 
     header = (paths.BPF_DIR / "include" / "lab_records.h").read_text()
     kinds = {int(v): k.lower() for k, v in re.findall(r"LAB_K_(\w+) = (\d+)", header)}

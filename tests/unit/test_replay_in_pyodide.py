@@ -4,7 +4,7 @@ with no subprocess, no dot, no thread of labkit's, no pyroute2 or scapy, and no 
 The wheel is built from this checkout and installed into an empty folder; every lesson runs
 top to bottom in replay in a notebook kernel that has those taken away
 (pyodide_sim/sitecustomize.py). Graphs go through the renderer the site registers
-(labkit.viz_render.use); here it keeps their DOT text, and dot then draws each one, so a
+(labkit.viz.render.use); here it keeps their DOT text, and dot then draws each one, so a
 graph the replay path could only make with dot's help fails here.
 """
 
@@ -22,7 +22,7 @@ from labkit import paths
 SIM = Path(__file__).parent / "pyodide_sim"
 LESSONS = sorted((paths.PROJECT / "notebooks").glob("0*.ipynb"))
 RUN = ("import os, sys; os.environ['LABKIT_PYODIDE_SIM'] = sys.argv[1]; "
-       "from labkit.nbrun import main; sys.exit(main(sys.argv[2:]))")
+       "from labkit.course.nbrun import main; sys.exit(main(sys.argv[2:]))")
 
 
 @pytest.fixture(scope="module")

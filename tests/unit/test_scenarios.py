@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from labkit import scenarios
-from labkit.scenario import Hook, Packet, Scenario, ScenarioError, Topology, Tunnel, Veth
+from labkit.runtime.scenario import Hook, Packet, Scenario, ScenarioError, Topology, Tunnel, Veth
 
 
 def two_ns(**kw):

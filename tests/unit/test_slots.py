@@ -8,12 +8,13 @@ import time
 
 import pytest
 
-from labkit import paths, slots
+from labkit import paths
+from labkit.vm import slots
 from labkit.errors import LabError
 
 HOLD = """
 import sys
-from labkit import slots
+from labkit.vm import slots
 kind = sys.argv[1]
 if kind == "run":
     s = slots.running_slot()
@@ -223,7 +224,7 @@ def test_a_missing_directory_says_who_makes_it(tmp_path, monkeypatch):
 
 
 class FakeSession:
-    """Stands in for labkit.session.Session: records whether a boot slot was held while it 'booted'."""
+    """Stands in for labkit.runtime.session.Session: records whether a boot slot was held while it 'booted'."""
 
     made = []
 
@@ -245,7 +246,8 @@ class FakeSession:
 
 @pytest.fixture
 def lessons(cap, monkeypatch):
-    from labkit import lesson, session
+    from labkit.course import lesson
+    from labkit.runtime import session
 
     monkeypatch.setattr(lesson, "live_possible", lambda: (True, "stub"))
     monkeypatch.setattr(session, "Session", FakeSession)

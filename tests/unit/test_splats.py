@@ -1,6 +1,6 @@
-"""Picking kernel splats out of the guest's log (labkit.splats)."""
+"""Picking kernel splats out of the guest's log (labkit.kernel.splats)."""
 
-from labkit.splats import find_splats
+from labkit.kernel.splats import find_splats
 
 KASAN = """\
 ==================================================================

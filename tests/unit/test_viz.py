@@ -9,7 +9,7 @@ import pytest
 
 from labkit import scenarios, viz
 from labkit.errors import MissingTool
-from labkit.events import EventLog
+from labkit.runtime.events import EventLog
 from labkit.paths import PROJECT
 
 DATA = PROJECT / "notebooks" / "data"
@@ -282,7 +282,7 @@ def test_import_labkit_stays_light():
 
 
 def test_explorer_follows_its_slider():
-    from labkit.explorer import Explorer
+    from labkit.course.explorer import Explorer
 
     log = load("netns-veth")
     steps = viz.frames(log)
@@ -308,7 +308,7 @@ def test_explorer_follows_its_slider():
 
 
 def test_explorer_packet_menu_and_cache(monkeypatch):
-    from labkit.explorer import Explorer
+    from labkit.course.explorer import Explorer
 
     log = load("basic-udp")
     x = Explorer(log)
@@ -329,7 +329,7 @@ def test_explorer_packet_menu_and_cache(monkeypatch):
 
 
 def test_side_by_side_shares_one_slider():
-    from labkit.explorer import SideBySide
+    from labkit.course.explorer import SideBySide
 
     gre, veth = load("tunnel-gre-before_encap"), load("netns-veth")
     left, right = viz.frames(gre), viz.frames(veth)
@@ -346,7 +346,7 @@ def test_side_by_side_shares_one_slider():
 
 def test_rerun_calls_the_runner_and_shows_its_failure():
     from labkit.errors import LabError
-    from labkit.explorer import Explorer, Rerun
+    from labkit.course.explorer import Explorer, Rerun
 
     calls = []
 
@@ -425,7 +425,7 @@ def test_a_graph_whose_scrubs_all_keep_has_no_red_in_its_legend():
 
 
 def test_a_scrub_that_keeps_one_map_and_drops_another_is_both():
-    from labkit.events import EventLog
+    from labkit.runtime.events import EventLog
 
     skb = "0xffff0001"
     log = EventLog([{"seq": 0, "kind": "hook", "hook": "tc/egress", "ifname": "lk-t", "packet": 1, "skb": skb,
@@ -448,8 +448,8 @@ def test_a_scrub_that_keeps_one_map_and_drops_another_is_both():
 
 
 def test_widgets_are_one_output_with_the_whole_graph_as_fallback():
-    from labkit.events import EventLog
-    from labkit.explorer import Explorer, Rerun, SideBySide
+    from labkit.runtime.events import EventLog
+    from labkit.course.explorer import Explorer, Rerun, SideBySide
 
     log = load("tunnel-gre-before_encap-keep_tunnel")
     x = Explorer(log, title="GRE <kept>")
@@ -471,8 +471,8 @@ def test_widgets_are_one_output_with_the_whole_graph_as_fallback():
 def test_lesson_shows_each_graph_once_and_pick_replaces_its_run(monkeypatch):
     import IPython.display
 
-    from labkit import lesson as lesson_mod
-    from labkit.explorer import Explorer, Rerun, SideBySide
+    from labkit.course import lesson as lesson_mod
+    from labkit.course.explorer import Explorer, Rerun, SideBySide
 
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: shown.extend(objs))

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from labkit import accel, paths, qemu, vm
+from labkit.vm import accel, guestenv, qemu, lab as vm
+from labkit import paths
 from labkit.errors import LabError, VMError
 
 
@@ -66,21 +67,21 @@ def test_accel_is_tcg_under_pvm_or_without_kvm(monkeypatch):
     real_exists = os.path.exists
     monkeypatch.setattr(accel.os.path, "exists",
                         lambda p: {"/dev/kvm": True, "/sys/module/kvm_pvm": True}.get(p, real_exists(p)))
-    choice, why = accel.choose_accel(None)
+    choice, why = vm.choose_accel(None)
     assert choice == "tcg" and "PVM" in why
     monkeypatch.setattr(accel.os.path, "exists", lambda p: False if p == "/dev/kvm" else real_exists(p))
-    assert accel.choose_accel(None) == ("tcg", "no /dev/kvm on this machine")
+    assert vm.choose_accel(None) == ("tcg", "no /dev/kvm on this machine")
 
 
 def test_accel_can_be_forced(monkeypatch):
     monkeypatch.setenv("LABKIT_ACCEL", "kvm")
-    assert accel.choose_accel(None)[0] == "kvm"
+    assert vm.choose_accel(None)[0] == "kvm"
 
 
 def test_guest_env_puts_this_python_first(monkeypatch):
     monkeypatch.setenv("CI", "true")
     monkeypatch.setenv("SECRET_TOKEN", "x")
-    env = vm.guest_env({"EXTRA": 1})
+    env = guestenv.guest_env({"EXTRA": 1})
     assert env["PATH"].split(":")[0] == os.path.dirname(vm.sys.executable)
     assert env["LABKIT_GUEST"] == "1" and env["CI"] == "true" and env["EXTRA"] == "1"
     assert "SECRET_TOKEN" not in env

@@ -3,7 +3,8 @@ open, completed later, never overwriting their work, never inside the checkout."
 
 import pytest
 
-from labkit import paths, workcopy
+from labkit import paths
+from labkit.course import workcopy
 from labkit.errors import LabError
 
 

@@ -4,7 +4,7 @@ Active only where $LABKIT_PYODIDE_SIM names a folder: pyroute2 and scapy do not
 import (they are the [live] extra), labkit knows it is in the browser ($LABKIT_BROWSER,
 labkit.tools.in_browser()), no subprocess starts and no program is found
 on PATH (no dot, no QEMU), fcntl has no file locks, labkit starts no thread, and graphs are drawn by the
-renderer the JupyterLite site registers (labkit.viz_render.use), here one that
+renderer the JupyterLite site registers (labkit.viz.render.use), here one that
 keeps each graph's DOT text in that folder for the test to draw with dot.
 """
 
@@ -60,7 +60,7 @@ if _OUT:
             fh.write(source)
         return '<svg xmlns="http://www.w3.org/2000/svg" width="8pt" height="8pt" viewBox="0 0 8 8"></svg>'
 
-    from labkit import viz_render
+    from labkit.viz import render as viz_render
 
     viz_render.use(_keep)
     with open(os.path.join(_OUT, "labkit-path"), "w") as fh:

@@ -1,0 +1,397 @@
+"""What per-packet data costs, measured the RFC's way, in the lab VM.
+
+Runs as root in the guest: ``python -m labkit.bench.run [--packets N]
+[--repeats R] [--json FILE]`` (benchmarks/storage_cost.py and lesson 09
+start it through the lab VM). With ``kernel.bpf_stats_enabled=1`` the
+kernel times every BPF program run; a design's cost per packet is its
+programs' ``run_time_ns / run_cnt`` over real UDP traffic through a veth
+into another namespace:
+
+- writers at tc ingress of the receiving veth, readers at cgroup_skb
+  ingress of the receiving socket (data_meta: XDP writes, tc reads);
+- one design at a time, in a rotated order in each repeat, the counter-only
+  floor among them, so every ratio compares programs timed in one run;
+- where the kernel has a second skb storage implementation
+  (``kernel.bpf_skb_storage_inline``), skb storage runs once with each.
+
+The unit is the guest clock's: nanoseconds, or guest instructions where the
+lab VM counts them (``Lab(clock="icount")``, which puts ``labkit.clock=icount``
+on the kernel command line); the results say which (``clock``, ``unit``) and
+keep the key ``ns`` for the figure either way (``labkit.bench.run`` adds them).
+``--designs`` runs some designs only (the floor always), among them the
+calibration programs (CALIBRATION).
+
+Then ``BPF_PROG_TEST_RUN`` times the same tc, cgroup_skb and XDP programs
+on one frame, ``repeat`` times over (what that measures differs: see
+REPORT_NOTES). Every program counts what it saw; a design whose readers did
+not find what the writers wrote is reported as broken, not timed.
+
+Everything a run makes has a name of the benchmark's own (namespaces
+``lk-bench_tx``/``lk-bench_rx`` with their veth and hooks, the cgroup
+``lk-bench`` with its programs) and a run holds a lock while it runs (one
+benchmark per VM). A Ctrl-C (SIGINT) tears it all down and puts the kernel
+settings back; a run that was killed leaves them, and the next run removes
+them (and restores the settings it saved) before it starts. How a run
+reports its end to the host: ``labkit.bench.run``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import struct
+import time
+from contextlib import ExitStack
+
+from labkit.errors import LabError
+
+STATS = "/proc/sys/kernel/bpf_stats_enabled"
+INLINE = "/proc/sys/kernel/bpf_skb_storage_inline"
+NS_TX, NS_RX = "bench_tx", "bench_rx"
+TX_IP, RX_IP, PORT = "10.77.0.1", "10.77.0.2", 47000
+PAYLOAD = 64
+
+# design -> [(role, program, where)]; "floor" runs first in the first repeat
+DESIGNS = {
+    "floor": [("write", "bench_floor_w", "tc"), ("read", "bench_floor_r", "cgroup")],
+    "skb_storage": [("write", "bench_storage_w", "tc"), ("read", "bench_storage_r", "cgroup")],
+    "stash": [("write", "bench_stash_w", "tc"), ("read", "bench_stash_r", "cgroup"),
+              ("cleanup", "bench_stash_clean", "trace"), ("cleanup", "bench_stash_clean_drop", "trace")],
+    "mark": [("write", "bench_mark_w", "tc"), ("read", "bench_mark_r", "cgroup")],
+    "data_meta": [("write", "bench_meta_w", "xdp"), ("read", "bench_meta_r", "tc")],
+    "floor_xdp": [("write", "bench_floor_x", "xdp")],  # a device takes one XDP program: a run of its own
+}
+# The tc floor plus exactly N instructions (bpf/bench.bpf.c): under icount, N more per run than the floor.
+CALIBRATION = {"floor+16": [("write", "bench_cal16_w", "tc")], "floor+64": [("write", "bench_cal64_w", "tc")]}
+# what each program is compared with: (design, program) of the same repeat
+REF = {"write": ("floor", "bench_floor_w"), "read": ("floor", "bench_floor_r"), "cleanup": ("floor", "bench_floor_w")}
+REF_PROG = {"bench_meta_w": ("floor_xdp", "bench_floor_x"), "bench_meta_r": ("floor", "bench_floor_w")}
+# index in the counts map (bpf/bench.bpf.c enum)
+COUNT = {"bench_floor_w": 0, "bench_floor_r": 1, "bench_floor_x": 2, "bench_storage_w": 3, "bench_storage_r": 4,
+         "bench_stash_w": 5, "bench_stash_r": 6, "bench_stash_clean": 7, "bench_stash_clean_drop": 7,
+         "bench_mark_w": 8, "bench_mark_r": 9, "bench_meta_w": 10, "bench_meta_r": 11, "bench_cal16_w": 12,
+         "bench_cal64_w": 13}
+# What the benchmark leaves while it runs, all its own: a run that was killed leaves them, and the
+# next run removes them before it starts (sweep_leftovers).
+CGROUP = "lk-bench"
+LINKS = ("lk-btx", "lk-brx")
+LOCK = "/run/lk-bench.lock"            # held while a benchmark runs in this VM
+SAVED = "/run/lk-bench.settings.json"  # the kernel settings a running benchmark changed, to restore
+INTERRUPT_GRACE = 60.0                 # s the benchmark gets to tear down after a Ctrl-C
+# Packets between two readings of the programs' statistics. A repeat's figure for a program is the
+# median over these chunks: an interrupt that lands inside a program run adds its handler's work to
+# that run (about 3000 instructions for a timer tick under icount), which moves one chunk, not it.
+CHUNK = 100
+REPORT_NOTES = {
+    "test_run": "BPF_PROG_TEST_RUN runs a program `repeat` times on one skb it builds once: skb storage "
+                "create+write creates on the first run and finds the element on the others, and lookup+read "
+                "finds nothing (the skb is fresh), so these figures time the kfunc call paths, not the "
+                "allocation; the bpf_stats figures are the per-packet ones.",
+}
+
+
+class BenchError(LabError):
+    """The benchmark could not run or gave figures that cannot be trusted."""
+
+
+def _write(path, value):
+    with open(path, "w") as fh:
+        fh.write(str(value))
+
+
+def _read(path):
+    with open(path) as fh:
+        return fh.read().strip()
+
+
+def inline_available() -> bool:
+    return os.path.exists(INLINE)
+
+
+def hold_lock():
+    """This VM's benchmark lock (released when the process ends, however it ends); a BenchError when
+    another benchmark holds it, so one run never sweeps what a running one built."""
+    import fcntl
+
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BenchError("another benchmark is running in this lab VM",
+                         fix="wait for it to finish (or interrupt it), then run this again") from None
+    return fd
+
+
+def sweep_leftovers() -> list:
+    """Remove what an earlier benchmark left in this VM (its namespaces with their veth and tc and
+    XDP hooks, its cgroup with the programs attached to it) and put back the kernel settings it
+    changed. Only the benchmark's own names; call it holding the lock."""
+    from pyroute2 import netns as prnetns
+
+    from labkit.guest.cgroup import ROOT, remove
+    from labkit.guest.netns import sh
+
+    done = []
+    for ns in (NS_TX, NS_RX):
+        if os.path.exists(f"/run/netns/lk-{ns}"):
+            prnetns.remove(f"lk-{ns}")
+            done.append(f"deleted netns lk-{ns}")
+    for link in LINKS:  # only ever inside those namespaces; in the root one after a bad interrupt
+        if os.path.exists(f"/sys/class/net/{link}"):
+            sh("ip", "link", "del", link, check=False)
+            done.append(f"deleted link {link}")
+    if os.path.isdir(os.path.join(ROOT, CGROUP)):
+        remove(os.path.join(ROOT, CGROUP))
+        done.append(f"removed cgroup {CGROUP}")
+    if os.path.exists(SAVED):
+        with open(SAVED) as fh:
+            saved = json.load(fh)
+        _restore(saved)
+        os.unlink(SAVED)
+        done.append(f"restored kernel.bpf_stats_enabled={saved['stats']}"
+                    + (f" and kernel.bpf_skb_storage_inline={saved['inline']}" if saved.get("inline") else ""))
+    return done
+
+
+def _restore(saved):
+    _write(STATS, saved["stats"])
+    if saved.get("inline") is not None and inline_available():
+        _write(INLINE, saved["inline"])
+
+
+class Bench:
+    """designs: names from DESIGNS and CALIBRATION to run ("skb_storage" for both implementations,
+    "skb_storage:plain" or ":inline" for one), None for every design in DESIGNS; the floor runs
+    always, and the BPF_PROG_TEST_RUN figures come with a run of every design only."""
+
+    def __init__(self, packets=2000, repeats=5, progress=None, designs=None):
+        self.packets, self.repeats = packets, repeats
+        self.progress = progress or (lambda msg: None)
+        self.designs = designs
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def _topology(self, st):
+        """Two namespaces and a veth between them (the runtime builds it, and removes it with st); a
+        sending socket in one, the receiving socket in the other, made in the benchmark's cgroup."""
+        from pyroute2 import netns as prnetns
+
+        from labkit.runtime.run import build_topology
+        from labkit.runtime.scenario import Topology, Veth
+
+        topo = Topology(netns=(NS_TX, NS_RX), veths=(Veth(NS_TX, "lk-btx", NS_RX, "lk-brx", f"{TX_IP}/24",
+                                                           f"{RX_IP}/24"),))
+        self.rx_ifindex = build_topology(st, topo).ifindex(NS_RX, "lk-brx")
+        self.tx = prnetns.create_socket(f"lk-{NS_TX}", socket.AF_INET, socket.SOCK_DGRAM, flags=0)
+        st.callback(self.tx.close)
+        with self.cgroup.member():
+            self.rx = prnetns.create_socket(f"lk-{NS_RX}", socket.AF_INET, socket.SOCK_DGRAM, flags=0)
+        st.callback(self.rx.close)
+        self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        self.rx.bind((RX_IP, PORT))
+        self.rx.setblocking(False)
+
+    def _attach(self, st, prog, where):
+        from labkit.runtime.run import in_netns
+
+        p = self.obj.program(prog)
+        if where == "tc":
+            with in_netns(f"lk-{NS_RX}"):
+                st.callback(p.attach_tc(self.rx_ifindex, ingress=True, priority=1).close)
+        elif where == "xdp":
+            with in_netns(f"lk-{NS_RX}"):
+                st.callback(p.attach_xdp(self.rx_ifindex).close)
+        elif where == "cgroup":
+            st.callback(p.attach_cgroup(self.cgroup.path).close)
+        else:
+            st.callback(p.attach().close)
+
+    # -- traffic -----------------------------------------------------------------------------
+
+    def _drain(self):
+        n = 0
+        while True:
+            try:
+                self.rx.recv(2048)
+                n += 1
+            except BlockingIOError:
+                return n
+
+    def _send(self, count):
+        data = b"\xab" * PAYLOAD
+        got = 0
+        for i in range(count):
+            self.tx.sendto(data, (RX_IP, PORT))
+            if i % 128 == 127:
+                got += self._drain()
+        deadline = time.monotonic() + 2
+        while got < count and time.monotonic() < deadline:
+            got += self._drain()
+            time.sleep(0.005)
+        return got
+
+    def _counts(self):
+        m = self.obj.map("counts")
+        out = {}
+        for prog, i in COUNT.items():
+            raw = m.lookup(struct.pack("<I", i), value_size=24 * os.cpu_count())
+            vals = [struct.unpack_from("<QQQ", raw, 24 * c) for c in range(len(raw) // 24)]
+            out[prog] = tuple(sum(v[k] for v in vals) for k in range(3))
+        return out
+
+    # -- one design --------------------------------------------------------------------------
+
+    def _one(self, design, variant=None):
+        progs = {**DESIGNS, **CALIBRATION}[design]
+        self.obj = self.objs[variant]
+        if variant is not None:
+            _write(INLINE, variant)
+        with ExitStack() as st:
+            for _, prog, where in progs:
+                self._attach(st, prog, where)
+            self._send(64)  # warm up: first-use allocations, caches
+            stats = lambda: {prog: self.obj.program(prog).stats() for _, prog, _ in progs}  # noqa: E731
+            counts0, prev = self._counts(), stats()
+            got, wall, chunks = 0, 0.0, []
+            for start in range(0, self.packets, CHUNK):
+                t0 = time.monotonic()
+                got += self._send(min(CHUNK, self.packets - start))
+                wall += time.monotonic() - t0
+                now = stats()
+                chunks.append({prog: (now[prog][0] - prev[prog][0], now[prog][1] - prev[prog][1]) for prog in now})
+                prev = now
+            counts1 = self._counts()
+        out = {"received": got, "wall_s": round(wall, 3), "programs": {}}
+        for role, prog, _ in progs:
+            dt, dn = sum(c[prog][0] for c in chunks), sum(c[prog][1] for c in chunks)
+            per_chunk = [c[prog][0] / c[prog][1] for c in chunks if c[prog][1]]
+            c = [b - a for a, b in zip(counts0[prog], counts1[prog])]
+            out["programs"][prog] = {"role": role, "runs": dn, "time_ns": dt, "mean_ns": round(dt / dn, 1) if dn else None,
+                                     "ns": statistics.median(per_chunk) if per_chunk else None,
+                                     "seen": c[0], "found": c[1], "failed": c[2]}
+        return out
+
+    # -- the whole run -----------------------------------------------------------------------
+
+    def run(self) -> dict:
+        from labkit.bpf.build import obj_path
+        from labkit.guest.cgroup import Cgroup
+        from labkit.bpf.libbpf import BpfObject
+
+        if not os.path.exists(STATS):
+            raise BenchError("this kernel has no kernel.bpf_stats_enabled", fix="boot the lab kernel: labkit vm run")
+        runs = plan(self.designs)
+        samples = {}
+        with ExitStack() as st:
+            st.callback(os.close, hold_lock())
+            swept = sweep_leftovers()
+            if swept:
+                self.progress("removed what an earlier benchmark left: " + "; ".join(swept))
+            old_stats = _read(STATS)
+            old_inline = _read(INLINE) if inline_available() else None
+            self.cgroup = st.enter_context(Cgroup(CGROUP))
+            self._topology(st)
+            with open(SAVED, "w") as fh:  # for the next run to restore, should this one be killed
+                json.dump({"stats": old_stats, "inline": old_inline}, fh)
+            st.callback(os.unlink, SAVED)
+            st.callback(_restore, {"stats": old_stats, "inline": old_inline})
+            # The verifier inlines skb storage lookups only into programs loaded while the knob is 1
+            # (patch 0010): each implementation gets programs loaded under its own knob value.
+            # Designs without a knob value use the optimised implementation's programs.
+            self.objs = {}
+            for variant in ("0", "1") if inline_available() else (None,):
+                if variant is not None:
+                    _write(INLINE, variant)
+                self.objs[variant] = st.enter_context(BpfObject(obj_path("bench")))
+            self.objs.setdefault(None, self.objs.get("1"))
+            _write(STATS, 1)
+            for rep in range(self.repeats):
+                order = runs[rep % len(runs):] + runs[:rep % len(runs)]
+                for design, variant in order:
+                    name = design if variant is None else f"{design}:{'inline' if variant == '1' else 'plain'}"
+                    self.progress(f"repeat {rep + 1}/{self.repeats}: {name}")
+                    samples.setdefault(name, []).append(self._one(design, variant))
+            self.obj = self.objs[None]
+            test_runs = self._test_runs() if self.designs is None else {}
+        return summarise(samples, test_runs, self.packets, self.repeats)
+
+    def _test_runs(self, repeat=20000):
+        from labkit.runtime.packets import udp_frame
+
+        frame = udp_frame(0x1234, src=TX_IP, dst=RX_IP, dport=PORT, size=PAYLOAD)
+        out = {}
+        for prog in ("bench_floor_w", "bench_storage_w", "bench_stash_w", "bench_mark_w", "bench_floor_r",
+                     "bench_storage_r", "bench_stash_r", "bench_mark_r", "bench_floor_x", "bench_meta_w",
+                     "bench_meta_r"):
+            p = self.obj.program(prog)
+            data = frame[14:] if prog.endswith("_r") and prog != "bench_meta_r" else frame  # cgroup_skb: from IP
+            try:
+                durations = [p.test_run(data, repeat=repeat)[1] for _ in range(3)]
+            except OSError as exc:
+                out[prog] = {"error": str(exc)}
+                continue
+            out[prog] = {"ns": statistics.median(durations), "runs": durations, "repeat": repeat}
+        return out
+
+
+def plan(designs=None) -> list:
+    """The runs of one repeat, [(design, inline knob value or None)]: the floor first."""
+    variants = {"skb_storage:plain": [("skb_storage", "0")], "skb_storage:inline": [("skb_storage", "1")]}
+    if not inline_available():
+        variants = {"skb_storage:plain": [("skb_storage", None)]}
+    variants["skb_storage"] = [v for vs in variants.values() for v in vs]
+    runs = [("floor", None)]
+    for name in designs or [d for d in DESIGNS if d != "floor"]:
+        if name not in variants and name not in DESIGNS and name not in CALIBRATION:
+            raise BenchError(f"no design {name!r} in the benchmark on this kernel",
+                             fix=f"use one of: {', '.join([*DESIGNS, *variants, *CALIBRATION])}")
+        runs += [r for r in variants.get(name, [(name, None)]) if r not in runs]
+    return runs
+
+
+def _spread(values, digits=1):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits), "n": len(values)}
+
+
+def summarise(samples, test_runs, packets, repeats) -> dict:
+    """Per design and role: ns per packet (median, min, max over repeats) and
+    the ratio to the floor of the same repeat; plus sanity checks."""
+    designs = {}
+    problems = []
+    for name, reps in samples.items():
+        roles = {}
+        for r_i, rep in enumerate(reps):
+            per_role = {}  # a role's programs together (the stash's two cleanup tracepoints)
+            for prog, p in rep["programs"].items():
+                t, n, first = per_role.get(p["role"], (0, 0, prog))
+                per_role[p["role"]] = (t + (p["ns"] or 0) * p["runs"], n + p["runs"], first)
+            for role_name, (t, n, first) in per_role.items():
+                role = roles.setdefault(role_name, {"programs": set(), "ns": [], "ratio": []})
+                ns = t / n if n else None
+                role["ns"].append(ns)
+                ref_design, ref_prog = REF_PROG.get(first, REF[role_name])
+                base = samples[ref_design][r_i]["programs"][ref_prog]["ns"]
+                if ns and base:
+                    role["ratio"].append(ns / base)
+            for prog, p in rep["programs"].items():
+                roles[p["role"]]["programs"].add(prog)
+                if p["role"] == "read" and name != "floor" and p["found"] < 0.95 * p["seen"]:
+                    problems.append(f"{name}: {prog} found the data on {p['found']} of {p['seen']} packets")
+                if p["failed"]:
+                    problems.append(f"{name}: {prog} failed {p['failed']} times")
+                if p["role"] in ("write", "read") and p["runs"] < 0.95 * packets:
+                    problems.append(f"{name}: {prog} ran {p['runs']} times for {packets} packets")
+        designs[name] = {role: {"programs": sorted(v["programs"]), "ns": _spread(v["ns"]),
+                                "ratio": _spread(v["ratio"], 2)} for role, v in roles.items()}
+        designs[name]["received"] = [r["received"] for r in reps]
+    return {"packets": packets, "repeats": repeats, "designs": designs, "test_run": test_runs,
+            "problems": problems, "notes": REPORT_NOTES, "kernel": os.uname().release,
+            "inline_knob": inline_available(), "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+

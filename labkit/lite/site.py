@@ -1,0 +1,172 @@
+"""``labkit lite build``: the course in replay as a static JupyterLite site.
+
+JupyterLite runs JupyterLab and a Python kernel (Pyodide) in the browser from
+static files. The site holds lessons 00-09, labkit as a wheel (the recordings
+inside), its own Pyodide (``lite_pyodide``) and Graphviz in WebAssembly for
+the graphs (``viz_wasm``), so any static file server (GitHub Pages, a USB
+stick at a workshop, ``python3 -m http.server``) serves the whole course and
+nothing is fetched from anywhere else. It must be served over HTTP: a
+``file://`` page cannot start the kernel's workers.
+
+    labkit lite build [-o DIR]                 # default: artifacts/lite
+    python3 -m http.server -d DIR 8000         # then open http://127.0.0.1:8000/lab/
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+from labkit import paths
+from labkit.errors import LabError
+from labkit.lite.pyodide import PYODIDE, npm_package, pyodide_folder, run
+
+VIZ = "@viz-js/viz@3.31.0"  # Graphviz compiled to WebAssembly: one ES module (dist/viz.js), the wasm inside
+VIZ_DIR = "static/labkit"    # where the site serves it (labkit.viz.wasm loads it from there)
+KERNEL_PLUGIN = "@jupyterlite/pyodide-kernel-extension:kernel"
+LESSONS = "0[0-9]_*.ipynb"
+
+
+def default_out() -> Path:
+    return paths.PROJECT / "artifacts" / "lite"
+
+
+def _tools():
+    """jupyterlite-core and the Pyodide kernel at the versions this site is made for."""
+    from importlib import metadata
+
+    try:
+        core = metadata.version("jupyterlite-core")
+        kernel = metadata.version("jupyterlite-pyodide-kernel")
+    except metadata.PackageNotFoundError:
+        raise LabError("JupyterLite is not installed", fix="./lab setup (or: pip install -e '.[lite]')") from None
+    from jupyterlite_pyodide_kernel.constants import PYODIDE_VERSION
+
+    if PYODIDE_VERSION != PYODIDE:
+        raise LabError(f"jupyterlite-pyodide-kernel {kernel} wants Pyodide {PYODIDE_VERSION}, the site ships {PYODIDE}",
+                       fix="pip install -e '.[lite]' (the pinned versions)")
+    return core, kernel
+
+
+def _lite_dir(work: Path, lessons: Path) -> Path:
+    """The JupyterLite input: settings (no PyPI, the lock's packages only) and the lessons."""
+    lite = work / "lite"
+    lite.mkdir()
+    settings = {"disablePyPIFallback": True}
+    (lite / "jupyter-lite.json").write_text(json.dumps({
+        "jupyter-lite-schema-version": 0,
+        "jupyter-config-data": {"appName": "skb storage lab", "litePluginSettings": {KERNEL_PLUGIN: settings}},
+    }, indent=1))
+    for nb in sorted((paths.shipped("notebooks")).glob(LESSONS)):
+        shutil.copy2(nb, lessons / nb.name)
+    if not any(lessons.glob("*.ipynb")):
+        raise LabError("no lessons to put in the site", fix="is this the lab's checkout? (git status)")
+    return lite
+
+
+def build(out=None, say=print) -> dict:
+    """Build the site into out (replaced); a report of what went in and how long it took."""
+    t0 = time.monotonic()
+    out = Path(out or default_out()).resolve()
+    core, kernel = _tools()
+    work = paths.private_dir(paths.state_dir() / "lite-build")
+    shutil.rmtree(work)
+    work.mkdir(mode=0o700)
+    try:
+        lessons = work / "lessons"
+        lessons.mkdir()
+        lite = _lite_dir(work, lessons)
+        report = pyodide_folder(lite / "static" / "pyodide", work, say)
+        say(f"Graphviz in WebAssembly ({VIZ})")
+        viz = npm_package(VIZ)
+        say(f"jupyter lite build (jupyterlite-core {core}, pyodide kernel {kernel})")
+        tmp_out = work / "site"
+        run([sys.executable, "-m", "jupyterlite_core", "build", "--lite-dir", lite, "--contents", lessons,
+             "--output-dir", tmp_out, "--apps", "lab", "--no-sourcemaps", "--no-unused-shared-packages"],
+            "jupyter lite build", cwd=work, timeout=900)
+        (tmp_out / VIZ_DIR).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(viz / "dist" / "viz.js", tmp_out / VIZ_DIR / "viz.js")
+        if out.exists():
+            shutil.rmtree(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(tmp_out), out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    report.update(out=str(out), lessons=sorted(p.name for p in (out / "files").glob("*.ipynb")),
+                  files=len(files), bytes=sum(p.stat().st_size for p in files),
+                  seconds=round(time.monotonic() - t0, 1))
+    say(f"site in {out}: {report['files']} files, {report['bytes'] / 1e6:.1f} MB, {report['seconds']} s; "
+        f"serve it: python3 -m http.server -d {out} 8000, then open http://127.0.0.1:8000/lab/")
+    return report
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve(folder, host="127.0.0.1", port=0):
+    """Python's plain static file server on folder (a free port unless port is given); yields its URL."""
+    httpd = http.server.ThreadingHTTPServer((host, port), functools.partial(_Quiet, directory=str(folder)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+class Offline:
+    """Headless Chromium (Playwright) that reaches only the site at url: every other request is
+    aborted and kept in ``outside``. ``page()`` opens a tab in a fresh profile (JupyterLite keeps
+    a profile's open notebooks); ``close()`` ends it all."""
+
+    def __init__(self, url, chromium="/usr/bin/chromium"):
+        from playwright.sync_api import sync_playwright
+
+        self.url, self.outside = url, []
+        self._pw = sync_playwright().start()
+        try:
+            args = ["--no-sandbox"] if os.geteuid() == 0 else []
+            self.browser = self._pw.chromium.launch(executable_path=chromium, headless=True, args=args)
+        except BaseException:
+            self._pw.stop()
+            raise
+
+    def _route(self, r):
+        if r.request.url.startswith(self.url + "/"):
+            r.continue_()
+        else:
+            self.outside.append(r.request.url)
+            r.abort()
+
+    def page(self):
+        ctx = self.browser.new_context(viewport={"width": 1400, "height": 1000})
+        ctx.route("**/*", self._route)
+        return ctx.new_page()
+
+    def close(self):
+        try:
+            self.browser.close()
+        finally:
+            self._pw.stop()
+
+
+def add_commands(sub):
+    """labkit lite build [-o DIR]"""
+    lt = sub.add_parser("lite", help="the course in replay as a static JupyterLite site").add_subparsers()
+    b = lt.add_parser("build", help="build the site: lessons 00-09 in replay, their Pyodide and Graphviz, "
+                      "for any static file server")
+    b.add_argument("-o", "--out", help=f"the site's folder, replaced (default {default_out()})")
+    b.set_defaults(func=lambda args: build(args.out) and None)

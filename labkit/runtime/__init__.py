@@ -1,0 +1,24 @@
+"""Scenarios and their run: what the lab does to packets, and what the kernel did to them.
+
+``scenario``  topologies and scenarios as plain data (``Scenario``, ``Veth``, ``Tunnel``, ...)
+``topology``  a scenario's namespaces, links and tunnels built with pyroute2, and removed
+``traffic``   test packets built with scapy and sent from inside a namespace
+``packets``   small test packets built by hand (no scapy)
+``records``   what the lab's BPF programs report (``bpf/include/lab_records.h``)
+``symbols``   the running kernel's symbols and BTF: callers' names, which hooks exist
+``observer``  the observer object and its lifecycle programs
+``decode``    the observer's records as the log's events
+``events``    ``EventLog``: what the kernel did to every skb of a run, saved as JSON lines
+``run``       one scenario run in the guest: topology, programs, traffic, log
+``worker``    the guest's long-lived scenario worker
+``session``   ``Session``: scenarios run from the host through one warm worker in a lab VM
+``basic``     the first storage program end to end (``labkit demo``)
+"""
+
+from labkit import exports
+
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "scenario": "Scenario ScenarioError",
+    "events": "EventLog",
+    "session": "Session",
+})

@@ -1,0 +1,18 @@
+"""The lab VM: QEMU with the lab kernel, and everything about running it on this machine.
+
+``lab``        ``Lab``: boot the kernel, run commands as root inside, power it off; ``choose_accel``
+``accel``      KVM or TCG: what the machine decides, and a probe boot's outcome remembered
+``qemu``       QEMU's command line, the run folder and the clock (TCG, icount, KVM)
+``channel``    the host's end of the control channel (JSON lines to the guest agent)
+``guestenv``   what the guest is given: the host's Python, environment and folders
+``persistent`` the lab VM that stays up (``labkit vm start|run|stop``)
+``slots``      a machine-wide cap on lab VMs (``$LABKIT_VM_SLOTS``)
+``cleanup``    ``labkit cleanup``: this user's leftovers and nothing else
+``preflight``  what this machine can do (``labkit doctor``, the tests' skip reasons)
+"""
+
+from labkit import exports
+
+__getattr__, __dir__, __all__ = exports(__name__, {
+    "lab": "Lab Result choose_accel",
+})

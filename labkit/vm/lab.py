@@ -1,0 +1,387 @@
+"""The running lab VM: QEMU booting the lab kernel, commands run as root inside.
+
+The guest's root filesystem is the host's own ``/`` over 9p, read-only
+(``cache=loose``), so it runs the same Python environment, bpftool and
+compiled BPF objects as the host. One host folder is writable in the
+guest, at the same path: the VM's working folder (``workdir``, by default
+the current directory when it boots). Nothing else of the host can be
+written from the guest (``labkit.vm.qemu`` builds that command line).
+``vmlinux`` boots directly through its PVH entry point. Commands travel as
+JSON lines over a virtio-serial port to ``labkit/guest/agent.py``.
+
+    with Lab() as lab:
+        res = lab.run(["bpftool", "prog", "show"])
+        print(res.code, res.stdout)
+
+A command past its deadline is reported with the console tail and the VM
+is killed. The VM never outlives its ``Lab``'s process: QEMU gets SIGKILL
+when that process dies, and a guard process then removes the run folder
+(``labkit.vm.qemu.Guard``). Run folders and control sockets live in this
+user's own run folder (mode 0700). ``labkit vm start`` keeps one VM running
+for reuse by ``labkit vm run`` (``labkit.vm.persistent``). What the guest is
+given (its environment, the host folders it sees) is ``labkit.vm.guestenv``.
+"""
+
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from labkit import paths, tools
+from labkit.vm import accel as vm_accel
+from labkit.vm.channel import Channel, connect
+from labkit.errors import GuestTimeout, LabError, VMError
+from labkit.vm.qemu import Guard, check_workdir, clock_config, console_tail, die_with_parent, qemu_argv
+from labkit.vm.guestenv import guest_env, guest_python, guest_visible
+
+BOOT_TIMEOUT = float(os.environ.get("LABKIT_BOOT_TIMEOUT", "90"))
+DEFAULT_TIMEOUT = 600.0
+
+
+@dataclass
+class Result:
+    """What a guest command did: its exit code and its output."""
+
+    code: int
+    stdout: bytes
+    stderr: bytes
+    interrupted: bool = False  # a Ctrl-C stopped it with SIGINT and it exited within the grace time
+
+    @property
+    def out(self) -> str:
+        return self.stdout.decode(errors="replace")
+
+    @property
+    def err(self) -> str:
+        return self.stderr.decode(errors="replace")
+
+
+def choose_accel(kernel_dir=None, probe=True):
+    """("kvm" | "tcg", why). KVM only where a probe boot of kernel_dir under it proved it works
+    (``labkit.vm.accel``: what the machine decides alone, and the outcome kept for this host boot)."""
+    known = vm_accel.known_choice(kernel_dir, probe)
+    if known:
+        return known
+    t0 = time.monotonic()
+    try:
+        with Lab(kernel_dir=kernel_dir, accel="kvm", boot_timeout=20) as lab:
+            lab.run(["true"], timeout=10)
+        accel, why = "kvm", f"a probe boot under KVM answered in {time.monotonic() - t0:.1f}s"
+    except LabError as exc:
+        accel, why = "tcg", f"a probe boot under KVM failed ({exc.message})"
+    return vm_accel.remember(kernel_dir, accel, why)
+
+
+# ---- the VM ------------------------------------------------------------------------
+
+
+class Lab:
+    """One lab VM: boot on enter, power off on exit. Not thread-safe.
+
+    kernel_dir: the directory ``labkit kernel path`` prints (default: the
+    current lab kernel). accel: "kvm", "tcg" or None to choose. persistent:
+    the QEMU process survives this Python process (``labkit vm start``).
+    workdir: the host folder the guest may write (default: the current
+    directory at boot); everything else of the host is read-only in the guest.
+    clock: "wall" (default) or "icount": one vCPU (whatever cpus says) under
+    single-threaded TCG whose clocks count guest instructions, 1 ns each
+    (``labkit.vm.qemu.clock_config``; refused with accel="kvm").
+    """
+
+    def __init__(self, kernel_dir=None, *, accel=None, cpus=2, memory="1G",
+                 boot_timeout=BOOT_TIMEOUT, persistent=False, rundir=None, workdir=None, clock="wall"):
+        self.kernel_dir = Path(kernel_dir) if kernel_dir else None
+        self.clock = clock or "wall"
+        self.accel, self.cpus, self.accel_why = clock_config(self.clock, accel, cpus)
+        self.memory = memory
+        self.boot_timeout = boot_timeout
+        self.persistent = persistent
+        self.rundir = Path(rundir) if rundir else None
+        self.workdir = Path(workdir) if workdir else None
+        self.proc = None
+        self.guard = None
+        self.pid = None
+        self.chan = None
+        self.boot_seconds = None
+        self.release = None
+        # Ids unique across clients: a persistent VM may still send output
+        # of an earlier client's command.
+        self._ids = int.from_bytes(os.urandom(4), "little") << 8
+        self._own_rundir = False
+
+    # -- lifecycle --
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def start(self):
+        from labkit import kernel
+
+        if self.kernel_dir is None:
+            self.kernel_dir = kernel.kernel_path()
+        vmlinux = self.kernel_dir / "vmlinux"
+        if not vmlinux.is_file():
+            raise VMError(f"no vmlinux in {self.kernel_dir}", fix="run: labkit kernel build")
+        # The debug kernel boots through the decompressor: its KASAN needs
+        # the early setup that the PVH entry skips.
+        if (self.kernel_dir / "bzImage").is_file():
+            vmlinux = self.kernel_dir / "bzImage"
+        tools.require("qemu-system-x86_64")  # before anything is created on disk
+        if self.workdir is not None:
+            self.workdir = check_workdir(self.workdir)
+        if self.accel is None:
+            self.accel, self.accel_why = choose_accel(self.kernel_dir)
+        if self.rundir is None:
+            self.rundir = Path(tempfile.mkdtemp(prefix="run-", dir=paths.run_dir()))
+            self._own_rundir = True
+        try:
+            if self.workdir is None:
+                try:
+                    self.workdir = check_workdir(os.getcwd())
+                except VMError:
+                    # Started from / or /tmp: the guest writes a scratch folder
+                    # of its own; the current directory stays read-only.
+                    self.workdir = self.rundir / "work"
+                    self.workdir.mkdir(exist_ok=True)
+            argv = qemu_argv(vmlinux, self.rundir, accel=self.accel, cpus=self.cpus,
+                             memory=self.memory, python=guest_python(), workdir=self.workdir,
+                             visible=guest_visible(), clock=self.clock)
+            t0 = time.monotonic()
+            with open(self.rundir / "qemu.log", "wb") as log:
+                # Its own session: a signal to this process group (a terminal's
+                # Ctrl-C, Jupyter's interrupt and shutdown, which signal the
+                # kernel's whole group) reaches Python, which stops the run and
+                # closes the VM, not QEMU, which would die mid-run and leave
+                # its run directory. A VM that is not persistent still dies
+                # with this process.
+                self.proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    preexec_fn=None if self.persistent else die_with_parent,
+                    start_new_session=True,
+                )
+            self.pid = self.proc.pid
+            if self._own_rundir and not self.persistent:
+                self.guard = Guard(self.pid, self.rundir)
+            self._await_ready(t0)
+        except BaseException:
+            self.kill()  # QEMU, if it started, and the run directory
+            raise
+
+    def _await_ready(self, t0):
+        deadline = t0 + self.boot_timeout
+        sock = connect(self.rundir / "ctl.sock", deadline, self.alive)
+        if sock is None:
+            self._fail_boot("QEMU did not open its control socket")
+        self.chan = Channel(sock)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.alive():
+                break
+            try:
+                msg = self.chan.recv(min(left, 0.5))
+            except EOFError:
+                break
+            if msg and msg.get("ev") == "ready":
+                self.boot_seconds = time.monotonic() - t0
+                self.release = msg.get("release")
+                return
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=3)  # a closed channel usually means QEMU is exiting
+            except subprocess.TimeoutExpired:
+                pass
+        self._fail_boot(f"the lab VM did not come up within {self.boot_timeout:.0f}s"
+                        if self.alive() else "the lab VM stopped while booting")
+
+    def _fail_boot(self, what):
+        qemu_log = ""
+        try:
+            qemu_log = (self.rundir / "qemu.log").read_text(errors="replace").strip()
+        except OSError:
+            pass
+        details = "\n".join(x for x in [qemu_log, "console:", console_tail(self.rundir)] if x)
+        fix = "check the console above; `labkit doctor` checks the machine"
+        if self.accel == "kvm":
+            fix = "try LABKIT_ACCEL=tcg; `labkit doctor` says why KVM was chosen"
+        raise VMError(f"{what} (accel={self.accel}{', clock=icount' if self.clock == 'icount' else ''})", fix=fix,
+                      details=details)
+
+    def alive(self):
+        if self.proc is not None:
+            return self.proc.poll() is None
+        if self.pid:
+            try:
+                os.kill(self.pid, 0)
+                return True
+            except ProcessLookupError:
+                return False
+        return False
+
+    def kill(self):
+        """Stop QEMU at once and remove what this VM left on the host."""
+        if self.chan:
+            self.chan.close()
+            self.chan = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+        elif self.pid and self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+            for _ in range(100):
+                if not self.alive():
+                    break
+                time.sleep(0.02)
+        if self._own_rundir and self.rundir and not self.persistent:
+            shutil.rmtree(self.rundir, ignore_errors=True)
+        if self.guard is not None:
+            self.guard.release()
+            self.guard = None
+
+    def close(self):
+        """Ask the guest to stop, then make sure QEMU is gone."""
+        if self.chan and self.alive():
+            try:
+                self.chan.send({"op": "reboot"})
+                if self.proc is not None:
+                    self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+
+    # -- commands --
+
+    def spawn(self, argv, *, cwd, env=None, stdin=False) -> int:
+        """Start argv as root in the guest without waiting: its id on the channel
+        (``out``/``exit`` events carry it; ``input``, ``signal`` and ``kill`` take it).
+        cwd and the project are visible at their own paths (writable only inside the workdir)."""
+        self._ids += 1
+        msg = {"op": "run", "id": self._ids, "argv": [str(a) for a in argv], "cwd": str(cwd),
+               "env": guest_env(env), "bind": sorted({str(cwd), str(paths.PROJECT)})}
+        if stdin:
+            msg["stdin"] = True
+        self.chan.send(msg)
+        return self._ids
+
+    def run(self, argv, *, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, stream=False, check=False,
+            input=None, interrupt_grace=0.0) -> Result:
+        """Run argv as root in the guest; return its exit code and output.
+
+        cwd defaults to the host's current directory (writable in the guest
+        when it is inside the VM's workdir, read-only otherwise); env adds to the guest's base environment; stream copies the
+        output to this process's stdout/stderr as it arrives ("stderr": only that). Past timeout
+        seconds the VM is killed and GuestTimeout raised. A Ctrl-C kills the command and is raised
+        again; with interrupt_grace the command gets SIGINT and that many seconds to clean up and
+        exit, and its Result comes back ``interrupted`` (killed past them, or at a second Ctrl-C).
+        """
+        if input is not None:
+            raise ValueError("guest commands have no stdin")
+        if isinstance(argv, str):
+            argv = ["/bin/sh", "-c", argv]
+        if not self.chan or not self.alive():
+            raise VMError("the lab VM is not running", fix="start it: labkit vm start, or use `with Lab()`")
+        cid = self.spawn(argv, cwd=os.path.abspath(cwd or os.getcwd()), env=env)
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        try:
+            try:
+                res = self._collect(cid, argv, out, err, deadline, timeout, stream)
+            except KeyboardInterrupt:
+                if interrupt_grace <= 0:
+                    raise
+                self.chan.send({"op": "signal", "id": cid, "sig": int(signal.SIGINT)})  # and wait
+                res = self._collect(cid, argv, out, err, deadline, timeout, stream, time.monotonic() + interrupt_grace)
+                if res is None:
+                    raise KeyboardInterrupt from None
+                res.interrupted = True
+                return res
+        except KeyboardInterrupt:
+            try:
+                self.chan.send({"op": "kill", "id": cid})
+            except OSError:
+                pass
+            raise
+        if check and res.code != 0:
+            raise LabError(f"{' '.join(map(str, argv))} failed in the guest with status {res.code}",
+                           details=(res.err or res.out)[-3000:])
+        return res
+
+    def _collect(self, cid, argv, out, err, deadline, timeout, stream, give_up=None):
+        """Command cid's output until it exits: its Result; None at give_up (a monotonic time)."""
+        while True:
+            now = time.monotonic()
+            if give_up is not None and now >= give_up:
+                return None
+            left = deadline - now
+            if left <= 0:
+                self._timeout(argv, timeout, out, err)
+            try:
+                msg = self.chan.recv(min(left, 0.5))
+            except EOFError:
+                msg = None
+                self._crashed(argv, out, err)
+            if msg is None:
+                if not self.alive():
+                    self._crashed(argv, out, err)
+                continue
+            if msg.get("id") != cid:
+                continue
+            if msg["ev"] == "out":
+                data = base64.b64decode(msg["data"])
+                (out if msg["fd"] == 1 else err).extend(data)
+                if stream is True or (stream == "stderr" and msg["fd"] == 2):
+                    target = sys.stdout if msg["fd"] == 1 else sys.stderr
+                    target.buffer.write(data)
+                    target.flush()
+            elif msg["ev"] == "exit":
+                return Result(msg["code"], bytes(out), bytes(err))
+
+    def _timeout(self, argv, timeout, out, err):
+        tail = console_tail(self.rundir)
+        last = (bytes(err) or bytes(out)).decode(errors="replace")[-1500:]
+        self.kill()
+        raise GuestTimeout(
+            f"`{' '.join(map(str, argv))}` did not finish within {timeout:g}s in the lab VM; the VM was stopped",
+            fix="look for a hang in the output below, or give it more time (--timeout)",
+            details="\n".join(x for x in ["last output:", last, "console:", tail] if x.strip()),
+        )
+
+    def _crashed(self, argv, out, err):
+        tail = console_tail(self.rundir)
+        self.kill()
+        raise VMError(
+            f"the lab VM stopped while running `{' '.join(map(str, argv))}`",
+            fix="the console below shows why (a kernel oops or panic); run it again to boot a fresh VM",
+            details="console:\n" + tail,
+        )
+
+    def exchange_dir(self) -> Path:
+        """A folder in the working folder where the guest writes files for the
+        host (the only place it can write)."""
+        d = self.workdir / ".labkit-vm"
+        d.mkdir(mode=0o700, exist_ok=True)
+        return d
+
+    def ping(self, timeout=5.0) -> bool:
+        self._ids += 1
+        try:
+            self.chan.send({"op": "ping", "id": self._ids})
+            end = time.monotonic() + timeout
+            while time.monotonic() < end:
+                msg = self.chan.recv(end - time.monotonic())
+                if msg and msg.get("ev") == "pong":
+                    return True
+        except (OSError, EOFError):
+            return False
+        return False
