@@ -1,5 +1,7 @@
 """``./lab test``: every test tier, the way CI runs them.
 
+0. ``lint-imports``: the architecture (the layers and no-cycle contracts in
+   ``pyproject.toml``), in a second.
 1. ``tests/unit`` and ``tests/host`` on the host: pure logic, the CLI's
    errors, and the lab VM driven from outside (each of those boots its own).
 2. ``tests/lab`` inside one lab VM, as root on the lab kernel.
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 from labkit import paths
 from labkit.errors import LabError
@@ -89,8 +92,11 @@ def main(argv=None) -> int:
     for f in (host_xml, lab_xml, nb_xml, debug_xml):
         f.unlink(missing_ok=True)
 
+    print("== architecture: lint-imports (the contracts in pyproject.toml)", flush=True)
+    lint_rc = subprocess.call([str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
+                              cwd=paths.PROJECT)
 
-    print("== host tier: tests/unit tests/host", flush=True)
+    print("\n== host tier: tests/unit tests/host", flush=True)
     host_rc = subprocess.call([sys.executable, "-m", "pytest", "tests/unit", "tests/host",
                                f"--junitxml={host_xml}", *argv], cwd=paths.PROJECT)
 
@@ -131,7 +137,7 @@ def main(argv=None) -> int:
     if nb_rc is None:
         nb_rc = lessons_tier()
 
-    passed = failed = skipped = 0
+    passed, failed, skipped = (1, 0, 0) if lint_rc == 0 else (0, 1, 0)
     for name, xml in (("host", host_xml), ("lab", lab_xml), ("debug", debug_xml), ("lessons", nb_xml)):
         c = counts(xml)
         if c is None:
@@ -143,7 +149,7 @@ def main(argv=None) -> int:
         failed += f
         skipped += c["skipped"]
     print(f"\ntests: {passed} passed, {failed} failed, {skipped} skipped")
-    return 0 if host_rc == lab_rc == debug_rc == nb_rc == 0 and failed == 0 else 1
+    return 0 if lint_rc == host_rc == lab_rc == debug_rc == nb_rc == 0 and failed == 0 else 1
 
 
 if __name__ == "__main__":

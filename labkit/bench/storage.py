@@ -179,8 +179,8 @@ class Bench:
         sending socket in one, the receiving socket in the other, made in the benchmark's cgroup."""
         from pyroute2 import netns as prnetns
 
-        from labkit.runtime.run import build_topology
-        from labkit.runtime.scenario import Topology, Veth
+        from labkit.runtime.topology import build_topology
+        from labkit.runtime.parts import Topology, Veth
 
         topo = Topology(netns=(NS_TX, NS_RX), veths=(Veth(NS_TX, "lk-btx", NS_RX, "lk-brx", f"{TX_IP}/24",
                                                            f"{RX_IP}/24"),))
@@ -195,7 +195,7 @@ class Bench:
         self.rx.setblocking(False)
 
     def _attach(self, st, prog, where):
-        from labkit.runtime.run import in_netns
+        from labkit.runtime.topology import in_netns
 
         p = self.obj.program(prog)
         if where == "tc":

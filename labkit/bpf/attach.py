@@ -9,15 +9,14 @@ import errno
 import os
 from typing import TYPE_CHECKING
 
-from labkit.bpf.ffi import (_SAMPLE_FN, BPF_TC_EGRESS, BPF_TC_INGRESS, _Closing, _err, bpf_tc_hook,
-                                  bpf_tc_opts, lib)
+from labkit.bpf.ffi import SAMPLE_FN, BPF_TC_EGRESS, BPF_TC_INGRESS, Closing, check, bpf_tc_hook, bpf_tc_opts, lib
 
 if TYPE_CHECKING:
     from labkit.bpf.libbpf import Map, Program
 
 
 
-class Link(_Closing):
+class Link(Closing):
     def __init__(self, ptr, what):
         self.ptr = ptr
         self.what = what
@@ -28,11 +27,11 @@ class Link(_Closing):
             self.ptr = None
 
 
-def _netns_ino():
+def netns_ino():
     return os.stat("/proc/thread-self/ns/net").st_ino
 
 
-class _InNetns:
+class InNetns:
     """Run a block in the network namespace an fd refers to (then come back)."""
 
     def __init__(self, fd):
@@ -40,13 +39,13 @@ class _InNetns:
         self.back = None
 
     def __enter__(self):
-        if os.fstat(self.fd).st_ino != _netns_ino():
-            from labkit.guest.netns import _setns, interrupts_deferred
+        if os.fstat(self.fd).st_ino != netns_ino():
+            from labkit.guest.netns import set_netns, interrupts_deferred
 
             self.back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
             try:
                 with interrupts_deferred():  # a Ctrl-C lands after the switch, and switches back
-                    _setns(self.fd)
+                    set_netns(self.fd)
             except BaseException:
                 self.__exit__()
                 raise
@@ -54,16 +53,16 @@ class _InNetns:
 
     def __exit__(self, *exc):
         if self.back is not None:
-            from labkit.guest.netns import _setns, interrupts_deferred
+            from labkit.guest.netns import set_netns, interrupts_deferred
 
             with interrupts_deferred():
-                _setns(self.back)
+                set_netns(self.back)
                 os.close(self.back)
                 self.back = None
         return False
 
 
-class TcFilter(_Closing):
+class TcFilter(Closing):
     """A tc filter on one clsact hook; the qdisc goes too if we added it.
 
     ifindex is resolved in the caller's current network namespace, which
@@ -77,14 +76,14 @@ class TcFilter(_Closing):
         rc = lib().bpf_tc_hook_create(ctypes.byref(self.hook))
         if rc and rc != -errno.EEXIST:
             os.close(self.netns)
-            raise _err(f"create clsact on ifindex {ifindex}", rc)
+            raise check(f"create clsact on ifindex {ifindex}", rc)
         self.created_qdisc = rc == 0
         self.opts = bpf_tc_opts(sz=ctypes.sizeof(bpf_tc_opts), prog_fd=prog.fd, priority=priority)
         rc = lib().bpf_tc_attach(ctypes.byref(self.hook), ctypes.byref(self.opts))
         if rc:
             self._drop_qdisc()
             os.close(self.netns)
-            raise _err(f"attach {prog.name} to tc on ifindex {ifindex}", rc)
+            raise check(f"attach {prog.name} to tc on ifindex {ifindex}", rc)
         self.attached = True
 
     def _drop_qdisc(self):
@@ -97,7 +96,7 @@ class TcFilter(_Closing):
     def close(self):
         if self.netns is None:
             return
-        with _InNetns(self.netns):
+        with InNetns(self.netns):
             if self.attached:
                 detach = bpf_tc_opts(sz=ctypes.sizeof(bpf_tc_opts), handle=self.opts.handle,
                                      priority=self.opts.priority)
@@ -108,7 +107,7 @@ class TcFilter(_Closing):
         self.netns = None
 
 
-class RingBuffer(_Closing):
+class RingBuffer(Closing):
     """Records from a BPF_MAP_TYPE_RINGBUF map, as bytes, in order.
 
     At most ``limit`` records are kept: past that the callback stops
@@ -120,10 +119,10 @@ class RingBuffer(_Closing):
         self.records = []
         self.limit = limit
         self.overflow = False
-        self._cb = _SAMPLE_FN(self._sample)
+        self._cb = SAMPLE_FN(self._sample)
         self.ptr = lib().ring_buffer__new(m.fd, self._cb, None, None)
         if not self.ptr:
-            raise _err(f"ring buffer on {m.name}")
+            raise check(f"ring buffer on {m.name}")
 
     def _sample(self, ctx, data, size):
         if len(self.records) >= self.limit:

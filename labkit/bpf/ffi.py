@@ -11,9 +11,9 @@ from ctypes import (CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int, c_si
 from labkit.errors import LabError
 
 _lib = None
-_printed = []
-_PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
-_SAMPLE_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+printed_lines = []
+PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+SAMPLE_FN = CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
 
 BPF_TC_INGRESS = 1
 BPF_TC_EGRESS = 2
@@ -49,19 +49,19 @@ class bpf_tc_opts(Structure):
                 ("handle", c_uint32), ("priority", c_uint32), ("_pad", c_uint32)]
 
 
-def _print_cb(level, fmt, args):
+def print_cb(level, fmt, args):
     buf = ctypes.create_string_buffer(4096)
-    _libc().vsnprintf(buf, 4096, fmt, c_void_p(args))
-    _printed.append(buf.value.decode(errors="replace"))
-    del _printed[:-400]
+    libc().vsnprintf(buf, 4096, fmt, c_void_p(args))
+    printed_lines.append(buf.value.decode(errors="replace"))
+    del printed_lines[:-400]
     return 0
 
 
-_print_cb_c = _PRINT_FN(_print_cb)
+print_cb_c = PRINT_FN(print_cb)
 _libc_handle = None
 
 
-def _libc():
+def libc():
     global _libc_handle
     if _libc_handle is None:
         _libc_handle = ctypes.CDLL(None, use_errno=True)
@@ -118,23 +118,23 @@ def lib():
         "bpf_tc_hook_destroy": (c_int, [POINTER(bpf_tc_hook)]),
         "bpf_tc_attach": (c_int, [POINTER(bpf_tc_hook), POINTER(bpf_tc_opts)]),
         "bpf_tc_detach": (c_int, [POINTER(bpf_tc_hook), POINTER(bpf_tc_opts)]),
-        "ring_buffer__new": (c_void_p, [c_int, _SAMPLE_FN, c_void_p, c_void_p]),
+        "ring_buffer__new": (c_void_p, [c_int, SAMPLE_FN, c_void_p, c_void_p]),
         "ring_buffer__poll": (c_int, [c_void_p, c_int]),
         "ring_buffer__consume": (c_int, [c_void_p]),
         "ring_buffer__free": (None, [c_void_p]),
-        "libbpf_set_print": (c_void_p, [_PRINT_FN]),
+        "libbpf_set_print": (c_void_p, [PRINT_FN]),
         "libbpf_bpf_map_type_str": (c_char_p, [c_int]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(L, name)
         fn.restype = res
         fn.argtypes = args
-    L.libbpf_set_print(_print_cb_c)
+    L.libbpf_set_print(print_cb_c)
     _lib = L
     return L
 
 
-def _err(what, code=None):
+def check(what, code=None):
     code = abs(code) if code else ctypes.get_errno()
     return OSError(code, f"{what}: {os.strerror(code)}")
 
@@ -144,7 +144,7 @@ def map_type_name(t: int) -> str:
     return f"BPF_MAP_TYPE_{name.decode().upper()}" if name else ("BPF_MAP_TYPE_SKB_STORAGE" if t == 34 else str(t))
 
 
-class _Closing:
+class Closing:
     """``with`` closes it."""
 
     def __enter__(self):

@@ -22,18 +22,8 @@ import struct
 from ctypes import c_uint32, c_void_p
 
 from labkit.errors import LabError, VerifierError
-from labkit.bpf.attach import Link, RingBuffer, TcFilter, _InNetns, _netns_ino
-from labkit.bpf.ffi import (_PRINT_FN, _SAMPLE_FN, BPF_CGROUP_INET_EGRESS, BPF_CGROUP_INET_INGRESS,
-                                  BPF_CGROUP_SOCK_OPS, BPF_NETFILTER, BPF_PROG_TYPE_NETFILTER, BPF_TC_EGRESS,
-                                  BPF_TC_INGRESS, _Closing, _err, _libc, _print_cb, _print_cb_c, _printed,
-                                  bpf_tc_hook, bpf_tc_opts, bpf_test_run_opts, lib, map_type_name)
-from labkit.bpf.verifier import _SRC_RE, _from_log, explain_log
-
-__all__ = ["BPF_CGROUP_INET_EGRESS", "BPF_CGROUP_INET_INGRESS", "BPF_CGROUP_SOCK_OPS", "BPF_NETFILTER",
-           "BPF_PROG_TYPE_NETFILTER", "BPF_TC_EGRESS", "BPF_TC_INGRESS", "BpfObject", "Link", "Map", "Program",
-           "RingBuffer", "TcFilter", "_Closing", "_InNetns", "_PRINT_FN", "_SAMPLE_FN", "_SRC_RE", "_err",
-           "_from_log", "_libc", "_netns_ino", "_print_cb", "_print_cb_c", "_printed", "bpf_tc_hook", "bpf_tc_opts",
-           "bpf_test_run_opts", "explain_log", "lib", "map_type_name"]
+from labkit.bpf.attach import Link, TcFilter
+from labkit.bpf.ffi import BPF_TC_EGRESS, BPF_TC_INGRESS, Closing, check, printed_lines, bpf_test_run_opts, lib
 
 
 # ---- objects -----------------------------------------------------------------
@@ -67,7 +57,7 @@ class Program:
             opts.ctx_size_in = len(ctx)
         rc = lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
         if rc:
-            raise _err(f"test run of {self.name}", rc)
+            raise check(f"test run of {self.name}", rc)
         return opts.retval, opts.duration, out.raw[: opts.data_size_out]
 
     # struct bpf_prog_info: 232 bytes; id at 4, run_time_ns at 192, run_cnt at 200
@@ -81,14 +71,14 @@ class Program:
         size = c_uint32(self._INFO_SIZE)
         rc = lib().bpf_obj_get_info_by_fd(self.fd, buf, ctypes.byref(size))
         if rc:
-            raise _err(f"program info of {self.name}", rc)
+            raise check(f"program info of {self.name}", rc)
         return struct.unpack_from("<QQ", buf.raw, self._RUN_TIME)
 
     def attach(self):
         """Auto-attach by section (tp_btf, fentry, lsm, kprobe): a Link."""
         link = lib().bpf_program__attach(self.ptr)
         if not link:
-            raise _err(f"attach {self.name} ({self.section})")
+            raise check(f"attach {self.name} ({self.section})")
         return Link(link, f"{self.name} ({self.section})")
 
     def attach_cgroup(self, cgroup_path):
@@ -96,7 +86,7 @@ class Program:
         try:
             link = lib().bpf_program__attach_cgroup(self.ptr, fd)
             if not link:
-                raise _err(f"attach {self.name} to {cgroup_path}")
+                raise check(f"attach {self.name} to {cgroup_path}")
         finally:
             os.close(fd)
         return Link(link, f"{self.name} on {cgroup_path}")
@@ -105,7 +95,7 @@ class Program:
         """An XDP link on the device ifindex (of the caller's network namespace)."""
         link = lib().bpf_program__attach_xdp(self.ptr, ifindex)
         if not link:
-            raise _err(f"attach {self.name} as XDP on ifindex {ifindex}")
+            raise check(f"attach {self.name} as XDP on ifindex {ifindex}")
         return Link(link, f"{self.name} (XDP on ifindex {ifindex})")
 
     def attach_tc(self, ifindex: int, ingress=True, priority=0):
@@ -144,35 +134,35 @@ class Map:
     def set_flags(self, flags):
         rc = lib().bpf_map__set_map_flags(self.ptr, flags)
         if rc:
-            raise _err(f"set flags on {self.name}", rc)
+            raise check(f"set flags on {self.name}", rc)
 
     def lookup(self, key: bytes, value_size=None) -> bytes:
         val = ctypes.create_string_buffer(value_size or self.value_size)
         k = ctypes.create_string_buffer(key, len(key))
         if lib().bpf_map_lookup_elem(self.fd, k, val):
-            raise _err(f"lookup in {self.name}")
+            raise check(f"lookup in {self.name}")
         return val.raw
 
     def update(self, key: bytes, value: bytes, flags=0):
         k = ctypes.create_string_buffer(key, len(key))
         v = ctypes.create_string_buffer(value, len(value))
         if lib().bpf_map_update_elem(self.fd, k, v, flags):
-            raise _err(f"update in {self.name}")
+            raise check(f"update in {self.name}")
 
     def delete(self, key: bytes):
         k = ctypes.create_string_buffer(key, len(key))
         if lib().bpf_map_delete_elem(self.fd, k):
-            raise _err(f"delete in {self.name}")
+            raise check(f"delete in {self.name}")
 
     def get_next_key(self, key: bytes | None, key_size=4) -> bytes:
         k = ctypes.create_string_buffer(key, len(key)) if key is not None else None
         nk = ctypes.create_string_buffer(key_size)
         if lib().bpf_map_get_next_key(self.fd, k, nk):
-            raise _err(f"get_next_key in {self.name}")
+            raise check(f"get_next_key in {self.name}")
         return nk.raw
 
 
-class BpfObject(_Closing):
+class BpfObject(Closing):
     """One ``.bpf.o``: ``with BpfObject(path, programs=[...]) as obj: obj.program("x")``.
 
     programs: names to load (None: all). prog_types: {name: (prog_type,
@@ -189,7 +179,7 @@ class BpfObject(_Closing):
         self.ptr = L.bpf_object__open_file(self.path.encode(), None)
         if not self.ptr:
             raise LabError(f"libbpf could not open {self.path}: {os.strerror(ctypes.get_errno())}",
-                           fix="run: labkit bpf build", details="\n".join(_printed[-10:]))
+                           fix="run: labkit bpf build", details="\n".join(printed_lines[-10:]))
         self.programs = {}
         self.maps = {}
         self._logs = {}
@@ -234,7 +224,7 @@ class BpfObject(_Closing):
             self.load()
 
     def load(self):
-        del _printed[:]
+        del printed_lines[:]
         rc = lib().bpf_object__load(self.ptr)
         if rc:
             err = VerifierError.from_log(self, rc)

@@ -7,9 +7,9 @@ import os
 import re
 
 from labkit.errors import LabError, VerifierError
-from labkit.bpf.ffi import _printed
+from labkit.bpf.ffi import printed_lines
 
-_SRC_RE = re.compile(r"^; (.*?)(?: @ (\S+):(\d+))?$")
+SRC_RE = re.compile(r"^; (.*?)(?: @ (\S+):(\d+))?$")
 
 
 def explain_log(log: str, keep=12):
@@ -28,7 +28,7 @@ def explain_log(log: str, keep=12):
     headline = tail[-1] if tail else lines[-1]
     relevant, src_seen = [], None
     for ln in tail[-keep:]:
-        m = _SRC_RE.match(ln)
+        m = SRC_RE.match(ln)
         if m and m.group(2):
             src_seen = f"{os.path.basename(m.group(2))}:{m.group(3)}: {m.group(1).strip()}"
             relevant.append(src_seen)
@@ -37,20 +37,20 @@ def explain_log(log: str, keep=12):
     if src_seen is None:
         # Find the nearest source annotation above the window.
         for ln in reversed(tail[:-keep]):
-            m = _SRC_RE.match(ln)
+            m = SRC_RE.match(ln)
             if m and m.group(2):
                 relevant.insert(0, f"{os.path.basename(m.group(2))}:{m.group(3)}: {m.group(1).strip()}")
                 break
     return headline, relevant
 
 
-def _from_log(cls, obj, rc):
+def from_log(cls, obj, rc):
     failed = None
     for name, buf in obj._logs.items():
         if buf.value:
             failed = name
     log = obj.log(failed) if failed else ""
-    libbpf_lines = [ln.rstrip() for ln in _printed if ln.strip()]
+    libbpf_lines = [ln.rstrip() for ln in printed_lines if ln.strip()]
     if not log:
         msg = next((ln for ln in reversed(libbpf_lines) if "libbpf:" in ln), f"load failed: {os.strerror(abs(rc))}")
         return LabError(f"{os.path.basename(obj.path)}: {msg.strip()}", fix="see the libbpf messages below",
@@ -69,4 +69,4 @@ def _from_log(cls, obj, rc):
     return err
 
 
-VerifierError.from_log = classmethod(_from_log)
+VerifierError.from_log = classmethod(from_log)

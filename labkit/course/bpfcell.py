@@ -57,7 +57,7 @@ class BpfCell:
         """An ``Attach`` of program prog at hook at. where: a device for tc (``lk-b0``, or ``b/lk-t``
         when the device name is in several namespaces), a namespace for cgroup_skb/socket_filter,
         nothing for trace."""
-        from labkit.runtime.scenario import Attach
+        from labkit.runtime.parts import Attach
 
         if not self.ok:
             raise LabError(f"cell {self.name} has no loadable object ({self.stage}): {self.error or ''}".strip(),
@@ -237,7 +237,7 @@ def place(a, sc):
     return a
 
 
-def _raw_cell(ip):
+def raw_cell_of(ip):
     """The cell as typed, when IPython has it: it stores the input before running it."""
     try:
         return ip.history_manager.input_hist_raw[-1]
@@ -256,7 +256,7 @@ def register(lesson):
         return
 
     def bpf(line, cell):
-        run_magic(lesson, line, cell, ip.user_ns, first_line=body_first_line(_raw_cell(ip), cell))
+        run_magic(lesson, line, cell, ip.user_ns, first_line=body_first_line(raw_cell_of(ip), cell))
 
     bpf.__doc__ = __doc__
     ip.register_magic_function(bpf, magic_kind="cell", magic_name="bpf")

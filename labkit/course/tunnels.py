@@ -176,7 +176,7 @@ def keep_through_tunnel(lab, cell):
 def _extra_flags(cell, name, needed):
     """The lab's map flags a map of the cell's object is created with beyond the needed ones."""
     from labkit.bpf.libbpf import BpfObject
-    from labkit.runtime.scenario import FLAG_NAMES, MAP_FLAGS
+    from labkit.runtime.parts import FLAG_NAMES, MAP_FLAGS
 
     with BpfObject(cell.obj, load=False) as o:
         flags = o.maps[name].flags if name in o.maps else 0

@@ -17,7 +17,7 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _setns(fd):
+def set_netns(fd):
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns: {os.strerror(err)}")
@@ -80,11 +80,11 @@ class NetNS:
             there = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
             try:
                 with interrupts_deferred():
-                    _setns(there)
+                    set_netns(there)
                 yield self
             finally:
                 with interrupts_deferred():
-                    _setns(here)
+                    set_netns(here)
                 os.close(there)
         finally:
             os.close(here)

@@ -1,6 +1,7 @@
 """Scenarios and their run: what the lab does to packets, and what the kernel did to them.
 
-``scenario``  topologies and scenarios as plain data (``Scenario``, ``Veth``, ``Tunnel``, ...)
+``parts``     what a scenario is made of, as data (``Veth``, ``Tunnel``, ``Hook``, ``Packet``, ...)
+``scenario``  ``Scenario``: topology, hooks, packets and the expected path, as plain data
 ``topology``  a scenario's namespaces, links and tunnels built with pyroute2, and removed
 ``traffic``   test packets built with scapy and sent from inside a namespace
 ``packets``   small test packets built by hand (no scapy)
@@ -18,7 +19,7 @@
 from labkit import exports
 
 __getattr__, __dir__, __all__ = exports(__name__, {
-    "scenario": "Scenario ScenarioError",
+    "parts": "ScenarioError Topology Veth Tunnel Hook Packet", "scenario": "Scenario",
     "events": "EventLog",
     "session": "Session",
 })

@@ -8,8 +8,8 @@ import os
 import struct
 
 from labkit.runtime.records import SCRUB_REASONS, Record
-from labkit.runtime.symbols import Symbols, _callers
-from labkit.runtime.scenario import SLOTS
+from labkit.runtime.symbols import Symbols, name_callers
+from labkit.runtime.parts import SLOTS
 
 
 def to_events(records: list[Record], tokens: list[int], netns_names: dict) -> list[dict]:
@@ -22,23 +22,23 @@ def to_events(records: list[Record], tokens: list[int], netns_names: dict) -> li
     for r in records:
         e = {"seq": len(events), "t_us": round((r.t_ns - t0) / 1000, 1), "kind": r.kind}
         if r.kind.startswith("tp_"):
-            e.update(_from_tracepoint(r, number))
+            e.update(from_tracepoint(r, number))
             if e["kind"] == "storage_free" and e["skb"] is None:
-                _own(e, blocks)
+                owned_by(e, blocks)
             events.append(e)
             continue
         if r.kind in ("storage_free", "storage_alloc"):
             # r.ext is the storage's chunk inside an extension block some
             # skb points at: the nearest block below it. An allocation comes
             # before the hook event that shows the block, a free after.
-            callers = _callers(r.stack)
+            callers = name_callers(r.stack)
             e.update({"packet": None, "token": None, "skb": None, "where": callers[0] if callers else None,
                       "stack": callers[:5], "chunk": r.ext})
             if r.kind == "storage_alloc":
                 e["map"] = r.ifname
                 pending.append(e)
             else:
-                _own(e, blocks)
+                owned_by(e, blocks)
             events.append(e)
             continue
         e.update({"packet": number.get(r.packet), "token": r.packet, "skb": hex(r.skb),
@@ -51,16 +51,16 @@ def to_events(records: list[Record], tokens: list[int], netns_names: dict) -> li
                 e["clone_ret"] = r.flags - 1
         elif r.kind == "clone":
             e["parent"] = hex(r.other)
-            callers = _callers(r.stack)
+            callers = name_callers(r.stack)
             e["where"] = callers[0] if callers else None
             e["stack"] = callers[:5]
         elif r.kind == "scrub":
             e["xnet"] = bool(r.flags)
-            callers = _callers(r.stack)
+            callers = name_callers(r.stack)
             e["where"] = callers[0] if callers else None
             e["stack"] = callers[:5]
         elif r.kind == "free":
-            callers = _callers(r.stack)
+            callers = name_callers(r.stack)
             e["where"] = callers[0] if callers else None
             e["stack"] = callers[:5]
         elif r.kind == "stash_clean":
@@ -68,15 +68,15 @@ def to_events(records: list[Record], tokens: list[int], netns_names: dict) -> li
         if r.ext:
             blocks[r.ext] = e
             for p in list(pending):
-                if _own(p, {r.ext: e}):
+                if owned_by(p, {r.ext: e}):
                     pending.remove(p)
         events.append(e)
     for e in events:
         e.pop("chunk", None)
-    return _settle_tracepoint_events(events)
+    return settle_tracepoint_events(events)
 
 
-def _from_tracepoint(r, number) -> dict:
+def from_tracepoint(r, number) -> dict:
     """A bpf_skb_storage tracepoint record as an event: storage_alloc and
     storage_free (as the kprobes give them, with the map always named),
     storage_clone and storage_scrub (only the tracepoints tell these)."""
@@ -92,12 +92,12 @@ def _from_tracepoint(r, number) -> dict:
     elif r.skb:
         e.update(kind="storage_free", where="bpf_skb_storage_delete")
     else:  # with the extension block's last reference: who let go of it
-        callers = _callers(r.stack)
+        callers = name_callers(r.stack)
         e.update(kind="storage_free", chunk=r.ext, where=callers[0] if callers else None, stack=callers[:5])
     return e
 
 
-def _settle_tracepoint_events(events) -> list[dict]:
+def settle_tracepoint_events(events) -> list[dict]:
     """Tracepoint events name their skb, but a packet only once a hook has
     seen it: give them the packet of the skb's other events. A copy to a
     clone happens inside skb_clone(), before the clone event: put it after."""
@@ -151,7 +151,7 @@ def merge_reports(events, reports, tokens, t0) -> list[dict]:
     return out
 
 
-def _own(e, blocks) -> bool:
+def owned_by(e, blocks) -> bool:
     """Give a storage event the skb whose extension block holds its chunk."""
     below = [b for b in blocks if b <= e["chunk"] < b + 256]
     if not below:

@@ -26,7 +26,8 @@ def observer(st: ExitStack, path, map_flags=None):
     mean another load.
     """
     global _warm
-    from labkit.bpf.libbpf import BpfObject, RingBuffer
+    from labkit.bpf.attach import RingBuffer
+    from labkit.bpf.libbpf import BpfObject
 
     map_flags = dict(map_flags or {})
     ident = (str(path), tuple(sorted(map_flags.items())))
@@ -36,7 +37,7 @@ def observer(st: ExitStack, path, map_flags=None):
         ring.overflow = False
         ring.drain(0)
         for name in ("actions", "tracked", "stash"):
-            _clear(obj.map(name))
+            clear_maps(obj.map(name))
         ring.drain(0)
         del ring.records[:]
         return obj, ring
@@ -58,7 +59,7 @@ def observer(st: ExitStack, path, map_flags=None):
     return obj, ring
 
 
-def _clear(m):
+def clear_maps(m):
     """Empty a hash map, also while programs add and remove entries.
 
     Always deleting the first key is safe against concurrent deletes

@@ -17,7 +17,7 @@ def payload(token: int, size: int = 32) -> bytes:
     return body + bytes(max(0, size - len(body)))
 
 
-def _csum(data: bytes) -> int:
+def csum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
     s = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -31,7 +31,7 @@ def ipv4_udp(src: str, dst: str, sport: int, dport: int, data: bytes, ttl=64) ->
     total = 20 + udp_len
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0x1234, 0x4000, ttl, 17, 0,
                      socket.inet_aton(src), socket.inet_aton(dst))
-    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
     udp = struct.pack("!HHHH", sport, dport, udp_len, 0)  # checksum 0: none, valid for IPv4
     return ip + udp + data
 

@@ -26,21 +26,12 @@ from contextlib import ExitStack, contextmanager
 from labkit.runtime import traffic
 from labkit.runtime.events import EventLog, header
 from labkit.runtime.records import HOOK_IDS, POINT, ACTION, RECORD_SIZE, Record
-from labkit.runtime.decode import (HASH_TYPES, REPORT, REPORT_TAGS, _from_tracepoint, _own, _settle_tracepoint_events,
-                                   merge_reports, to_events)
-from labkit.runtime.observer import HOOK_PROGRAMS, KEEP_LOADED, MAP_WALK_LIMIT, _clear, observer, series_id
-from labkit.runtime.symbols import (LIFECYCLE, SKIP_FRAMES, STORAGE_KPROBES, STORAGE_TRACEPOINTS, Symbols, _callers,
-                                    kernel_has, lifecycle_programs, storage_tracepoints)
-from labkit.runtime.topology import PREFIX, Built, RunError, _netlink, _remove_netns, build_topology, in_netns, ns_name
-from labkit.runtime.scenario import SLOTS, Scenario, Sink, Topology, Tunnel, Veth
+from labkit.runtime.decode import HASH_TYPES, REPORT, merge_reports, to_events
+from labkit.runtime.observer import MAP_WALK_LIMIT, observer, series_id
+from labkit.runtime.topology import RunError, netlink, build_topology, in_netns, ns_name
+from labkit.runtime.parts import SLOTS
+from labkit.runtime.scenario import Scenario
 
-__all__ = ["ETH_P_ALL", "HASH_TYPES", "HOOK_PROGRAMS", "KEEP_LOADED", "LIFECYCLE", "MAP_WALK_LIMIT", "PREFIX",
-           "QUIET_MS", "REPORT", "REPORT_TAGS", "SETTLE_LIMIT_S", "SKIP_FRAMES", "SO_ATTACH_BPF", "SLOTS",
-           "STORAGE_KPROBES", "STORAGE_TRACEPOINTS", "Built", "Run", "RunError", "Scenario", "Sink", "Symbols",
-           "Topology", "Tunnel", "Veth", "_callers", "_clear", "_from_tracepoint", "_netlink", "_own",
-           "_remove_netns", "_settle_tracepoint_events", "build_packets", "build_topology", "in_netns",
-           "kernel_has", "lifecycle_programs", "merge_reports", "ns_name", "observer", "run", "series_id",
-           "source_address", "storage_tracepoints", "to_events"]
 
 SO_ATTACH_BPF = 50
 ETH_P_ALL = 0x0003
@@ -205,7 +196,8 @@ class Run:
         """Your objects, each loaded once with every program the scenario
         attaches from it (so they share their maps): {path: (obj, reports)}.
         A verifier reject raises VerifierError."""
-        from labkit.bpf.libbpf import BpfObject, RingBuffer
+        from labkit.bpf.attach import RingBuffer
+        from labkit.bpf.libbpf import BpfObject
 
         progs = {}
         for a in attach:
@@ -245,7 +237,7 @@ class Run:
         ipr = built.ipr[m.ns]
         ifx = built.ifindex(m.ns, m.dev)
         parent = 0xFFFFFFF2 if m.ingress else 0xFFFFFFF3  # clsact ingress / egress
-        _netlink(f"mirred mirror on {m.dev}", ipr.tc, "add-filter", "bpf", index=ifx, handle=2, prio=2,
+        netlink(f"mirred mirror on {m.dev}", ipr.tc, "add-filter", "bpf", index=ifx, handle=2, prio=2,
                  parent=parent, fd=obj.program("lab_match").fd, name="lab_match", classid=1,
                  action={"kind": "mirred", "direction": "egress", "action": "mirror",
                          "ifindex": built.ifindex(m.ns, m.to)})

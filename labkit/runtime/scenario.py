@@ -6,8 +6,7 @@ and the path the kernel is expected to take. It is plain data: it
 validates, describes itself and round-trips through JSON without a VM.
 ``labkit.runtime.run`` realises it inside the lab VM.
 
-Names: namespace ``a`` becomes ``lk-a``; every device name starts with
-``lk`` so ``labkit cleanup`` can find what a crashed run left behind.
+Its parts (topology, hooks, packets, clone points) are in ``labkit.runtime.parts``.
 """
 
 from __future__ import annotations
@@ -16,192 +15,9 @@ import ipaddress
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from labkit.errors import LabError
-
-TUNNEL_KINDS = ("gre", "ipip", "vxlan", "geneve")
-HOOK_POINTS = ("tc/ingress", "tc/egress", "cgroup_skb/ingress", "socket_filter", "af_packet")
-# Where your own programs go: "trace" attaches by the program's section
-# (tp_btf/..., fentry/..., kprobe/...); a socket filter goes on the receiving sockets.
-ATTACH_POINTS = ("tc/ingress", "tc/egress", "cgroup_skb/ingress", "socket_filter", "trace", "xdp")
-SLOTS = ("storage_a", "storage_b", "stash")
-# Map flags a scenario may give the observer's two skb storage maps (the lab
-# kernel's UAPI values; BPF_F_NO_PREALLOC is always set).
-MAP_FLAGS = {"clone": 1 << 9,          # BPF_F_CLONE: skb_clone() copies the element
-             "keep_tunnel": 1 << 19,   # BPF_F_SKB_KEEP_TUNNEL: kept across encap/decap
-             "keep_netns": 1 << 20}    # BPF_F_SKB_KEEP_NETNS: kept across a netns crossing
-FLAG_NAMES = {"clone": "BPF_F_CLONE", "keep_tunnel": "BPF_F_SKB_KEEP_TUNNEL", "keep_netns": "BPF_F_SKB_KEEP_NETNS"}
-PROTOS = ("udp", "tcp", "icmp")
-IFNAMSIZ = 15
-
-
-class ScenarioError(LabError):
-    """A scenario that cannot be built: says which part and why."""
-
-
-def _bad(what, fix=None):
-    raise ScenarioError(what, fix=fix)
-
-
-@dataclass(frozen=True)
-class Veth:
-    """A veth pair: ``a`` in namespace ``ns_a``, its peer ``b`` in ``ns_b``."""
-
-    ns_a: str
-    a: str
-    ns_b: str
-    b: str
-    addr_a: str | None = None  # "10.0.0.1/24"
-    addr_b: str | None = None
-
-
-@dataclass(frozen=True)
-class Tunnel:
-    """A tunnel device ``name`` in both namespaces, over the underlay
-    addresses ``under_a``/``under_b`` (on a veth already in the topology)."""
-
-    kind: str
-    ns_a: str
-    ns_b: str
-    under_a: str
-    under_b: str
-    addr_a: str
-    addr_b: str
-    name: str = "lk-t"
-    vni: int = 42
-    # GENEVE only: collect_md ("external") on both ends. The device then
-    # sends only what a BPF program gave a tunnel key (bpf_skb_set_tunnel_key)
-    # and hands received packets their tunnel metadata (options included).
-    external: bool = False
-
-
-@dataclass(frozen=True)
-class Sink:
-    """A dummy device; with hold, a plug qdisc keeps what is sent there
-    (a clone stays alive) until the run ends."""
-
-    ns: str
-    name: str
-    hold: bool = True
-
-
-@dataclass(frozen=True)
-class Mirror:
-    """tc mirred: mirror every test packet seen on dev (ingress or egress)
-    out of ``to`` (a clone, made by the mirred action)."""
-
-    ns: str
-    dev: str
-    to: str
-    ingress: bool = True
-
-
-@dataclass(frozen=True)
-class Tap:
-    """An AF_PACKET socket bound to dev: the kernel hands it a clone."""
-
-    ns: str
-    dev: str
-
-
-@dataclass(frozen=True)
-class Hook:
-    """The observer at one hook, and what it does to test packets first.
-
-    at: one of HOOK_POINTS. dev: the device for tc hooks and taps (for
-    cgroup_skb and socket_filter the receiving socket in ns is used).
-    write/delete: slots (``storage_a``, ``storage_b``, ``stash``).
-    mark: set skb->mark. clone_to: bpf_clone_redirect() a clone out of that
-    device. redirect_peer: bpf_redirect_peer() to that veth's peer.
-    """
-
-    at: str
-    ns: str
-    dev: str | None = None
-    write: tuple = ()
-    delete: tuple = ()
-    mark: int = 0
-    clone_to: str | None = None
-    redirect_peer: str | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.at}@{self.dev}" if self.dev else f"{self.at}@{self.ns}"
-
-
-@dataclass(frozen=True)
-class Attach:
-    """A program of your own (a .bpf.o and the program's name) at a tc hook
-    (after the lab's observer), XDP on a device, on the run's cgroup, as the socket filter
-    of the receiving sockets in ns (instead of the observer's) or, with
-    at="trace", attached by its section. Programs from one .bpf.o are
-    loaded together and share its maps."""
-
-    obj: str
-    prog: str
-    at: str
-    ns: str = ""
-    dev: str | None = None
-
-
-@dataclass(frozen=True)
-class Packet:
-    """count packets of proto from namespace src to address dst."""
-
-    src: str
-    dst: str
-    proto: str = "udp"
-    size: int = 32
-    port: int = 7000
-    count: int = 1
-    via: str | None = None     # send as an Ethernet frame out of this device (AF_PACKET)
-    src_ip: str | None = None  # source address (default: src's address on dst's subnet)
-
-
-@dataclass(frozen=True)
-class Neigh:
-    """A static neighbour: in ns, on dev, ip is at the MAC of mac_dev in mac_ns."""
-
-    ns: str
-    dev: str
-    ip: str
-    mac_ns: str
-    mac_dev: str
-
-
-@dataclass
-class Topology:
-    netns: tuple = ()
-    veths: tuple = ()
-    tunnels: tuple = ()
-    sinks: tuple = ()
-    neighbours: tuple = ()
-
-    def devices(self) -> dict:
-        """(ns, device name) -> what makes it."""
-        out = {}
-        for ns in self.netns:
-            out[(ns, "lo")] = "loopback"
-        for v in self.veths:
-            out[(v.ns_a, v.a)] = v
-            out[(v.ns_b, v.b)] = v
-        for t in self.tunnels:
-            out[(t.ns_a, t.name)] = t
-            out[(t.ns_b, t.name)] = t
-        for s in self.sinks:
-            out[(s.ns, s.name)] = s
-        return out
-
-    def addresses(self) -> dict:
-        """ip -> (ns, device)."""
-        out = {}
-        for v in self.veths:
-            for ns, dev, addr in ((v.ns_a, v.a, v.addr_a), (v.ns_b, v.b, v.addr_b)):
-                if addr:
-                    out[addr.split("/")[0]] = (ns, dev)
-        for t in self.tunnels:
-            out[t.addr_a.split("/")[0]] = (t.ns_a, t.name)
-            out[t.addr_b.split("/")[0]] = (t.ns_b, t.name)
-        return out
+from labkit.runtime.parts import (ATTACH_POINTS, FLAG_NAMES, HOOK_POINTS, IFNAMSIZ, MAP_FLAGS, PROTOS, SLOTS,
+                                  TUNNEL_KINDS, Attach, Hook, Mirror, Neigh, Packet, Sink, Tap, Topology, Tunnel,
+                                  Veth, bad)
 
 
 @dataclass
@@ -239,21 +55,21 @@ class Scenario:
     def validate(self) -> "Scenario":
         topo = self.topology
         if not topo.netns:
-            _bad(f"scenario {self.name}: no network namespace")
+            bad(f"scenario {self.name}: no network namespace")
         for ns in topo.netns:
             if not ns or not ns.replace("_", "").isalnum() or len(ns) > 12:
-                _bad(f"scenario {self.name}: bad namespace name {ns!r}", "use letters and digits, up to 12")
+                bad(f"scenario {self.name}: bad namespace name {ns!r}", "use letters and digits, up to 12")
         if len(set(topo.netns)) != len(topo.netns):
-            _bad(f"scenario {self.name}: a namespace is named twice")
+            bad(f"scenario {self.name}: a namespace is named twice")
 
         def known_ns(ns, what):
             if ns not in topo.netns:
-                _bad(f"scenario {self.name}: {what} names namespace {ns!r}, which the topology does not have",
+                bad(f"scenario {self.name}: {what} names namespace {ns!r}, which the topology does not have",
                      f"namespaces are {', '.join(topo.netns)}")
 
         def check_dev(name, what):
             if not name.startswith("lk") or len(name) > IFNAMSIZ or not name.replace("-", "").isalnum():
-                _bad(f"scenario {self.name}: {what}: device name {name!r} must start with 'lk' and fit "
+                bad(f"scenario {self.name}: {what}: device name {name!r} must start with 'lk' and fit "
                      f"{IFNAMSIZ} characters")
 
         def check_addr(addr, what, prefix=True):
@@ -265,7 +81,7 @@ class Scenario:
                 else:
                     ipaddress.IPv4Address(addr)
             except ValueError as exc:
-                _bad(f"scenario {self.name}: {what}: bad IPv4 address {addr!r} ({exc})",
+                bad(f"scenario {self.name}: {what}: bad IPv4 address {addr!r} ({exc})",
                      "write it like 10.0.0.1/24" if prefix else "write it like 10.0.0.1")
 
         seen = set()
@@ -274,34 +90,34 @@ class Scenario:
                 known_ns(ns, f"veth {dev}")
                 check_dev(dev, "veth")
                 if (ns, dev) in seen:
-                    _bad(f"scenario {self.name}: device {dev} defined twice in {ns}")
+                    bad(f"scenario {self.name}: device {dev} defined twice in {ns}")
                 seen.add((ns, dev))
                 if addr:
                     check_addr(addr, f"veth {dev}")
         addrs = topo.addresses()
         for t in topo.tunnels:
             if t.kind not in TUNNEL_KINDS:
-                _bad(f"scenario {self.name}: unknown tunnel kind {t.kind!r}",
+                bad(f"scenario {self.name}: unknown tunnel kind {t.kind!r}",
                      f"use one of {', '.join(TUNNEL_KINDS)}")
             check_dev(t.name, f"{t.kind} tunnel")
             if t.external and t.kind != "geneve":
-                _bad(f"scenario {self.name}: an external (collect_md) tunnel is GENEVE only here, not {t.kind}")
+                bad(f"scenario {self.name}: an external (collect_md) tunnel is GENEVE only here, not {t.kind}")
             for ns in (t.ns_a, t.ns_b):
                 known_ns(ns, f"{t.kind} tunnel")
                 if (ns, t.name) in seen:
-                    _bad(f"scenario {self.name}: device {t.name} defined twice in {ns}")
+                    bad(f"scenario {self.name}: device {t.name} defined twice in {ns}")
                 seen.add((ns, t.name))
             for addr in (t.addr_a, t.addr_b):
                 check_addr(addr, f"{t.kind} tunnel")
             for under, ns in ((t.under_a, t.ns_a), (t.under_b, t.ns_b)):
                 check_addr(under, f"{t.kind} underlay", prefix=False)
                 if addrs.get(under, (None,))[0] != ns:
-                    _bad(f"scenario {self.name}: {t.kind} underlay address {under} is not on a veth in {ns}")
+                    bad(f"scenario {self.name}: {t.kind} underlay address {under} is not on a veth in {ns}")
         for s in topo.sinks:
             known_ns(s.ns, f"sink {s.name}")
             check_dev(s.name, "sink")
             if (s.ns, s.name) in seen:
-                _bad(f"scenario {self.name}: device {s.name} defined twice in {s.ns}")
+                bad(f"scenario {self.name}: device {s.name} defined twice in {s.ns}")
             seen.add((s.ns, s.name))
 
         devices = topo.devices()
@@ -310,48 +126,48 @@ class Scenario:
             for ns, dev in ((n.ns, n.dev), (n.mac_ns, n.mac_dev)):
                 known_ns(ns, "neighbour")
                 if (ns, dev) not in devices:
-                    _bad(f"scenario {self.name}: neighbour names device {dev!r}, which {ns} does not have")
+                    bad(f"scenario {self.name}: neighbour names device {dev!r}, which {ns} does not have")
 
         def known_dev(ns, dev, what):
             known_ns(ns, what)
             if (ns, dev) not in devices:
                 have = sorted(d for n, d in devices if n == ns)
-                _bad(f"scenario {self.name}: {what} names device {dev!r}, which namespace {ns} does not have",
+                bad(f"scenario {self.name}: {what} names device {dev!r}, which namespace {ns} does not have",
                      f"devices in {ns}: {', '.join(have)}")
 
         for h in self.hooks:
             if h.at not in HOOK_POINTS:
-                _bad(f"scenario {self.name}: unknown hook {h.at!r}", f"use one of {', '.join(HOOK_POINTS)}")
+                bad(f"scenario {self.name}: unknown hook {h.at!r}", f"use one of {', '.join(HOOK_POINTS)}")
             known_ns(h.ns, f"hook {h.at}")
             if h.at.startswith("tc/") or h.at == "af_packet":
                 if not h.dev:
-                    _bad(f"scenario {self.name}: hook {h.at} in {h.ns} needs a device")
+                    bad(f"scenario {self.name}: hook {h.at} in {h.ns} needs a device")
                 known_dev(h.ns, h.dev, f"hook {h.at}")
             for slot in tuple(h.write) + tuple(h.delete):
                 if slot not in SLOTS:
-                    _bad(f"scenario {self.name}: hook {h.label}: unknown map {slot!r}", f"use {', '.join(SLOTS)}")
+                    bad(f"scenario {self.name}: hook {h.label}: unknown map {slot!r}", f"use {', '.join(SLOTS)}")
             if (h.mark or h.clone_to or h.redirect_peer) and not h.at.startswith("tc/"):
-                _bad(f"scenario {self.name}: hook {h.label}: mark, clone_to and redirect_peer need a tc hook")
+                bad(f"scenario {self.name}: hook {h.label}: mark, clone_to and redirect_peer need a tc hook")
             if h.clone_to:
                 known_dev(h.ns, h.clone_to, f"hook {h.label} clone_to")
             if h.redirect_peer:
                 known_dev(h.ns, h.redirect_peer, f"hook {h.label} redirect_peer")
                 if not isinstance(devices[(h.ns, h.redirect_peer)], Veth):
-                    _bad(f"scenario {self.name}: redirect_peer needs a veth, {h.redirect_peer} is not one")
+                    bad(f"scenario {self.name}: redirect_peer needs a veth, {h.redirect_peer} is not one")
         labels = [(h.at, h.ns, h.dev) for h in self.hooks]
         if len(set(labels)) != len(labels):
-            _bad(f"scenario {self.name}: one hook is listed twice")
+            bad(f"scenario {self.name}: one hook is listed twice")
         for m in self.mirrors:
             known_dev(m.ns, m.dev, "mirror")
             known_dev(m.ns, m.to, "mirror target")
             if not any(h.at == ("tc/ingress" if m.ingress else "tc/egress") and h.ns == m.ns and h.dev == m.dev
                        for h in self.hooks):
-                _bad(f"scenario {self.name}: mirror on {m.dev} needs a tc hook there to see the packet first")
+                bad(f"scenario {self.name}: mirror on {m.dev} needs a tc hook there to see the packet first")
         for t in self.taps:
             known_dev(t.ns, t.dev, "AF_PACKET tap")
         for a in self.attach:
             if a.at not in ATTACH_POINTS:
-                _bad(f"scenario {self.name}: your program {a.prog} can attach at {', '.join(ATTACH_POINTS)}, "
+                bad(f"scenario {self.name}: your program {a.prog} can attach at {', '.join(ATTACH_POINTS)}, "
                      f"not {a.at!r}")
             if a.at.startswith("tc/") or a.at == "xdp":
                 known_dev(a.ns, a.dev or "", f"your program {a.prog}")
@@ -359,31 +175,31 @@ class Scenario:
                 known_ns(a.ns, f"your program {a.prog}")
         filters = [a.ns for a in self.attach if a.at == "socket_filter"]
         if len(set(filters)) != len(filters):
-            _bad(f"scenario {self.name}: a socket takes one filter; two of yours are set for one namespace")
+            bad(f"scenario {self.name}: a socket takes one filter; two of yours are set for one namespace")
         for slot, names in self.map_flags.items():
             if slot not in SLOTS[:2]:
-                _bad(f"scenario {self.name}: map flags for {slot!r}: only skb storage maps take them",
+                bad(f"scenario {self.name}: map flags for {slot!r}: only skb storage maps take them",
                      f"use {' or '.join(SLOTS[:2])}")
             for n in names:
                 if n not in MAP_FLAGS:
-                    _bad(f"scenario {self.name}: unknown map flag {n!r} for {slot}", f"use {', '.join(MAP_FLAGS)}")
+                    bad(f"scenario {self.name}: unknown map flag {n!r} for {slot}", f"use {', '.join(MAP_FLAGS)}")
         if not self.packets:
-            _bad(f"scenario {self.name}: no packets to send")
+            bad(f"scenario {self.name}: no packets to send")
         for p in self.packets:
             known_ns(p.src, "packet source")
             check_addr(p.dst, "packet destination", prefix=False)
             if p.proto not in PROTOS:
-                _bad(f"scenario {self.name}: unknown protocol {p.proto!r}", f"use one of {', '.join(PROTOS)}")
+                bad(f"scenario {self.name}: unknown protocol {p.proto!r}", f"use one of {', '.join(PROTOS)}")
             if not 8 <= p.size <= 1400:
-                _bad(f"scenario {self.name}: packet size {p.size} out of range", "use 8 to 1400 bytes of payload")
+                bad(f"scenario {self.name}: packet size {p.size} out of range", "use 8 to 1400 bytes of payload")
             if not 1 <= p.count <= 1000:
-                _bad(f"scenario {self.name}: packet count {p.count} out of range", "send 1 to 1000 packets")
+                bad(f"scenario {self.name}: packet count {p.count} out of range", "send 1 to 1000 packets")
             if p.via and (p.src, p.via) not in devices:
-                _bad(f"scenario {self.name}: packet sent via {p.via!r}, which namespace {p.src} does not have")
+                bad(f"scenario {self.name}: packet sent via {p.via!r}, which namespace {p.src} does not have")
             if p.src_ip:
                 check_addr(p.src_ip, "packet source", prefix=False)
             if p.dst not in addrs:
-                _bad(f"scenario {self.name}: no device has the destination address {p.dst}",
+                bad(f"scenario {self.name}: no device has the destination address {p.dst}",
                      f"addresses: {', '.join(sorted(addrs))}")
         return self
 
@@ -448,7 +264,7 @@ class Scenario:
             for it in items or ():
                 unknown = set(it) - names
                 if unknown:
-                    _bad(f"{kind.__name__}: unknown field(s) {', '.join(sorted(unknown))}")
+                    bad(f"{kind.__name__}: unknown field(s) {', '.join(sorted(unknown))}")
                 out.append(kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in it.items()}))
             return tuple(out)
 

@@ -50,7 +50,7 @@ SKIP_FRAMES = ("skb_scrub_packet", "skb_clone", "kfree_skbmem", "skb_release_hea
                "bpf_trace_run", "bpf_skb_storage_scrub", "trace_skb_storage")
 
 
-def _callers(stack):
+def name_callers(stack):
     syms = Symbols.get()
     names = [syms.name(a) for a in stack]
     out = [n for n in names if not n.startswith(SKIP_FRAMES)]

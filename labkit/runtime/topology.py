@@ -8,7 +8,7 @@ import os
 from contextlib import ExitStack, contextmanager
 
 from labkit.errors import LabError
-from labkit.runtime.scenario import Topology
+from labkit.runtime.parts import Topology
 
 PREFIX = "lk-"
 
@@ -40,14 +40,14 @@ class Built:
         return link.get("IFLA_ADDRESS")
 
 
-def _netlink(what, fn, *args, **kwargs):
+def netlink(what, fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except Exception as exc:  # pyroute2 raises NetlinkError and friends
         raise RunError(f"{what}: {exc}") from None
 
 
-def _remove_netns(name):
+def remove_netns(name):
     from pyroute2 import netns
 
     try:
@@ -65,30 +65,30 @@ def build_topology(st: ExitStack, topo: Topology) -> Built:
         if os.path.exists(f"/run/netns/{name}"):
             raise RunError(f"namespace {name} already exists (left by an earlier run?)",
                            fix="run: labkit cleanup")
-        st.callback(_remove_netns, name)
-        ipr = _netlink(f"create namespace {name}", IPRoute, netns=name, flags=os.O_CREAT)
+        st.callback(remove_netns, name)
+        ipr = netlink(f"create namespace {name}", IPRoute, netns=name, flags=os.O_CREAT)
         st.callback(ipr.close)
         b.ipr[ns] = ipr
         b.inode[ns] = os.stat(f"/run/netns/{name}").st_ino
-        _netlink("bring up lo", ipr.link, "set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        netlink("bring up lo", ipr.link, "set", index=ipr.link_lookup(ifname="lo")[0], state="up")
 
     def addr(ns, dev, cidr):
         ip, plen = cidr.split("/")
-        _netlink(f"address {cidr} on {dev}", b.ipr[ns].addr, "add", index=b.ifindex(ns, dev), address=ip,
+        netlink(f"address {cidr} on {dev}", b.ipr[ns].addr, "add", index=b.ifindex(ns, dev), address=ip,
                  prefixlen=int(plen))
 
     def up(ns, dev):
-        _netlink(f"bring up {dev}", b.ipr[ns].link, "set", index=b.ifindex(ns, dev), state="up")
+        netlink(f"bring up {dev}", b.ipr[ns].link, "set", index=b.ifindex(ns, dev), state="up")
 
     def neigh(ns, dev, ip, mac):
-        _netlink(f"neighbour {ip} on {dev}", b.ipr[ns].neigh, "replace", dst=ip, lladdr=mac,
+        netlink(f"neighbour {ip} on {dev}", b.ipr[ns].neigh, "replace", dst=ip, lladdr=mac,
                  ifindex=b.ifindex(ns, dev), state=0x80)  # NUD_PERMANENT
 
     for v in topo.veths:
         peer = {"ifname": v.b}
         if v.ns_b != v.ns_a:
             peer["net_ns_fd"] = ns_name(v.ns_b)
-        _netlink(f"veth {v.a}/{v.b}", b.ipr[v.ns_a].link, "add", ifname=v.a, kind="veth", peer=peer)
+        netlink(f"veth {v.a}/{v.b}", b.ipr[v.ns_a].link, "add", ifname=v.a, kind="veth", peer=peer)
         for ns, dev, cidr in ((v.ns_a, v.a, v.addr_a), (v.ns_b, v.b, v.addr_b)):
             if cidr:
                 addr(ns, dev, cidr)
@@ -104,7 +104,7 @@ def build_topology(st: ExitStack, topo: Topology) -> Built:
                     "vxlan": dict(vxlan_id=t.vni, vxlan_local=local, vxlan_group=remote, vxlan_port=4789),
                     "geneve": dict(geneve_collect_metadata=True) if t.external else
                     dict(geneve_id=t.vni, geneve_remote=remote)}[t.kind]
-            _netlink(f"{t.kind} tunnel {t.name} in {ns_name(ns)}", b.ipr[ns].link, "add", ifname=t.name,
+            netlink(f"{t.kind} tunnel {t.name} in {ns_name(ns)}", b.ipr[ns].link, "add", ifname=t.name,
                      kind=t.kind, **spec)
             addr(ns, t.name, cidr)
             up(ns, t.name)
@@ -114,10 +114,10 @@ def build_topology(st: ExitStack, topo: Topology) -> Built:
     for n in topo.neighbours:
         neigh(n.ns, n.dev, n.ip, b.mac(n.mac_ns, n.mac_dev))
     for s in topo.sinks:
-        _netlink(f"dummy {s.name}", b.ipr[s.ns].link, "add", ifname=s.name, kind="dummy")
+        netlink(f"dummy {s.name}", b.ipr[s.ns].link, "add", ifname=s.name, kind="dummy")
         up(s.ns, s.name)
         if s.hold:
-            _netlink(f"plug qdisc on {s.name}", b.ipr[s.ns].tc, "add", "plug", index=b.ifindex(s.ns, s.name),
+            netlink(f"plug qdisc on {s.name}", b.ipr[s.ns].tc, "add", "plug", index=b.ifindex(s.ns, s.name),
                      limit=10000)
     return b
 

@@ -95,12 +95,12 @@ def after_interrupt(sweep):
     """A Ctrl-C can land anywhere, also inside a library between creating
     something and handing it to the run's teardown, or between entering a
     namespace and the block that leaves it: come home, sweep what is left."""
-    from labkit.guest.netns import _setns
+    from labkit.guest.netns import set_netns
 
     left = []
     try:
         if os.stat("/proc/self/ns/net").st_ino != os.fstat(HOME_NETNS).st_ino:
-            _setns(HOME_NETNS)
+            set_netns(HOME_NETNS)
             left.append("the worker was left in a lab namespace; it went back to its own")
         left += [d for d in sweep() if d != "nothing to clean"]
     except KeyboardInterrupt:
@@ -113,12 +113,13 @@ def main():
 
     # Warm up what every run needs, then clear what a killed worker left.
     import pyroute2  # noqa: F401
-    from labkit.runtime import run as runtime, observer as runtime_observer  # noqa: F401
+    from labkit.runtime import observer as runtime_observer, run  # noqa: F401 - warm: the worker runs these
+    from labkit.runtime.symbols import Symbols
     from labkit.vm.cleanup import guest_sweep
-    from labkit.bpf.libbpf import lib
+    from labkit.bpf.ffi import lib
 
     lib()
-    runtime.Symbols.get()
+    Symbols.get()
     runtime_observer.KEEP_LOADED = True
     swept = [d for d in guest_sweep() if d != "nothing to clean"]
     emit({"ready": True, "pid": os.getpid(), "start_s": round(time.monotonic() - T0, 2), "swept": swept})

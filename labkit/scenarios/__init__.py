@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-from labkit.runtime.scenario import ScenarioError
+from labkit.runtime.parts import ScenarioError
 
 NAMES = ("basic", "clone", "netns", "tunnel", "mark_vs_storage", "two_maps", "side_stash")
 

@@ -1,6 +1,6 @@
 """Shared pieces: the two-namespace veth topology most scenarios start from."""
 
-from labkit.runtime.scenario import Topology, Veth
+from labkit.runtime.parts import Topology, Veth
 
 A_ADDR, B_ADDR = "10.0.0.1/24", "10.0.0.2/24"
 A_IP, B_IP = "10.0.0.1", "10.0.0.2"

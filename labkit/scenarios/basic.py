@@ -6,7 +6,8 @@ the kernel, and the storage is freed with it.
 """
 
 from labkit.runtime.events import at, step
-from labkit.runtime.scenario import Hook, Packet, Scenario
+from labkit.runtime.parts import Hook, Packet
+from labkit.runtime.scenario import Scenario
 
 from ._common import B_IP, pair
 

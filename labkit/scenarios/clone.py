@@ -10,7 +10,8 @@ keeps the clone alive until the run ends), and is freed with the last one.
 """
 
 from labkit.runtime.events import at, step
-from labkit.runtime.scenario import Hook, Mirror, Packet, Scenario, Sink, Tap
+from labkit.runtime.parts import Hook, Mirror, Packet, Sink, Tap
+from labkit.runtime.scenario import Scenario
 
 from ._common import B_IP, pair
 

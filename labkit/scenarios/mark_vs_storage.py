@@ -6,7 +6,8 @@ and the storage does not.
 """
 
 from labkit.runtime.events import at, step
-from labkit.runtime.scenario import Hook, Packet, Scenario, Topology, Veth
+from labkit.runtime.parts import Hook, Packet, Topology, Veth
+from labkit.runtime.scenario import Scenario
 
 from ._common import B_IP, pair
 

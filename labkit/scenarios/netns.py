@@ -11,7 +11,8 @@
 """
 
 from labkit.runtime.events import at, step
-from labkit.runtime.scenario import Hook, Neigh, Packet, Scenario, Topology, Veth
+from labkit.runtime.parts import Hook, Neigh, Packet, Topology, Veth
+from labkit.runtime.scenario import Scenario
 
 from ._common import B_IP, pair
 

@@ -10,7 +10,8 @@ Written next to skb storage at the same hook, through the same crossings:
 """
 
 from labkit.runtime.events import at, step
-from labkit.runtime.scenario import Hook, Packet, Scenario, Sink, Tunnel
+from labkit.runtime.parts import Hook, Packet, Sink, Tunnel
+from labkit.runtime.scenario import Scenario
 
 from ._common import A_IP, B_IP, pair
 

@@ -10,7 +10,8 @@ Storage is created at one point (``create``) and observed everywhere:
 """
 
 from labkit.runtime.events import at, step
-from labkit.runtime.scenario import TUNNEL_KINDS, Hook, Packet, Scenario, Tunnel
+from labkit.runtime.parts import TUNNEL_KINDS, Hook, Packet, Tunnel
+from labkit.runtime.scenario import Scenario
 
 from ._common import A_IP, B_IP, pair
 

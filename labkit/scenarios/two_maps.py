@@ -5,7 +5,8 @@ still finds A, and B gone.
 """
 
 from labkit.runtime.events import at
-from labkit.runtime.scenario import Hook, Packet, Scenario
+from labkit.runtime.parts import Hook, Packet
+from labkit.runtime.scenario import Scenario
 
 from ._common import B_IP, pair
 

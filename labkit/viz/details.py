@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from labkit.runtime.events import describe
 from labkit.viz.draw import HOOK_NAMES
-from labkit.viz.lifetime import _num
-from labkit.viz.model import KEEP_FLAGS, _attribute, _model, _slots, scrub_outcomes, skb_names
+from labkit.viz.lifetime import num
+from labkit.viz.model import KEEP_FLAGS, attribute_to, build_model, slots_of, scrub_outcomes, skb_names
 
 
 SAYS = {"clone": "{skb} is a clone of {parent}, made by {where}() through skb_clone(). Both share one extension "
@@ -23,7 +23,7 @@ MEANS = {"created": "created here by this program", "present": "there, as writte
 
 def frame_details(log, seq) -> str:
     """What one event means, in a few plain lines, for the step-through's details pane."""
-    where = {e.get("seq"): (p, e) for p, e in zip(_attribute(log), log.events)}
+    where = {e.get("seq"): (p, e) for p, e in zip(attribute_to(log), log.events)}
     if seq not in where:
         raise ValueError(f"no event {seq} in this log")
     p, e = where[seq]
@@ -34,13 +34,13 @@ def frame_details(log, seq) -> str:
     lines = [f"event {seq} · {skb} · packet {p} · {e.get('t_us', 0):.1f} µs"]
     if kind == "hook":
         lines.append(f"{skb} seen at {HOOK_NAMES.get(e.get('hook'), e.get('hook'))} {place}:")
-        for s in _slots(log)[0]:
+        for s in slots_of(log)[0]:
             m = (e.get("maps") or {}).get(s) or {"state": "absent"}
             val = f" (value {m['value']:#x})" if isinstance(m.get("value"), int) else ""
             said = "no entry for this skb's address" if (s, m.get("state")) == ("stash", "absent") else None
             lines.append(f"  {s}: {said or MEANS.get(m.get('state'), m.get('state'))}{val}")
         lines.append(f"  skb->mark = {e.get('mark') or 0:#x}")
-        hosts = _model(log, p)[2]
+        hosts = build_model(log, p)[2]
         lines += [f"  {where[a][1].get('map')} was allocated for it in {where[a][1].get('where')}()"
                   for a, h in hosts.items() if h == f"ev{seq}"]
         if e.get("clone_ret") is not None:
@@ -70,7 +70,7 @@ def frame_details(log, seq) -> str:
     elif kind in SAYS:
         lines.append(SAYS[kind].format(skb=skb, parent=names.get(e.get("parent"), "its parent"), where=e.get("where"),
                                        hook=e.get("hook"), map=e.get("map"), tag=e.get("tag"),
-                                       value=_num(e.get("value"), e.get("tag")), obj=e.get("obj")))
+                                       value=num(e.get("value"), e.get("tag")), obj=e.get("obj")))
     if e.get("stack"):
         lines.append("called from: " + " ← ".join(e["stack"]))
     lines.append(describe(e, names).strip())

@@ -25,13 +25,13 @@ FIT = "max-width:100%;height:auto"  # the root <svg>'s style: never wider than w
 _classes = {}
 
 
-def _graphviz():
+def load_graphviz():
     from labkit.viz.render import graphviz_module
 
     return graphviz_module()
 
 
-def _esc(text) -> str:
+def esc(text) -> str:
     return html.escape(str(text), quote=True)
 
 
@@ -52,13 +52,13 @@ def _fitting(gv):
     return _classes["Digraph"]
 
 
-def _digraph(gv, name, label, **attrs):
+def digraph(gv, name, label, **attrs):
     return _fitting(gv)(name=name, graph_attr={"label": label, "labelloc": "t", "fontname": FONT, "fontsize": "14",
                                                **attrs},
                         node_attr={"fontname": FONT, "fontsize": "10"}, edge_attr={"fontname": FONT, "fontsize": "9"})
 
 
-def _cluster(gv, ns, i):
+def cluster(gv, ns, i):
     c = gv.Digraph(name=f"cluster_{ns}")
     c.attr(label=f"lk-{ns}", style="filled,rounded", fillcolor=NS_FILL[i % len(NS_FILL)], color="#adb5bd",
            fontname=FONT, fontsize="12", labeljust="l")

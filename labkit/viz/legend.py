@@ -9,7 +9,7 @@ legend lists the kinds of scrub the graph has, naming the maps and flags.
 
 from __future__ import annotations
 
-from labkit.viz.draw import FADED, KEPT, SCRUB, STATE, _esc
+from labkit.viz.draw import FADED, KEPT, SCRUB, STATE, esc
 from labkit.viz.model import KEEP_FLAGS, scrub_kind
 
 STATES = [("created 0x…", STATE["created"], "storage made here, with its value"),
@@ -56,7 +56,7 @@ def lifetime_rows(outcomes, stepping=False) -> list:
 
 
 def _key(k, fill, ink) -> str:
-    text = f'<FONT COLOR="{ink}" POINT-SIZE="9">{_esc(k)}</FONT>'
+    text = f'<FONT COLOR="{ink}" POINT-SIZE="9">{esc(k)}</FONT>'
     if ";" not in fill:
         return f'<TD BGCOLOR="{fill}">{text}</TD>'
     left, right = fill.split(";")[0], fill.split(":")[-1]  # "red;0.5:green": half and half
@@ -66,7 +66,7 @@ def _key(k, fill, ink) -> str:
 
 def legend(rows) -> str:
     """A graphviz HTML-like label: one row per (key, (fill, ink), meaning)."""
-    cells = "".join(f'<TR>{_key(k, fill, ink)}<TD ALIGN="LEFT"><FONT POINT-SIZE="9">{_esc(v)}</FONT></TD></TR>'
+    cells = "".join(f'<TR>{_key(k, fill, ink)}<TD ALIGN="LEFT"><FONT POINT-SIZE="9">{esc(v)}</FONT></TD></TR>'
                     for k, (fill, ink), v in rows)
     return ('<<TABLE BORDER="1" COLOR="#adb5bd" CELLBORDER="0" CELLSPACING="1" CELLPADDING="2">'
             f'<TR><TD COLSPAN="2"><B>legend</B></TD></TR>{cells}</TABLE>>')

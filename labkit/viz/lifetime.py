@@ -10,11 +10,10 @@ and fades the later ones, with the same nodes and edges in every frame.
 
 from __future__ import annotations
 
-from labkit.runtime.scenario import FLAG_NAMES
-from labkit.viz.draw import (FADED, FREED, HOOK_NAMES, SKB_COLOR, STATE, _cluster, _digraph, _esc,
-                             _graphviz)
+from labkit.runtime.parts import FLAG_NAMES
+from labkit.viz.draw import FADED, FREED, HOOK_NAMES, SKB_COLOR, STATE, cluster, digraph, esc, load_graphviz
 from labkit.viz.legend import SCRUB_FILL, legend, lifetime_rows
-from labkit.viz.model import _model, _pick, _slots, scrub_kind, scrub_outcomes
+from labkit.viz.model import build_model, pick, slots_of, scrub_kind, scrub_outcomes
 
 BORDER = {"drops": "#a61e1e", "keeps": "#1b5e20", "some": "#1b5e20"}
 
@@ -29,7 +28,7 @@ def _scrub_said(outcome) -> str:
 
 
 def _hook_label(e, slots, show_mark, faded):
-    hook, dev = _esc(HOOK_NAMES.get(e.get("hook"), e.get("hook"))), _esc(e.get("ifname") or "")
+    hook, dev = esc(HOOK_NAMES.get(e.get("hook"), e.get("hook"))), esc(e.get("ifname") or "")
     rows = [f'<TR><TD COLSPAN="2" CELLPADDING="2"><B>{hook}</B><BR/><FONT POINT-SIZE="10">{dev}</FONT></TD></TR>']
 
     def row(name, state, text):
@@ -83,14 +82,14 @@ def _node(n, when, slots, show_mark):
                 "storage_clone": f"{e.get('map')} copied\\nto the clone (BPF_F_CLONE)",
                 "storage_scrub": f"{e.get('map')} " + ("kept" if e.get("kept") else "dropped") +
                                  f"\\n{e.get('reason')} scrub",
-                "report": f"your lab_report()\\n{e.get('tag')} = {_num(e.get('value'), e.get('tag'))}",
+                "report": f"your lab_report()\\n{e.get('tag')} = {num(e.get('value'), e.get('tag'))}",
                 }.get(e.get("kind"), e.get("kind"))
         a.update(label=text, shape="note", fontsize="9", fillcolor=FADED[0] if faded else "#e9ecef",
                  color=FADED[1] if faded else FREED, style=a["style"] + ",dashed" if when != "now" else a["style"])
     return a
 
 
-def _num(v, tag=None):
+def num(v, tag=None):
     if tag == "delay_ns" and isinstance(v, int):
         return f"{v / 1000:.1f} µs"
     return f"{v:#x}" if isinstance(v, int) and v > 9 else str(v)
@@ -109,14 +108,14 @@ def _title(log, packet):
 
 def lifetime_graph(log, packet=None, current=None):
     """The lifetime graph of one packet (default: the first); ``current`` is the seq of the step to highlight."""
-    gv = _graphviz()
-    packet = _pick(log, packet)
-    nodes, edges, hosts = _model(log, packet) if packet is not None else ({}, [], {})
+    gv = load_graphviz()
+    packet = pick(log, packet)
+    nodes, edges, hosts = build_model(log, packet) if packet is not None else ({}, [], {})
     said = scrub_outcomes(log)
     for n in nodes.values():
         if n["role"] == "scrub":
             n["outcome"] = said.get(n["seq"])
-    slots, show_mark = _slots(log)
+    slots, show_mark = slots_of(log)
     focus = hosts.get(current, f"ev{current}")  # an allocation is shown by the hook it happened in
 
     def when(seq, nid=None):
@@ -124,12 +123,12 @@ def lifetime_graph(log, packet=None, current=None):
             return "now"
         return "later" if current is not None and seq > current else "done"
 
-    g = _digraph(gv, f"lifetime_p{packet}", _title(log, packet) if packet is not None else "no packet in this log",
+    g = digraph(gv, f"lifetime_p{packet}", _title(log, packet) if packet is not None else "no packet in this log",
                  nodesep="0.25", ranksep="0.3")
     clusters = {}
     for nid, n in nodes.items():
         if n["ns"] is not None and n["ns"] not in clusters:
-            clusters[n["ns"]] = _cluster(gv, n["ns"], len(clusters))
+            clusters[n["ns"]] = cluster(gv, n["ns"], len(clusters))
         clusters.get(n["ns"], g).node(nid, **_node({**n, "id": nid}, when(n["seq"], nid), slots, show_mark))
     for c in clusters.values():
         g.subgraph(c)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from labkit.runtime.events import SLOTS
 
 
-def _attribute(log) -> list:
+def attribute_to(log) -> list:
     """Each event's packet; an event without one takes that of the nearest event of its skb."""
     known = {}
     for i, e in enumerate(log.events):
@@ -24,14 +24,14 @@ def _attribute(log) -> list:
 def skb_names(log) -> dict:
     """(packet, skb address) -> ``skb#N``, in order of appearance (an address reused later is another skb)."""
     names = {}
-    for p, e in zip(_attribute(log), log.events):
+    for p, e in zip(attribute_to(log), log.events):
         for k in ("parent", "skb"):
             if e.get(k) and (p, e[k]) not in names:
                 names[(p, e[k])] = f"skb#{len(names) + 1}"
     return names
 
 
-def _pick(log, packet):
+def pick(log, packet):
     packets = log.packets()
     if packet is None:
         return packets[0] if packets else None
@@ -41,13 +41,13 @@ def _pick(log, packet):
 
 
 def _events(log, packet):
-    return [e for p, e in zip(_attribute(log), log.events) if p is not None and p == packet]
+    return [e for p, e in zip(attribute_to(log), log.events) if p is not None and p == packet]
 
 
 # ---- the model: elements of the graph, each owned by one event -------------------------------
 
 
-def _model(log, packet):
+def build_model(log, packet):
     """Nodes and edges of one packet's graph. Every element has the seq of the event that makes it."""
     names = skb_names(log)
     evs = _events(log, packet)
@@ -122,12 +122,12 @@ def _model(log, packet):
 
 def frames(log, packet=None) -> list[int]:
     """The event seqs a step-through walks for one packet (an allocation folded into its hook is no step)."""
-    packet = _pick(log, packet)
-    hosts = _model(log, packet)[2] if packet is not None else {}
+    packet = pick(log, packet)
+    hosts = build_model(log, packet)[2] if packet is not None else {}
     return [e["seq"] for e in _events(log, packet) if e["seq"] not in hosts] if packet is not None else []
 
 
-def _slots(log):
+def slots_of(log):
     used = [s for s in SLOTS if s == "storage_a" or any(
         ((e.get("maps") or {}).get(s) or {}).get("state", "absent") != "absent" for e in log.events)]
     return used, any(e.get("mark") for e in log.events if e.get("kind") == "hook")
@@ -143,7 +143,7 @@ def scrub_outcomes(log) -> dict:
     it on the same skb and name the same caller; a scrub with none found nothing to keep or drop (or
     the kernel has no such tracepoint), and a map with a keep flag for the reason is kept."""
     out, last = {}, {}
-    for p, e in zip(_attribute(log), log.events):
+    for p, e in zip(attribute_to(log), log.events):
         k = (p, e.get("skb"))
         if e.get("kind") == "scrub":
             last[k] = e

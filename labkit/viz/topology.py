@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labkit.viz.draw import _cluster, _digraph, _esc, _graphviz
+from labkit.viz.draw import cluster, digraph, esc, load_graphviz
 from labkit.viz.legend import legend
 
 
@@ -14,10 +14,10 @@ def _acts(h) -> str:
 
 
 def _box(title, sub, rows, fill="white"):
-    cells = "".join(f'<TR><TD ALIGN="LEFT" BGCOLOR="{c}"><FONT POINT-SIZE="9">{_esc(r)}</FONT></TD></TR>'
+    cells = "".join(f'<TR><TD ALIGN="LEFT" BGCOLOR="{c}"><FONT POINT-SIZE="9">{esc(r)}</FONT></TD></TR>'
                     for r, c in rows)
     return (f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="2" BGCOLOR="{fill}">'
-            f'<TR><TD><B>{_esc(title)}</B></TD></TR><TR><TD><FONT POINT-SIZE="9" COLOR="#495057">{_esc(sub)}'
+            f'<TR><TD><B>{esc(title)}</B></TD></TR><TR><TD><FONT POINT-SIZE="9" COLOR="#495057">{esc(sub)}'
             f'</FONT></TD></TR>{cells}</TABLE>>')
 
 
@@ -44,7 +44,7 @@ TOPO_LEGEND = [("hook", ("#d3f9d8", "#212529"), "writes storage or mark"),
 
 def topology_graph(scenario):
     """A scenario before it runs: namespaces, devices, links, clone points, hooks and the packets' way."""
-    gv = _graphviz()
+    gv = load_graphviz()
     topo = scenario.topology
     devices = {k: v for k, v in topo.devices().items() if v != "loopback"}
     ids = {k: f"{k[0]}__{k[1]}".replace("-", "_") for k in devices}
@@ -56,11 +56,11 @@ def topology_graph(scenario):
         rows.setdefault((a.ns, a.dev), []).append((f"{a.at}: your program {a.prog}", "#fff3bf"))
     addrs = {v: k for k, v in topo.addresses().items()}
     receivers = {topo.addresses()[p.dst] for p in scenario.packets if p.dst in topo.addresses()}
-    g = _digraph(gv, f"topology_{scenario.name}", f"{scenario.name}: {scenario.description}", rankdir="LR",
+    g = digraph(gv, f"topology_{scenario.name}", f"{scenario.name}: {scenario.description}", rankdir="LR",
                  nodesep="0.3", ranksep="0.5")
     g.attr("node", shape="box", style="rounded,filled", fillcolor="white")
     for i, ns in enumerate(topo.netns):
-        c = _cluster(gv, ns, i)
+        c = cluster(gv, ns, i)
         for (dns, dev), obj in devices.items():
             if dns == ns:
                 what = {"Veth": "veth", "Tunnel": f"{getattr(obj, 'kind', '')} tunnel", "Sink": "sink" + (

@@ -59,7 +59,8 @@ def start_persistent(kernel_dir=None):
 
 def attach_persistent(state):
     """A Lab object talking to the running persistent VM."""
-    from labkit.vm.lab import Channel, Lab, connect
+    from labkit.vm.channel import Channel, connect
+    from labkit.vm.lab import Lab
 
     lab = Lab(state["kernel"], accel=state["accel"], persistent=True, rundir=state["rundir"],
               workdir=state.get("workdir"))

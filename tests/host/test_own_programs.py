@@ -7,7 +7,7 @@ import re
 import nbformat
 import pytest
 
-from labkit.course import exercises
+from labkit.course import tunnels
 from labkit import paths
 from labkit.course.bpfcell import compile_cell, verify
 from labkit.course.lesson import Lesson, live_possible
@@ -72,8 +72,8 @@ def test_a_geneve_option_carries_the_value_across(lab):
     starter = verify(compile_cell("t_carry0", cell_source("04_tunnels.ipynb", "carry")), lab)
     solution = verify(compile_cell("t_carry1", cell_source("solutions/04_tunnels.ipynb", "carry")), lab)
     assert starter.ok and solution.ok, (starter.error, solution.error)
-    assert exercises.carry_across_tunnel(lab, starter, quiet=True).passed is False
-    v = exercises.carry_across_tunnel(lab, solution, quiet=True)
+    assert tunnels.carry_across_tunnel(lab, starter, quiet=True).passed is False
+    v = tunnels.carry_across_tunnel(lab, solution, quiet=True)
     assert v.passed is True, str(v)
 
 
@@ -83,7 +83,7 @@ def test_the_geneve_option_is_judged_as_the_wire_carries_it(lab):
     solution = cell_source("solutions/04_tunnels.ipynb", "carry")
     assert ".length = 1" in solution
     long = verify(compile_cell("t_carry2", solution.replace(".length = 1", ".length = 2")), lab)
-    v = exercises.carry_across_tunnel(lab, long, quiet=True)
+    v = tunnels.carry_across_tunnel(lab, long, quiet=True)
     assert v.passed is False and any("length field is 2" in line for line in v.lines), str(v)
     whole = solution.replace("&opt.value, sizeof(opt.value)", "&opt, sizeof(opt)")
     assert whole != solution
@@ -97,6 +97,6 @@ def test_a_flag_the_path_does_not_need_fails_exercise_08(lab):
     assert "BPF_F_SKB_KEEP_NETNS" in solution and "BPF_F_CLONE" not in solution
     extra = verify(compile_cell("t_keep1", solution.replace("BPF_F_SKB_KEEP_NETNS",
                                                             "BPF_F_SKB_KEEP_NETNS | BPF_F_CLONE", 1)), lab)
-    v = exercises.keep_through_tunnel(lab, extra, quiet=True)
+    v = tunnels.keep_through_tunnel(lab, extra, quiet=True)
     assert v.passed is False and "a flag it does not need" in v.summary, str(v)
     assert any("BPF_F_CLONE" in line for line in v.lines)

@@ -15,7 +15,7 @@ import pytest
 
 from labkit import paths, scenarios
 from labkit.errors import GuestTimeout, VerifierError, VMError
-from labkit.runtime.scenario import Attach, Hook, Packet, ScenarioError
+from labkit.runtime.parts import Attach, Hook, Packet, ScenarioError
 from labkit.runtime.session import Interrupted, ScenarioFailed, Session, run_message
 from tests.conftest import need
 from tests.host.conftest import labkit, lab_qemus

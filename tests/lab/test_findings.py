@@ -48,9 +48,9 @@ def set_res(obj, **fields):
 
 def map_ids():
     """The ids of every BPF map alive in the guest (bpf_map_get_next_id)."""
-    from labkit.bpf import libbpf
+    from labkit.bpf import ffi
 
-    lib = libbpf.lib()
+    lib = ffi.lib()
     ids, cur, nxt = [], ctypes.c_uint32(0), ctypes.c_uint32(0)
     while lib.bpf_map_get_next_id(cur, ctypes.byref(nxt)) == 0:
         ids.append(nxt.value)
@@ -122,14 +122,14 @@ def test_f1_an_element_does_not_hold_its_inner_map(implementation, token):  # no
 
 
 def map_id_of(fd):
-    from labkit.bpf import libbpf
+    from labkit.bpf import ffi
 
     class Info(ctypes.Structure):
         _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("rest", ctypes.c_uint8 * 256)]
 
     info = Info()
     size = ctypes.c_uint32(ctypes.sizeof(info))
-    rc = libbpf.lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size))
+    rc = ffi.lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size))
     assert rc == 0, f"bpf_obj_get_info_by_fd: {rc}"
     return info.id
 

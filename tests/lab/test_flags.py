@@ -14,7 +14,7 @@ import pytest
 from labkit.runtime import run as runtime
 from labkit import scenarios
 from labkit.runtime.events import at, expect, step
-from labkit.runtime.scenario import TUNNEL_KINDS
+from labkit.runtime.parts import TUNNEL_KINDS
 
 
 def run(name, flags=(), **params):

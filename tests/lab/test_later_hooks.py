@@ -6,7 +6,8 @@ from contextlib import ExitStack
 
 from labkit.bpf.build import obj_path
 from labkit.guest.cgroup import Cgroup
-from labkit.bpf.libbpf import BpfObject, RingBuffer
+from labkit.bpf.attach import RingBuffer
+from labkit.bpf.libbpf import BpfObject
 from labkit.guest.netns import NetNS
 from labkit.runtime.packets import payload
 from tests.lab.test_lifetime import events_of, tc

@@ -4,7 +4,8 @@ import pytest
 
 from labkit.bpf.build import obj_path
 from labkit.errors import LabError, VerifierError
-from labkit.bpf.libbpf import BPF_NETFILTER, BPF_PROG_TYPE_NETFILTER, BpfObject
+from labkit.bpf.ffi import BPF_NETFILTER, BPF_PROG_TYPE_NETFILTER
+from labkit.bpf.libbpf import BpfObject
 
 ALLOWED = ["t_socket", "t_tc", "t_action", "t_cgroup_skb", "t_sk_skb", "t_lwt_in", "t_sockops",
            "t_tp_btf", "t_netfilter", "t_lsm"]

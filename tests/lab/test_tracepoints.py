@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from labkit.runtime import run as runtime
+from labkit.runtime import run as runtime, symbols
 from labkit import scenarios
 from labkit.runtime.events import at, expect, step
 
@@ -22,10 +22,10 @@ EVENTS = ("skb_storage_create", "skb_storage_clone", "skb_storage_scrub", "skb_s
 
 
 def test_the_runtime_uses_the_tracepoints():
-    assert runtime.storage_tracepoints(), "the lab kernel has no bpf_skb_storage tracepoints in its BTF"
-    progs = runtime.lifecycle_programs()
-    assert set(runtime.STORAGE_TRACEPOINTS) <= set(progs)
-    assert not set(runtime.STORAGE_KPROBES) & set(progs)
+    assert symbols.storage_tracepoints(), "the lab kernel has no bpf_skb_storage tracepoints in its BTF"
+    progs = symbols.lifecycle_programs()
+    assert set(symbols.STORAGE_TRACEPOINTS) <= set(progs)
+    assert not set(symbols.STORAGE_KPROBES) & set(progs)
     log = runtime.run(scenarios.get("netns", path="veth"))
     storage = [e for e in log.events if e["kind"].startswith("storage_")]
     assert storage and all(e.get("via") == "tracepoint" for e in storage), log.timeline()

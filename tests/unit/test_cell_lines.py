@@ -55,13 +55,13 @@ def test_the_magic_sees_the_cell_as_typed():
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
-    from labkit.course.bpfcell import _raw_cell
+    from labkit.course.bpfcell import raw_cell_of
 
     cfg = Config()
     cfg.HistoryManager.hist_file = ":memory:"
     ip = InteractiveShell(config=cfg)
     seen = []
-    ip.register_magic_function(lambda line, cell: seen.append(body_first_line(_raw_cell(ip), cell)),
+    ip.register_magic_function(lambda line, cell: seen.append(body_first_line(raw_cell_of(ip), cell)),
                                magic_kind="cell", magic_name="bpf")
     for raw in ("%%bpf t\nint x;\n", "\n\n%%bpf t\nint x;\n"):
         ip.run_cell(raw, store_history=True)

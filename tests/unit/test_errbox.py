@@ -8,7 +8,7 @@ import pytest
 from labkit.course import errbox
 from labkit.bench.storage import BenchError
 from labkit.errors import LabError
-from labkit.runtime.scenario import ScenarioError
+from labkit.runtime.parts import ScenarioError
 from labkit.runtime.session import Interrupted
 
 LABKIT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(errbox.__file__)))  # labkit/
@@ -134,7 +134,7 @@ def test_in_a_real_kernel_the_cell_fails_with_a_box_and_no_traceback():
 
         reply, _ = cell("from labkit.course import errbox\nerrbox.install()")
         assert reply["status"] == "ok", reply
-        reply, outs = cell("from labkit.runtime.scenario import ScenarioError\n"
+        reply, outs = cell("from labkit.runtime.parts import ScenarioError\n"
                            "raise ScenarioError('scenario mine: no packets to send', fix='add a Packet')")
         assert reply["status"] == "error" and reply["ename"] == "ScenarioError", reply
         assert [m["msg_type"] for m in outs] == ["display_data"], outs

@@ -8,6 +8,7 @@ import pytest
 
 from labkit.course import facts
 from labkit import paths
+from labkit.errors import LabError
 from labkit.runtime.events import EventLog
 
 DATA = paths.PROJECT / "notebooks" / "data"
@@ -36,7 +37,7 @@ def test_a_set_fact_can_be_empty_and_asks_again_the_same():
 
 
 def test_a_hook_the_packet_never_passed_is_an_error_not_an_answer():
-    with pytest.raises(facts.LabError, match="never passed"):
+    with pytest.raises(LabError, match="never passed"):
         facts.ask("state_at", rec("basic-udp"), hook="af_packet")
 
 

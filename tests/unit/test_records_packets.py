@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from labkit import paths
-from labkit.runtime.packets import _csum, ipv4_udp, payload, udp_frame
+from labkit.runtime.packets import csum, ipv4_udp, payload, udp_frame
 from labkit.runtime.records import EVENT_SIZE, HOOKS, LAB_MAGIC, STATES, Event
 
 
@@ -61,7 +61,7 @@ def test_payload_carries_magic_and_token():
 
 def test_ipv4_header_checksum_is_valid():
     pkt = ipv4_udp("10.0.0.1", "10.0.0.2", 1000, 2000, b"hi")
-    assert _csum(pkt[:20]) == 0
+    assert csum(pkt[:20]) == 0
     assert socket.inet_ntoa(pkt[12:16]) == "10.0.0.1"
     assert struct.unpack("!HH", pkt[20:24]) == (1000, 2000)
 

@@ -5,7 +5,8 @@ import dataclasses
 import pytest
 
 from labkit import scenarios
-from labkit.runtime.scenario import Hook, Packet, Scenario, ScenarioError, Topology, Tunnel, Veth
+from labkit.runtime.parts import Hook, Packet, ScenarioError, Topology, Tunnel, Veth
+from labkit.runtime.scenario import Scenario
 
 
 def two_ns(**kw):
