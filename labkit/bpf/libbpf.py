@@ -9,11 +9,10 @@ A program the verifier rejects raises ``VerifierError``: the headline
 names the program and the verifier's complaint, the details hold the last
 verifier lines with the C source line they belong to (from BTF line info).
 
-The names to use are all here; the parts that read on their own:
-
-``libbpf_ctypes``  libbpf.so.1's structs and signatures, ``lib()``, libbpf's messages
-``libbpf_attach``  the attachments (``Link``, ``TcFilter``, ``RingBuffer``)
-``verifier_log``   a verifier log as a ``VerifierError`` (``explain_log``)
+The parts that read on their own, beside it in ``labkit.bpf``: ``ffi`` (libbpf.so.1's
+structs and signatures, ``lib()``, libbpf's messages), ``attach`` (the attachments:
+``Link``, ``TcFilter``, ``RingBuffer``) and ``verifier`` (a verifier log as a
+``VerifierError``, ``explain_log``).
 """
 
 import ctypes

@@ -2,8 +2,8 @@
 
 JupyterLite runs JupyterLab and a Python kernel (Pyodide) in the browser from
 static files. The site holds lessons 00-09, labkit as a wheel (the recordings
-inside), its own Pyodide (``lite_pyodide``) and Graphviz in WebAssembly for
-the graphs (``viz_wasm``), so any static file server (GitHub Pages, a USB
+inside), its own Pyodide (``labkit.lite.pyodide``) and Graphviz in WebAssembly for
+the graphs (``labkit.viz.wasm``), so any static file server (GitHub Pages, a USB
 stick at a workshop, ``python3 -m http.server``) serves the whole course and
 nothing is fetched from anywhere else. It must be served over HTTP: a
 ``file://`` page cannot start the kernel's workers.

@@ -6,13 +6,11 @@ run creates is owned by one ``ExitStack`` and removed on the way out, on
 success, error or interrupt: namespaces (and with them their devices),
 cgroups, tc filters, sockets and the BPF object.
 
-The names to use (``runtime.run``, ``runtime.Run``, ``runtime.build_packets``,
-``runtime.RunError``, ...) are all here; each part reads on its own:
-
-``runtime_symbols``   the kernel's symbols and what its BTF offers (which lifecycle programs)
-``runtime_events``    records -> the log's events; your programs' reports merged in
-``runtime_observer``  the observer object, kept loaded by a long-lived worker
-``runtime_topology``  realising a topology with pyroute2; entering a namespace
+``run()`` and ``Run`` are here; what a run uses reads on its own in its module of
+``labkit.runtime``: ``symbols`` (the kernel's symbols and what its BTF offers),
+``decode`` (records as the log's events; your programs' reports merged in),
+``observer`` (the observer object, kept loaded by a long-lived worker) and
+``topology`` (realising a topology with pyroute2; ``RunError``; entering a namespace).
 """
 
 from __future__ import annotations

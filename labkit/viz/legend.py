@@ -1,6 +1,6 @@
 """The legends: what the colours of a lifetime graph mean, built from what the graph shows.
 
-A scrub is drawn by what it did to the storage (``viz_model.scrub_outcomes``):
+A scrub is drawn by what it did to the storage (``model.scrub_outcomes``):
 red when it dropped the extensions and the storage on them, green when a
 map's keep flag (BPF_F_SKB_KEEP_TUNNEL / BPF_F_SKB_KEEP_NETNS) kept the
 element, red and green when it kept one map's and dropped another's. The

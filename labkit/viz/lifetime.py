@@ -2,7 +2,7 @@
 
 One node per hook the skb passed, with the state of every storage slot
 there; a node where skb_scrub_packet() dropped the extensions (red), or
-kept a map's storage because of its keep flag (green; ``viz_legend``); a
+kept a map's storage because of its keep flag (green; ``legend``); a
 dashed branch where skb_clone() made a clone sharing them; grey ends where
 the skb and its storage were freed. ``current=seq`` draws one event thick
 and fades the later ones, with the same nodes and edges in every frame.

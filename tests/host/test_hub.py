@@ -21,7 +21,7 @@ from tests.host import hubtools as ht
 
 pytestmark = pytest.mark.timeout(900)
 
-START_VM = ("from labkit import Lab\n"
+START_VM = ("from labkit.vm import Lab\n"
             "lab = Lab()\n"
             "lab.start()\n"
             "print('VM', lab.pid, lab.rundir)\n")
