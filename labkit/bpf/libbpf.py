@@ -20,9 +20,10 @@ import os
 import struct
 from ctypes import c_uint32, c_void_p
 
-from labkit.errors import LabError, VerifierError
+from labkit.errors import LabError
 from labkit.bpf.attach import Link, TcFilter
 from labkit.bpf.ffi import BPF_TC_EGRESS, BPF_TC_INGRESS, Closing, check, printed_lines, bpf_test_run_opts, lib
+from labkit.bpf.verifier import load_error
 
 
 # ---- objects -----------------------------------------------------------------
@@ -226,7 +227,7 @@ class BpfObject(Closing):
         del printed_lines[:]
         rc = lib().bpf_object__load(self.ptr)
         if rc:
-            err = VerifierError.from_log(self, rc)
+            err = load_error(self, rc)
             self.close()
             raise err
         self.loaded = True

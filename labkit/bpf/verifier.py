@@ -1,7 +1,7 @@
 """Verifier errors: what a rejected load's verifier log says, as a ``VerifierError``
 whose headline names the program and the verifier's complaint and whose details
 hold the last verifier lines with the C source line each belongs to (from BTF
-line info). Importing this installs ``VerifierError.from_log``."""
+line info): ``load_error()``."""
 
 import os
 import re
@@ -44,7 +44,9 @@ def explain_log(log: str, keep=12):
     return headline, relevant
 
 
-def from_log(cls, obj, rc):
+def load_error(obj, rc) -> LabError:
+    """Why obj (a ``BpfObject``) failed to load with rc: a ``VerifierError`` from its verifier log, or
+    libbpf's own messages when the verifier said nothing."""
     failed = None
     for name, buf in obj._logs.items():
         if buf.value:
@@ -58,7 +60,7 @@ def from_log(cls, obj, rc):
     headline, relevant = explain_log(log)
     src = next((r for r in reversed(relevant) if not r.startswith("    ")), None)
     where = f" at {src.split(': ', 1)[0]}" if src else ""
-    err = cls(
+    err = VerifierError(
         f"the verifier rejected {failed} ({os.path.basename(obj.path)}){where}: {headline.strip()}",
         fix="fix the C line shown; the verifier's own lines follow",
         details="\n".join(relevant),
@@ -68,5 +70,3 @@ def from_log(cls, obj, rc):
     err.errno = abs(rc)
     return err
 
-
-VerifierError.from_log = classmethod(from_log)
