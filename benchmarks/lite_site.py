@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from labkit.lite import site as lite  # noqa: E402
 from labkit import paths
+from labkit.lite import site as lite  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 LESSON = "01_first_storage"

@@ -27,8 +27,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from labkit import kernel  # noqa: E402
-from labkit.bench.run import run_in_vm  # noqa: E402
 from labkit.bench.plot import table_text, unit  # noqa: E402
+from labkit.bench.run import run_in_vm  # noqa: E402
 from labkit.errors import LabError  # noqa: E402
 from labkit.vm.lab import Lab, choose_accel  # noqa: E402
 

@@ -31,9 +31,9 @@ sys.path.insert(0, str(PROJECT))
 
 import nbformat  # noqa: E402
 
-from labkit.vm.lab import choose_accel  # noqa: E402
 from labkit.hub import cgroups  # noqa: E402
 from labkit.hub.drive import run_notebook  # noqa: E402
+from labkit.vm.lab import choose_accel  # noqa: E402
 from tests.host import hubtools as ht  # noqa: E402
 
 LESSON = PROJECT / "notebooks" / "01_first_storage.ipynb"

@@ -129,8 +129,8 @@ def _parser():
 
 
 def cmd_doctor(args):
-    from labkit.vm import preflight
     from labkit import paths
+    from labkit.vm import preflight
 
     if paths.in_guest():
         checks = preflight.guest_checks()
@@ -144,9 +144,9 @@ def cmd_doctor(args):
 
 def _agent_check():
     """Boot (or reach) the lab VM, start the scenario worker, time both."""
+    from labkit.runtime.session import Session
     from labkit.vm import persistent
     from labkit.vm.preflight import Check
-    from labkit.runtime.session import Session
 
     try:
         with persistent.persistent_lock():
@@ -347,8 +347,8 @@ def _runner():
 
         yield lambda sc, timeout: runtime.run(sc)
         return
-    from labkit.vm import persistent
     from labkit.runtime.session import Session
+    from labkit.vm import persistent
 
     with persistent.persistent_lock():
         lab, reused = persistent.open_lab()

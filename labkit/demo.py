@@ -27,8 +27,8 @@ def run() -> int:
 
 
 def guest() -> int:
-    from labkit.vm import preflight
     from labkit.runtime.basic import run_basic, timeline
+    from labkit.vm import preflight
 
     print("labkit doctor (guest)")
     print(preflight.report(preflight.guest_checks()))

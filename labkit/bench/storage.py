@@ -179,8 +179,8 @@ class Bench:
         sending socket in one, the receiving socket in the other, made in the benchmark's cgroup."""
         from pyroute2 import netns as prnetns
 
-        from labkit.runtime.topology import build_topology
         from labkit.runtime.parts import Topology, Veth
+        from labkit.runtime.topology import build_topology
 
         topo = Topology(netns=(NS_TX, NS_RX), veths=(Veth(NS_TX, "lk-btx", NS_RX, "lk-brx", f"{TX_IP}/24",
                                                            f"{RX_IP}/24"),))
@@ -278,8 +278,8 @@ class Bench:
 
     def run(self) -> dict:
         from labkit.bpf.build import obj_path
-        from labkit.guest.cgroup import Cgroup
         from labkit.bpf.libbpf import BpfObject
+        from labkit.guest.cgroup import Cgroup
 
         if not os.path.exists(STATS):
             raise BenchError("this kernel has no kernel.bpf_stats_enabled", fix="boot the lab kernel: labkit vm run")

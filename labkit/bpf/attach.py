@@ -9,7 +9,7 @@ import errno
 import os
 from typing import TYPE_CHECKING
 
-from labkit.bpf.ffi import SAMPLE_FN, BPF_TC_EGRESS, BPF_TC_INGRESS, Closing, check, bpf_tc_hook, bpf_tc_opts, lib
+from labkit.bpf.ffi import BPF_TC_EGRESS, BPF_TC_INGRESS, SAMPLE_FN, Closing, bpf_tc_hook, bpf_tc_opts, check, lib
 
 if TYPE_CHECKING:
     from labkit.bpf.libbpf import Map, Program
@@ -40,7 +40,7 @@ class InNetns:
 
     def __enter__(self):
         if os.fstat(self.fd).st_ino != netns_ino():
-            from labkit.guest.netns import set_netns, interrupts_deferred
+            from labkit.guest.netns import interrupts_deferred, set_netns
 
             self.back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
             try:
@@ -53,7 +53,7 @@ class InNetns:
 
     def __exit__(self, *exc):
         if self.back is not None:
-            from labkit.guest.netns import set_netns, interrupts_deferred
+            from labkit.guest.netns import interrupts_deferred, set_netns
 
             with interrupts_deferred():
                 set_netns(self.back)

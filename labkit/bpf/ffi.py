@@ -5,8 +5,7 @@ the small helpers every libbpf object and attachment shares."""
 import ctypes
 import ctypes.util
 import os
-from ctypes import (CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int, c_size_t, c_uint32,
-                    c_uint64, c_void_p)
+from ctypes import CFUNCTYPE, POINTER, Structure, c_bool, c_char_p, c_int, c_size_t, c_uint32, c_uint64, c_void_p
 
 from labkit.errors import LabError
 

@@ -20,11 +20,10 @@ import os
 import struct
 from ctypes import c_uint32, c_void_p
 
-from labkit.errors import LabError
 from labkit.bpf.attach import Link, TcFilter
-from labkit.bpf.ffi import BPF_TC_EGRESS, BPF_TC_INGRESS, Closing, check, printed_lines, bpf_test_run_opts, lib
+from labkit.bpf.ffi import BPF_TC_EGRESS, BPF_TC_INGRESS, Closing, bpf_test_run_opts, check, lib, printed_lines
 from labkit.bpf.verifier import load_error
-
+from labkit.errors import LabError
 
 # ---- objects -----------------------------------------------------------------
 

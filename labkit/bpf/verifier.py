@@ -6,8 +6,8 @@ line info): ``load_error()``."""
 import os
 import re
 
-from labkit.errors import LabError, VerifierError
 from labkit.bpf.ffi import printed_lines
+from labkit.errors import LabError, VerifierError
 
 SRC_RE = re.compile(r"^; (.*?)(?: @ (\S+):(\d+))?$")
 

@@ -76,8 +76,8 @@ def compile_cell(name: str, source: str, kernel_dir=None, first_line=2) -> BpfCe
 
     source is the cell's body (the C below the ``%%bpf`` line); first_line is the
     editor line it starts on, 2 unless blank lines came before the ``%%bpf`` line."""
-    from labkit.bpf import build as bpfbuild
     from labkit import kernel, tools
+    from labkit.bpf import build as bpfbuild
 
     if not NAME_RE.match(name):
         raise LabError(f"%%bpf needs a name for the cell (a Python identifier), got {name!r}",

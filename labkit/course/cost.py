@@ -33,8 +33,8 @@ class CostMixin:
                                fix="run it live (./lab open), or record it: benchmarks/storage_cost.py") from None
             res["replay"] = rec
             return res
-        from labkit.bench.storage import DESIGNS
         from labkit.bench.run import run_in_vm
+        from labkit.bench.storage import DESIGNS
 
         if clock != self.clock:
             if self.session is not None:

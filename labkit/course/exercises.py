@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from labkit.course.checking import CHECKS, Verdict, cell_ready, checked, reports, run_with
 
-
 # ---- 01: a timestamp from tc ingress to the socket --------------------------------------
 
 

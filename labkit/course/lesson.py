@@ -30,9 +30,9 @@ import sys
 import time
 
 from labkit import paths, tools
-from labkit.errors import LabError
 from labkit.course.cost import CostMixin
 from labkit.course.errbox import LiveOnly, banner
+from labkit.errors import LabError
 
 ENV = "LABKIT_MODE"
 MODES = ("live", "replay")
@@ -135,8 +135,8 @@ class Lesson(CostMixin):
         A full cap raises ``labkit.vm.slots.SlotsFull``; ``start()`` of the module falls back to replay."""
         if not self.live or self.session is not None:
             return self
-        from labkit.vm import slots
         from labkit.runtime.session import Session
+        from labkit.vm import slots
 
         t0 = time.monotonic()
         if self.slot is None:  # closed before: take a running slot again

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from labkit.errors import LabError
 from labkit.course.checking import Verdict, cell_ready, checked, reports, run_with
+from labkit.errors import LabError
+
 
 def _notes_arrived(log, writer, lost, arrived, prefix=""):
     """Per packet: did the note the writer reported ("written") reach cg_read ("value"), or was it

@@ -19,8 +19,8 @@ import json
 import time
 import uuid
 
-from labkit.errors import LabError
 from labkit.course.outputs import scan
+from labkit.errors import LabError
 
 
 class ServerKernel:

@@ -22,12 +22,12 @@ import sys
 import time
 from pathlib import Path
 
+from labkit.course.jupyter import wait_ready
 from labkit.errors import LabError
 from labkit.hub import cgroups
 from labkit.hub.auth import unix_name
 from labkit.hub.config import Settings, default_vm_slots, free_port, hub_env, render
 from labkit.hub.setup import installed
-from labkit.course.jupyter import wait_ready
 
 SLOTS_DIR = "/run/skb-lab-hub/slots"
 PID_FILE = "labkit-hub.pid"

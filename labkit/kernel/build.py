@@ -19,11 +19,22 @@ from pathlib import Path
 
 from labkit import tools
 from labkit.errors import KernelBuildFailed, MissingTool
-from labkit.kernel.cache import (SOURCE_PACKAGE, cache_key, current_key, find, flavour, fragment_bytes,
-                                 fragment_files, fragment_options, kernel_root, missing_options, series,
-                                 source_tarball, source_version)
+from labkit.kernel.cache import (
+    SOURCE_PACKAGE,
+    cache_key,
+    current_key,
+    find,
+    flavour,
+    fragment_bytes,
+    fragment_files,
+    fragment_options,
+    kernel_root,
+    missing_options,
+    series,
+    source_tarball,
+    source_version,
+)
 from labkit.progress import Progress
-
 
 # ---- building ----------------------------------------------------------------
 

@@ -31,8 +31,8 @@ import zlib
 from pathlib import Path
 
 from labkit import __version__, paths
-from labkit.kernel import cache as kernelcache
 from labkit.errors import LabError
+from labkit.kernel import cache as kernelcache
 from labkit.progress import Progress
 
 FORMAT = 1

@@ -10,10 +10,10 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from labkit.bpf.build import obj_path
-from labkit.guest.cgroup import Cgroup
 from labkit.bpf.attach import RingBuffer
+from labkit.bpf.build import obj_path
 from labkit.bpf.libbpf import BpfObject
+from labkit.guest.cgroup import Cgroup
 from labkit.guest.netns import NetNS
 from labkit.runtime.packets import payload
 from labkit.runtime.records import Event, decode_all

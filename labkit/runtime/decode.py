@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import struct
 
+from labkit.runtime.parts import SLOTS
 from labkit.runtime.records import SCRUB_REASONS, Record
 from labkit.runtime.symbols import Symbols, name_callers
-from labkit.runtime.parts import SLOTS
 
 
 def to_events(records: list[Record], tokens: list[int], netns_names: dict) -> list[dict]:

@@ -22,14 +22,13 @@ import time
 from contextlib import ExitStack, contextmanager
 
 from labkit.runtime import traffic
-from labkit.runtime.events import EventLog, header
-from labkit.runtime.records import HOOK_IDS, POINT, ACTION, RECORD_SIZE, Record
 from labkit.runtime.decode import HASH_TYPES, REPORT, merge_reports, to_events
+from labkit.runtime.events import EventLog, header
 from labkit.runtime.observer import MAP_WALK_LIMIT, observer, series_id
-from labkit.runtime.topology import RunError, netlink, build_topology, in_netns, ns_name
 from labkit.runtime.parts import SLOTS
+from labkit.runtime.records import ACTION, HOOK_IDS, POINT, RECORD_SIZE, Record
 from labkit.runtime.scenario import Scenario
-
+from labkit.runtime.topology import RunError, build_topology, in_netns, netlink, ns_name
 
 SO_ATTACH_BPF = 50
 ETH_P_ALL = 0x0003

@@ -15,9 +15,27 @@ import ipaddress
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from labkit.runtime.parts import (ATTACH_POINTS, FLAG_NAMES, HOOK_POINTS, IFNAMSIZ, MAP_FLAGS, PROTOS, SLOTS,
-                                  TUNNEL_KINDS, Attach, Hook, Mirror, Neigh, Packet, Sink, Tap, Topology, Tunnel,
-                                  Veth, bad)
+from labkit.runtime.parts import (
+    ATTACH_POINTS,
+    FLAG_NAMES,
+    HOOK_POINTS,
+    IFNAMSIZ,
+    MAP_FLAGS,
+    PROTOS,
+    SLOTS,
+    TUNNEL_KINDS,
+    Attach,
+    Hook,
+    Mirror,
+    Neigh,
+    Packet,
+    Sink,
+    Tap,
+    Topology,
+    Tunnel,
+    Veth,
+    bad,
+)
 
 
 @dataclass

@@ -109,14 +109,15 @@ def after_interrupt(sweep):
 
 
 def main():
-    from labkit.errors import LabError
-
     # Warm up what every run needs, then clear what a killed worker left.
     import pyroute2  # noqa: F401
-    from labkit.runtime import observer as runtime_observer, run  # noqa: F401 - warm: the worker runs these
+
+    from labkit.bpf.ffi import lib
+    from labkit.errors import LabError
+    from labkit.runtime import observer as runtime_observer  # noqa: F401 - warm: the worker runs these
+    from labkit.runtime import run
     from labkit.runtime.symbols import Symbols
     from labkit.vm.cleanup import guest_sweep
-    from labkit.bpf.ffi import lib
 
     lib()
     Symbols.get()

@@ -5,8 +5,7 @@ from __future__ import annotations
 from labkit.runtime.events import describe
 from labkit.viz.draw import HOOK_NAMES
 from labkit.viz.lifetime import num
-from labkit.viz.model import KEEP_FLAGS, attribute_to, build_model, slots_of, scrub_outcomes, skb_names
-
+from labkit.viz.model import KEEP_FLAGS, attribute_to, build_model, scrub_outcomes, skb_names, slots_of
 
 SAYS = {"clone": "{skb} is a clone of {parent}, made by {where}() through skb_clone(). Both share one extension "
                  "block: while both live, storage is refused on both.",

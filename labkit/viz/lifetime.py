@@ -13,7 +13,7 @@ from __future__ import annotations
 from labkit.runtime.parts import FLAG_NAMES
 from labkit.viz.draw import FADED, FREED, HOOK_NAMES, SKB_COLOR, STATE, cluster, digraph, esc, load_graphviz
 from labkit.viz.legend import SCRUB_FILL, legend, lifetime_rows
-from labkit.viz.model import build_model, pick, slots_of, scrub_kind, scrub_outcomes
+from labkit.viz.model import build_model, pick, scrub_kind, scrub_outcomes, slots_of
 
 BORDER = {"drops": "#a61e1e", "keeps": "#1b5e20", "some": "#1b5e20"}
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 
+from labkit.errors import LabError
 from labkit.viz import render as viz_render
 from labkit.viz.render import FONT
-from labkit.errors import LabError
 
 SITE_PATH = "static/labkit/viz.js"  # labkit.lite.site.VIZ_DIR
 # Graphviz in WebAssembly has no fonts: it sizes text from tables of a few fonts' metrics, and a

@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labkit import paths, tools
+from labkit.errors import GuestTimeout, LabError, VMError
 from labkit.vm import accel as vm_accel
 from labkit.vm.channel import Channel, connect
-from labkit.errors import GuestTimeout, LabError, VMError
-from labkit.vm.qemu import Guard, check_workdir, clock_config, console_tail, die_with_parent, qemu_argv
 from labkit.vm.guestenv import guest_env, guest_python, guest_visible
+from labkit.vm.qemu import Guard, check_workdir, clock_config, console_tail, die_with_parent, qemu_argv
 
 BOOT_TIMEOUT = float(os.environ.get("LABKIT_BOOT_TIMEOUT", "90"))
 DEFAULT_TIMEOUT = 600.0

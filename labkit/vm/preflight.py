@@ -28,10 +28,10 @@ class Check:
 
 
 def host_checks(probe_kvm=True) -> list[Check]:
-    from labkit.vm import persistent
-    from labkit.vm.lab import choose_accel
     from labkit import kernel
     from labkit.errors import LabError
+    from labkit.vm import persistent
+    from labkit.vm.lab import choose_accel
 
     checks = [Check("python", sys.version_info >= (3, 11), f"{sys.version.split()[0]} at {sys.executable}",
                     "use Python 3.11 or newer")]

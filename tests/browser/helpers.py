@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from labkit.course import jupyter, workcopy
 from labkit import paths
+from labkit.course import jupyter, workcopy
 from labkit.course.lesson import live_possible
 from tests.conftest import need
 

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from labkit.lite import site as lite
 from labkit import paths
+from labkit.lite import site as lite
 from tests.browser.helpers import ART, CHROMIUM, check_ran
 from tests.conftest import need
 

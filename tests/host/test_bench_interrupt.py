@@ -16,8 +16,8 @@ import time
 import pytest
 
 from labkit import paths
-from labkit.bench.storage import NS_RX, NS_TX
 from labkit.bench.run import run_in_vm
+from labkit.bench.storage import NS_RX, NS_TX
 from labkit.runtime.session import Interrupted
 
 STATE = ("ls /run/netns 2>/dev/null | grep '^lk-' ; ls -d /sys/fs/cgroup/lk-* 2>/dev/null; "

@@ -4,7 +4,7 @@ to run, exit status 2, nothing left running. No VM needed."""
 import os
 
 from labkit import paths
-from tests.host.conftest import labkit, lab_qemus
+from tests.host.conftest import lab_qemus, labkit
 
 
 def one_line_error(res):
@@ -65,12 +65,11 @@ def test_vm_run_without_command():
 
 
 def test_clang_error_points_at_the_line(tmp_path):
+    import pytest
+
     from labkit import kernel
     from labkit.bpf.build import compile_one
     from labkit.errors import BpfBuildError
-
-    import pytest
-
     from tests.conftest import need
 
     try:

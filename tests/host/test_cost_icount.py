@@ -27,9 +27,9 @@ fewest over its repeats; the regression uses the medians the benchmark reports.
 
 import pytest
 
+from labkit.bench.plot import BOUNDS, table_text
 from labkit.bench.probe import SEQUENCE_BOUND, run_in
 from labkit.bench.run import run_in_vm
-from labkit.bench.plot import BOUNDS, table_text
 from tests.host.conftest import lab_qemus, vm_prerequisites
 
 # BOUNDS (labkit/bench/plot.py, which the lesson's chart draws): the optimised skb storage's median

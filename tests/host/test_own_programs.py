@@ -7,8 +7,8 @@ import re
 import nbformat
 import pytest
 
-from labkit.course import tunnels
 from labkit import paths
+from labkit.course import tunnels
 from labkit.course.bpfcell import compile_cell, verify
 from labkit.course.lesson import Lesson, live_possible
 from tests.conftest import need

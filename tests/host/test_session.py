@@ -18,7 +18,7 @@ from labkit.errors import GuestTimeout, VerifierError, VMError
 from labkit.runtime.parts import Attach, Hook, Packet, ScenarioError
 from labkit.runtime.session import Interrupted, ScenarioFailed, Session, run_message
 from tests.conftest import need
-from tests.host.conftest import labkit, lab_qemus
+from tests.host.conftest import lab_qemus, labkit
 
 CLEAN = {"netns": [], "links": [], "cgroups": [], "pins": [], "tc": []}  # tc: clsact qdiscs in the root netns
 

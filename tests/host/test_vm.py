@@ -16,7 +16,7 @@ import time
 import pytest
 
 from labkit.errors import GuestTimeout
-from tests.host.conftest import PROJECT, labkit, lab_qemus
+from tests.host.conftest import PROJECT, lab_qemus, labkit
 
 
 def test_vm_run_contract(vm_ready, tmp_path):

@@ -13,7 +13,6 @@ import pytest
 from labkit.vm import preflight
 from tests.conftest import need
 
-
 # The planted-fault test needs the debug kernel's lkdtm: collected there alone.
 collect_ignore = [] if os.uname().release.endswith("-labkit-debug") else ["test_zz_splat_scan.py"]
 

@@ -10,8 +10,8 @@ import struct
 import pytest
 
 from labkit.bpf.build import obj_path
-from labkit.errors import VerifierError
 from labkit.bpf.libbpf import BpfObject
+from labkit.errors import VerifierError
 from labkit.runtime.packets import udp_frame
 
 BPF_F_NO_PREALLOC = 1

@@ -16,8 +16,8 @@ from contextlib import ExitStack
 import pytest
 
 from labkit.bpf.build import obj_path
-from labkit.errors import VerifierError
 from labkit.bpf.libbpf import BpfObject
+from labkit.errors import VerifierError
 from labkit.guest.netns import NetNS
 from labkit.runtime.packets import udp_frame
 

@@ -11,8 +11,8 @@ from dataclasses import replace
 
 import pytest
 
-from labkit.runtime import run as runtime
 from labkit import scenarios
+from labkit.runtime import run as runtime
 from labkit.runtime.events import at, expect, step
 from labkit.runtime.parts import TUNNEL_KINDS
 

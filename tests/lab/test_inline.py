@@ -18,8 +18,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from labkit.runtime import run as runtime
 from labkit import scenarios
+from labkit.runtime import run as runtime
 from labkit.runtime.events import at, expect, step
 
 from . import test_flags

@@ -4,10 +4,10 @@ from their hook rather than from a __sk_buff (bpf/later_hooks.bpf.c)."""
 import socket
 from contextlib import ExitStack
 
-from labkit.bpf.build import obj_path
-from labkit.guest.cgroup import Cgroup
 from labkit.bpf.attach import RingBuffer
+from labkit.bpf.build import obj_path
 from labkit.bpf.libbpf import BpfObject
+from labkit.guest.cgroup import Cgroup
 from labkit.guest.netns import NetNS
 from labkit.runtime.packets import payload
 from tests.lab.test_lifetime import events_of, tc

@@ -12,8 +12,8 @@ from contextlib import ExitStack
 
 import pytest
 
-from labkit.bpf.build import obj_path
 from labkit.bpf.attach import RingBuffer
+from labkit.bpf.build import obj_path
 from labkit.bpf.libbpf import BpfObject
 from labkit.guest.netns import NetNS, sh
 from labkit.runtime.packets import payload, udp_frame

@@ -3,9 +3,9 @@
 import pytest
 
 from labkit.bpf.build import obj_path
-from labkit.errors import LabError, VerifierError
 from labkit.bpf.ffi import BPF_NETFILTER, BPF_PROG_TYPE_NETFILTER
 from labkit.bpf.libbpf import BpfObject
+from labkit.errors import LabError, VerifierError
 
 ALLOWED = ["t_socket", "t_tc", "t_action", "t_cgroup_skb", "t_sk_skb", "t_lwt_in", "t_sockops",
            "t_tp_btf", "t_netfilter", "t_lsm"]

@@ -7,8 +7,8 @@ Re-record after a deliberate change with: labkit record --all
 
 import pytest
 
-from labkit.runtime import run as runtime
 from labkit import scenarios
+from labkit.runtime import run as runtime
 from labkit.runtime.events import EventLog, expect
 
 VARIANTS = scenarios.variants()

@@ -15,12 +15,12 @@ from contextlib import ExitStack, contextmanager
 import pytest
 
 from labkit.bpf.build import obj_path
-from labkit.errors import VerifierError
 from labkit.bpf.libbpf import BpfObject
+from labkit.errors import VerifierError
 from labkit.guest.netns import NetNS
 from labkit.runtime.packets import udp_frame
 
-from .test_findings import hold_on_dummy, still_held, wait_gone, map_id_of
+from .test_findings import hold_on_dummy, map_id_of, still_held, wait_gone
 from .test_inline import KNOB, TRACEFS, implementation, knob  # noqa: F401  (fixture: inline, plain)
 from .test_lifetime import dummy, send_raw, tc, veth
 

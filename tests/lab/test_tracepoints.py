@@ -11,8 +11,9 @@ from dataclasses import replace
 
 import pytest
 
-from labkit.runtime import run as runtime, symbols
 from labkit import scenarios
+from labkit.runtime import run as runtime
+from labkit.runtime import symbols
 from labkit.runtime.events import at, expect, step
 
 from .test_flags import deleting_at_socket

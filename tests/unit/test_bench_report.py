@@ -200,8 +200,8 @@ def test_a_live_count_on_another_kernel_says_so(monkeypatch, tmp_path):
     kernel's, and it says the text quotes a recording made on another one."""
     import json
 
-    from labkit.course import lesson
     from labkit import paths
+    from labkit.course import lesson
 
     rec = tmp_path / "rec.json"
     rec.write_text(json.dumps({"kernel_build": {"key": "aaaa", "source": "linux-source-6.12 6.12.117-1"}}))

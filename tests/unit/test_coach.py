@@ -6,8 +6,8 @@ import difflib
 import nbformat
 import pytest
 
-from labkit.course import coach
 from labkit import paths
+from labkit.course import coach
 from labkit.errors import LabError
 
 NB = paths.PROJECT / "notebooks"

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from labkit.course import errbox
 from labkit.bench.storage import BenchError
+from labkit.course import errbox
 from labkit.errors import LabError
 from labkit.runtime.parts import ScenarioError
 from labkit.runtime.session import Interrupted

@@ -1,7 +1,7 @@
 """Error rendering, verifier log digestion, test-report counting: pure logic."""
 
-from labkit.errors import LabError
 from labkit.bpf.verifier import explain_log
+from labkit.errors import LabError
 from labkit.testrun import counts
 
 LOG = """func#0 @0

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from labkit.course import facts
 from labkit import paths
+from labkit.course import facts
 from labkit.errors import LabError
 from labkit.runtime.events import EventLog
 

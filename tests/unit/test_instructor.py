@@ -158,11 +158,12 @@ def test_the_columns_are_every_check(tmp_path):
 def test_without_a_hub_login_the_page_redirects_and_the_api_refuses(monkeypatch):
     need(_has_jupyterhub(), "the service's handlers need jupyterhub",
          ".venv/bin/python -m pip install 'jupyterhub>=5,<6'")
+    import asyncio
+    import threading
+
     from tornado.httpclient import HTTPClient, HTTPClientError
     from tornado.httpserver import HTTPServer
     from tornado.ioloop import IOLoop
-    import asyncio
-    import threading
 
     env = {"JUPYTERHUB_API_TOKEN": "t" * 32, "JUPYTERHUB_API_URL": "http://127.0.0.1:9/hub/api",
            "JUPYTERHUB_SERVICE_PREFIX": "/services/instructor/", "JUPYTERHUB_CLIENT_ID": "service-instructor",

@@ -1,8 +1,8 @@
 """Exercise 04 judges the GENEVE option as the wire carried it (the lab's probe at tc ingress
 of the underlay): its class, a length field of one 4-byte word, and the note as its data."""
 
-from labkit.runtime.events import EventLog
 from labkit.course.tunnels import judge_option
+from labkit.runtime.events import EventLog
 
 
 def log(length, data=0x1234ABCD, cls=0xFF01, total=2):

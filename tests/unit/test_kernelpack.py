@@ -10,8 +10,10 @@ import tarfile
 import pytest
 
 from labkit import cli, kernel
-from labkit.kernel import build as kernelbuild, cache as kernelcache, pack as kernelpack
 from labkit.errors import LabError
+from labkit.kernel import build as kernelbuild
+from labkit.kernel import cache as kernelcache
+from labkit.kernel import pack as kernelpack
 from labkit.progress import Progress
 
 QUIET = Progress(quiet=True)

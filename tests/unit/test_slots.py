@@ -9,8 +9,8 @@ import time
 import pytest
 
 from labkit import paths
-from labkit.vm import slots
 from labkit.errors import LabError
+from labkit.vm import slots
 
 HOLD = """
 import sys

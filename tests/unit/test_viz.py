@@ -9,8 +9,8 @@ import pytest
 
 from labkit import scenarios, viz
 from labkit.errors import MissingTool
-from labkit.runtime.events import EventLog
 from labkit.paths import PROJECT
+from labkit.runtime.events import EventLog
 
 DATA = PROJECT / "notebooks" / "data"
 RECORDINGS = sorted(p.stem for p in DATA.glob("*.jsonl"))
@@ -345,8 +345,8 @@ def test_side_by_side_shares_one_slider():
 
 
 def test_rerun_calls_the_runner_and_shows_its_failure():
-    from labkit.errors import LabError
     from labkit.course.explorer import Explorer, Rerun
+    from labkit.errors import LabError
 
     calls = []
 
@@ -448,8 +448,8 @@ def test_a_scrub_that_keeps_one_map_and_drops_another_is_both():
 
 
 def test_widgets_are_one_output_with_the_whole_graph_as_fallback():
-    from labkit.runtime.events import EventLog
     from labkit.course.explorer import Explorer, Rerun, SideBySide
+    from labkit.runtime.events import EventLog
 
     log = load("tunnel-gre-before_encap-keep_tunnel")
     x = Explorer(log, title="GRE <kept>")

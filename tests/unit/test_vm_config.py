@@ -4,9 +4,10 @@ import os
 
 import pytest
 
-from labkit.vm import accel, guestenv, qemu, lab as vm
 from labkit import paths
 from labkit.errors import LabError, VMError
+from labkit.vm import accel, guestenv, qemu
+from labkit.vm import lab as vm
 
 
 def test_qemu_argv_boots_vmlinux_over_9p(tmp_path, monkeypatch):
