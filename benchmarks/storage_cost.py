@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/storage_cost.py                  # 5 repeats of 5000 packets per design
     .venv/bin/python benchmarks/storage_cost.py --packets 2000 --repeats 3 --measure icount
 
-Boots the lab VM and runs ``python -m labkit.bench.storage`` in it (see that module
+Boots the lab VM and runs ``python -m labkit.bench.run`` in it (``labkit.bench.storage``
 for the method); writes benchmarks/results/storage-cost-<measure>.json and
 prints each design's cost per packet and ratio to the counter-only floor of
 the same run, against the targets and the public reference figures.

@@ -88,7 +88,7 @@ def test_an_interrupted_bench_cleans_up_and_runs_again(lab, monkeypatch):
 
 def test_a_killed_bench_leaves_its_things_and_the_next_run_removes_them(lab, monkeypatch):
     before = state(lab)
-    argv = ["python", "-m", "labkit.bench.storage", "--packets", "3000", "--repeats", "20"]
+    argv = ["python", "-m", "labkit.bench.run", "--packets", "3000", "--repeats", "20"]
     with pytest.raises(KeyboardInterrupt):  # no grace: the command is killed, as before the fix
         _interrupt_during(lab, monkeypatch, lambda: lab.run(argv, cwd=paths.PROJECT, timeout=600, stream="stderr"))
     left = state(lab)

@@ -102,3 +102,14 @@ def test_names_are_imported_from_where_they_are_defined():
             found += [f"{f.relative_to(paths.PROJECT)}:{node.lineno} {node.module}.{a.name}"
                       for a in node.names if a.name not in defined]
     assert found == []
+
+
+def test_every_module_run_with_python_m_has_a_main():
+    """Every labkit module run with ``python -m`` anywhere (a guest command, a test, a doc) has a main."""
+    grep = subprocess.run(["git", "grep", "-ohE", r"(-m\"?, \"|-m )labkit(\.[a-z_]+)+"], cwd=paths.PROJECT,
+                          capture_output=True, text=True)
+    named = {m.split("labkit", 1)[1] for m in grep.stdout.split("\n") if m}
+    assert named
+    silent = [f"labkit{m}" for m in sorted(named)
+              if "__main__" not in (LABKIT / (m.strip(".").replace(".", "/") + ".py")).read_text()]
+    assert silent == []
