@@ -9,7 +9,7 @@ import errno
 import os
 from typing import TYPE_CHECKING
 
-from labkit.bpf.ffi import BPF_TC_EGRESS, BPF_TC_INGRESS, SAMPLE_FN, Closing, bpf_tc_hook, bpf_tc_opts, check, lib
+from labkit.bpf.ffi import BPF_TC_EGRESS, BPF_TC_INGRESS, SAMPLE_FN, Closing, bpf_tc_hook, bpf_tc_opts, lib, os_error
 
 if TYPE_CHECKING:
     from labkit.bpf.libbpf import Map, Program
@@ -76,14 +76,14 @@ class TcFilter(Closing):
         rc = lib().bpf_tc_hook_create(ctypes.byref(self.hook))
         if rc and rc != -errno.EEXIST:
             os.close(self.netns)
-            raise check(f"create clsact on ifindex {ifindex}", rc)
+            raise os_error(f"create clsact on ifindex {ifindex}", rc)
         self.created_qdisc = rc == 0
         self.opts = bpf_tc_opts(sz=ctypes.sizeof(bpf_tc_opts), prog_fd=prog.fd, priority=priority)
         rc = lib().bpf_tc_attach(ctypes.byref(self.hook), ctypes.byref(self.opts))
         if rc:
             self._drop_qdisc()
             os.close(self.netns)
-            raise check(f"attach {prog.name} to tc on ifindex {ifindex}", rc)
+            raise os_error(f"attach {prog.name} to tc on ifindex {ifindex}", rc)
         self.attached = True
 
     def _drop_qdisc(self):
@@ -122,7 +122,7 @@ class RingBuffer(Closing):
         self._cb = SAMPLE_FN(self._sample)
         self.ptr = lib().ring_buffer__new(m.fd, self._cb, None, None)
         if not self.ptr:
-            raise check(f"ring buffer on {m.name}")
+            raise os_error(f"ring buffer on {m.name}")
 
     def _sample(self, ctx, data, size):
         if len(self.records) >= self.limit:

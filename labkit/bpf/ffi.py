@@ -133,7 +133,8 @@ def lib():
     return L
 
 
-def check(what, code=None):
+def os_error(what, code=None) -> OSError:
+    """The error a failed libbpf call left (code, or errno when it gave none), for the caller to raise."""
     code = abs(code) if code else ctypes.get_errno()
     return OSError(code, f"{what}: {os.strerror(code)}")
 

@@ -21,7 +21,7 @@ import struct
 from ctypes import c_uint32, c_void_p
 
 from labkit.bpf.attach import Link, TcFilter
-from labkit.bpf.ffi import BPF_TC_EGRESS, BPF_TC_INGRESS, Closing, bpf_test_run_opts, check, lib, printed_lines
+from labkit.bpf.ffi import BPF_TC_EGRESS, BPF_TC_INGRESS, Closing, bpf_test_run_opts, lib, os_error, printed_lines
 from labkit.bpf.verifier import load_error
 from labkit.errors import LabError
 
@@ -56,7 +56,7 @@ class Program:
             opts.ctx_size_in = len(ctx)
         rc = lib().bpf_prog_test_run_opts(self.fd, ctypes.byref(opts))
         if rc:
-            raise check(f"test run of {self.name}", rc)
+            raise os_error(f"test run of {self.name}", rc)
         return opts.retval, opts.duration, out.raw[: opts.data_size_out]
 
     # struct bpf_prog_info: 232 bytes; id at 4, run_time_ns at 192, run_cnt at 200
@@ -70,14 +70,14 @@ class Program:
         size = c_uint32(self._INFO_SIZE)
         rc = lib().bpf_obj_get_info_by_fd(self.fd, buf, ctypes.byref(size))
         if rc:
-            raise check(f"program info of {self.name}", rc)
+            raise os_error(f"program info of {self.name}", rc)
         return struct.unpack_from("<QQ", buf.raw, self._RUN_TIME)
 
     def attach(self):
         """Auto-attach by section (tp_btf, fentry, lsm, kprobe): a Link."""
         link = lib().bpf_program__attach(self.ptr)
         if not link:
-            raise check(f"attach {self.name} ({self.section})")
+            raise os_error(f"attach {self.name} ({self.section})")
         return Link(link, f"{self.name} ({self.section})")
 
     def attach_cgroup(self, cgroup_path):
@@ -85,7 +85,7 @@ class Program:
         try:
             link = lib().bpf_program__attach_cgroup(self.ptr, fd)
             if not link:
-                raise check(f"attach {self.name} to {cgroup_path}")
+                raise os_error(f"attach {self.name} to {cgroup_path}")
         finally:
             os.close(fd)
         return Link(link, f"{self.name} on {cgroup_path}")
@@ -94,7 +94,7 @@ class Program:
         """An XDP link on the device ifindex (of the caller's network namespace)."""
         link = lib().bpf_program__attach_xdp(self.ptr, ifindex)
         if not link:
-            raise check(f"attach {self.name} as XDP on ifindex {ifindex}")
+            raise os_error(f"attach {self.name} as XDP on ifindex {ifindex}")
         return Link(link, f"{self.name} (XDP on ifindex {ifindex})")
 
     def attach_tc(self, ifindex: int, ingress=True, priority=0):
@@ -133,31 +133,31 @@ class Map:
     def set_flags(self, flags):
         rc = lib().bpf_map__set_map_flags(self.ptr, flags)
         if rc:
-            raise check(f"set flags on {self.name}", rc)
+            raise os_error(f"set flags on {self.name}", rc)
 
     def lookup(self, key: bytes, value_size=None) -> bytes:
         val = ctypes.create_string_buffer(value_size or self.value_size)
         k = ctypes.create_string_buffer(key, len(key))
         if lib().bpf_map_lookup_elem(self.fd, k, val):
-            raise check(f"lookup in {self.name}")
+            raise os_error(f"lookup in {self.name}")
         return val.raw
 
     def update(self, key: bytes, value: bytes, flags=0):
         k = ctypes.create_string_buffer(key, len(key))
         v = ctypes.create_string_buffer(value, len(value))
         if lib().bpf_map_update_elem(self.fd, k, v, flags):
-            raise check(f"update in {self.name}")
+            raise os_error(f"update in {self.name}")
 
     def delete(self, key: bytes):
         k = ctypes.create_string_buffer(key, len(key))
         if lib().bpf_map_delete_elem(self.fd, k):
-            raise check(f"delete in {self.name}")
+            raise os_error(f"delete in {self.name}")
 
     def get_next_key(self, key: bytes | None, key_size=4) -> bytes:
         k = ctypes.create_string_buffer(key, len(key)) if key is not None else None
         nk = ctypes.create_string_buffer(key_size)
         if lib().bpf_map_get_next_key(self.fd, k, nk):
-            raise check(f"get_next_key in {self.name}")
+            raise os_error(f"get_next_key in {self.name}")
         return nk.raw
 
 

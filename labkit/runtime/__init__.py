@@ -19,7 +19,8 @@
 from labkit import exports
 
 __getattr__, __dir__, __all__ = exports(__name__, {
-    "parts": "ScenarioError Topology Veth Tunnel Hook Packet", "scenario": "Scenario",
+    "parts": "ScenarioError Topology Veth Tunnel Hook Packet",
+    "scenario": "Scenario",
     "events": "EventLog",
     "session": "Session",
 })

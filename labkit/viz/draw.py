@@ -69,9 +69,9 @@ def svg(graph) -> str:
     """The graph as an SVG string to embed in HTML (no XML prolog). It keeps dot's size and viewBox,
     and its style lets it shrink to the width it is shown in (keeping its proportions). dot draws it,
     or in the browser Graphviz in WebAssembly (``labkit.viz.render``)."""
-    from labkit.viz.render import render
+    from labkit.viz.render import in_use, render
 
-    if sys.platform == "emscripten":  # Pyodide: the site's Graphviz, loaded once
+    if sys.platform == "emscripten" and not in_use():  # Pyodide: the site's Graphviz, once
         from labkit.viz import wasm
 
         wasm.load()

@@ -23,6 +23,11 @@ def use(renderer) -> None:
     _renderer = renderer
 
 
+def in_use() -> bool:
+    """Whether a renderer other than dot was given (``use()``)."""
+    return _renderer is not None
+
+
 def graphviz_module():
     """The graphviz package (it builds the graphs' DOT text), or a clear error without it."""
     try:
