@@ -19,6 +19,7 @@
  *   and release, straight from the kernel.
  */
 #include "lab_observe.h"
+#include "skb_ext.h"
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 
@@ -36,6 +37,26 @@ struct {
 	__type(key, __u64);
 	__type(value, struct lab_value);
 } stash SEC(".maps");
+
+/* The gated stash: the same, for skbs armed with bpf_trace_skb() and reaped
+ * at the gated skb_free tracepoint (kernel patch 0012).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct lab_value);
+} gated SEC(".maps");
+
+/* Extension blocks holding a tracked skb's metadata buffer: their free is
+ * reported (the free tracepoint names the block, not an skb).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u32);
+} meta_blocks SEC(".maps");
 
 /* skb address -> packet id, for the lifecycle observers. */
 struct {
@@ -123,6 +144,65 @@ static __always_inline __u32 *lab_tracked(struct sk_buff *skb)
 		}								\
 	} while (0)
 
+/* Slot 3, the skb's metadata buffer, opened read-only: absent (-ENOENT)
+ * or present with the value at its start.
+ */
+static __always_inline void lab_slot_meta(struct sk_buff *skb, struct lab_record *r)
+{
+	struct lab_value v = {};
+	struct bpf_dynptr d;
+	int err;
+
+	err = bpf_dynptr_from_skb_ext((struct __sk_buff *)skb, 0, 0, &d);
+	if (!err)
+		err = bpf_dynptr_read(&v, sizeof(v), &d, 0, 0);
+	if (err) {
+		r->err[3] = err;
+		return;
+	}
+	r->state[3] = LAB_PRESENT;
+	r->value[3] = v.token;
+}
+
+/* Write value to the buffer, creating it: bit 3 of *created when it was new. */
+static __always_inline void lab_write_meta(struct sk_buff *skb, __u32 val, __u32 *created)
+{
+	struct lab_value v = {};
+	struct bpf_dynptr d;
+
+	if (bpf_dynptr_from_skb_ext((struct __sk_buff *)skb, 0, 0, &d) == -ENOENT)
+		*created |= 1 << 3;
+	if (bpf_dynptr_from_skb_ext((struct __sk_buff *)skb, 0, BPF_SKB_EXT_F_CREATE, &d))
+		return;
+	bpf_dynptr_read(&v, sizeof(v), &d, 0, 0);
+	if (*created & (1 << 3))
+		v.t_ns = bpf_ktime_get_ns();
+	v.token = val;
+	v.writes++;
+	bpf_dynptr_write(&d, 0, &v, sizeof(v), 0);
+}
+
+/* Arm the skb for the gated tracepoints and stash value by its address. */
+static __always_inline void lab_write_gated(struct sk_buff *skb, __u32 val, __u32 pkt, __u32 *created)
+{
+	struct lab_value v = { .token = val, .t_ns = bpf_ktime_get_ns(), .writes = 1 };
+	__u64 key = (__u64)(unsigned long)skb;
+	struct lab_record *r;
+	int err;
+
+	err = bpf_trace_skb(skb, 0);
+	if (!bpf_map_lookup_elem(&gated, &key))
+		*created |= 1 << 4;
+	bpf_map_update_elem(&gated, &key, &v, BPF_ANY);
+	r = lab_reserve(LAB_K_GATED_ARM, skb);
+	if (!r)
+		return;
+	r->packet = pkt;
+	r->err[4] = err;
+	r->value[4] = val;
+	bpf_ringbuf_submit(r, 0);
+}
+
 static __always_inline void lab_report(struct sk_buff *skb, __u32 hook, __u32 ifindex, __u32 pkt,
 				       __u32 created, __u32 flags)
 {
@@ -143,6 +223,12 @@ static __always_inline void lab_report(struct sk_buff *skb, __u32 hook, __u32 if
 	if (sv) {
 		r->state[2] = LAB_PRESENT;
 		r->value[2] = sv->token;
+	}
+	lab_slot_meta(skb, r);
+	sv = bpf_map_lookup_elem(&gated, &key);
+	if (sv) {
+		r->state[4] = LAB_PRESENT;
+		r->value[4] = sv->token;
 	}
 #pragma unroll
 	for (int i = 0; i < LAB_SLOTS; i++)
@@ -192,12 +278,18 @@ static __always_inline int lab_hook(struct __sk_buff *ctx, __u32 hook, int tc, i
 				created |= 4;
 			bpf_map_update_elem(&stash, &key, &v, BPF_ANY);
 		}
+		if (act->write & 8)
+			lab_write_meta(skb, act->value[3] ? act->value[3] : tok, &created);
+		if (act->write & 16)
+			lab_write_gated(skb, act->value[4] ? act->value[4] : tok, tok, &created);
 		if (act->del & 1)
 			bpf_skb_storage_delete(&storage_a, skb);
 		if (act->del & 2)
 			bpf_skb_storage_delete(&storage_b, skb);
 		if (act->del & 4)
 			bpf_map_delete_elem(&stash, &key);
+		if (act->del & 16)
+			bpf_map_delete_elem(&gated, &key);
 		if (tc && act->mark)
 			ctx->mark = act->mark;
 	}
@@ -514,5 +606,156 @@ int BPF_PROG(lab_tp_free, struct skb_ext_bpf_storage *owner, struct bpf_map *map
 		return 0;
 	r->ext = (__u64)(unsigned long)owner;
 	bpf_ringbuf_submit(r, 0);
+	return 0;
+}
+
+/* ---- the metadata buffer's tracepoints (bpf_skb_ext:*, kernel patch 0011) ---------- */
+
+static __always_inline struct lab_record *lab_meta_record(void *ctx, __u32 kind, struct sk_buff *skb,
+							  const void *block)
+{
+	__u32 *pkt = lab_tracked(skb);
+	__u64 b = (__u64)(unsigned long)block;
+	struct lab_record *r;
+
+	if (!pkt)
+		return NULL;
+	r = lab_reserve(kind, skb);
+	if (!r)
+		return NULL;
+	r->packet = *pkt;
+	r->ext = b;
+	bpf_map_update_elem(&meta_blocks, &b, pkt, BPF_ANY);
+	return r;
+}
+
+SEC("tp_btf/skb_ext_bpf_create")
+int BPF_PROG(lab_meta_create, struct sk_buff *skb, const void *block)
+{
+	struct lab_record *r = lab_meta_record(ctx, LAB_K_META_CREATE, skb, block);
+
+	if (r)
+		bpf_ringbuf_submit(r, 0);
+	return 0;
+}
+
+SEC("tp_btf/skb_ext_bpf_copy")
+int BPF_PROG(lab_meta_copy, struct sk_buff *skb, const void *from, const void *to)
+{
+	struct lab_record *r = lab_meta_record(ctx, LAB_K_META_COPY, skb, to);
+
+	if (!r)
+		return 0;
+	r->other = (__u64)(unsigned long)from;
+	bpf_ringbuf_submit(r, 0);
+	return 0;
+}
+
+SEC("tp_btf/skb_ext_bpf_scrub")
+int BPF_PROG(lab_meta_scrub, struct sk_buff *skb, const void *from, const void *to, void *location,
+	     bool xnet, enum skb_scrub_reason reason)
+{
+	struct lab_record *r = lab_meta_record(ctx, LAB_K_META_SCRUB, skb, to);
+
+	if (!r)
+		return 0;
+	r->other = (__u64)(unsigned long)location;
+	r->stack[0] = (__u64)(unsigned long)from;
+	r->flags = (__u32)xnet | ((__u32)reason << 1);
+	bpf_ringbuf_submit(r, 0);
+	return 0;
+}
+
+SEC("tp_btf/skb_ext_bpf_free")
+int BPF_PROG(lab_meta_free, const void *block)
+{
+	__u64 b = (__u64)(unsigned long)block;
+	struct lab_record *r;
+	__u32 *pkt = bpf_map_lookup_elem(&meta_blocks, &b);
+
+	if (!pkt)
+		return 0;
+	r = lab_reserve_blank(LAB_K_META_FREE);
+	if (r) {
+		r->packet = *pkt;
+		r->ext = b;
+		bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);
+		bpf_ringbuf_submit(r, 0);
+	}
+	bpf_map_delete_elem(&meta_blocks, &b);
+	return 0;
+}
+
+/* ---- the gated skb tracepoints (skb_gated:*, kernel patch 0012) -------------------- */
+
+/* The side stash on gated tracepoints: the entry goes to the copy ... */
+SEC("tp_btf/skb_copy")
+int BPF_PROG(lab_gated_copy, struct sk_buff *dst, struct sk_buff *src)
+{
+	__u64 from = (__u64)(unsigned long)src, to = (__u64)(unsigned long)dst;
+	struct lab_value *v = bpf_map_lookup_elem(&gated, &from);
+	__u32 *pkt = lab_tracked(src);
+	struct lab_record *r;
+	__u32 p;
+
+	if (v)
+		bpf_map_update_elem(&gated, &to, v, BPF_ANY);
+	if (!pkt)
+		return 0;
+	p = *pkt;
+	bpf_map_update_elem(&tracked, &to, &p, BPF_ANY);
+	r = lab_reserve(LAB_K_GATED_COPY, dst);
+	if (!r)
+		return 0;
+	r->packet = p;
+	r->other = from;
+	if (v) {
+		r->state[4] = LAB_PRESENT;
+		r->value[4] = v->token;
+	}
+	bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);
+	bpf_ringbuf_submit(r, 0);
+	return 0;
+}
+
+SEC("tp_btf/skb_scrub")
+int BPF_PROG(lab_gated_scrub, struct sk_buff *skb, bool xnet, int reason, void *location)
+{
+	__u32 *pkt = lab_tracked(skb);
+	struct lab_record *r;
+
+	if (!pkt)
+		return 0;
+	r = lab_reserve(LAB_K_GATED_SCRUB, skb);
+	if (!r)
+		return 0;
+	r->packet = *pkt;
+	r->other = (__u64)(unsigned long)location;
+	r->flags = (__u32)xnet | ((__u32)reason << 1);
+	bpf_ringbuf_submit(r, 0);
+	return 0;
+}
+
+/* ... and is reaped when the skb is freed. */
+SEC("tp_btf/skb_free")
+int BPF_PROG(lab_gated_free, struct sk_buff *skb)
+{
+	__u64 key = (__u64)(unsigned long)skb;
+	struct lab_value *v = bpf_map_lookup_elem(&gated, &key);
+	__u32 *pkt = lab_tracked(skb);
+	struct lab_record *r;
+
+	r = lab_reserve(LAB_K_GATED_FREE, skb);
+	if (r) {
+		r->packet = pkt ? *pkt : (v ? v->token : 0);
+		if (v) {
+			r->state[4] = LAB_PRESENT;
+			r->value[4] = v->token;
+		}
+		bpf_get_stack(ctx, r->stack, sizeof(r->stack), 0);
+		bpf_ringbuf_submit(r, 0);
+	}
+	if (v)
+		bpf_map_delete_elem(&gated, &key);
 	return 0;
 }

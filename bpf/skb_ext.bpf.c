@@ -15,7 +15,7 @@
 char LICENSE[] SEC("license") = "GPL";
 
 struct {
-	__s64 v[16];
+	__s64 v[24];	/* 16-23: the bpf_skb_ext tracepoints' counts */
 	__u64 skb[16];
 	__u32 token;	/* the test's packets */
 	__u32 target;	/* bpf_clone_redirect()'s device */
@@ -88,8 +88,8 @@ int ext_read(struct __sk_buff *ctx)
 	if (!ours(ctx))
 		return TC_ACT_OK;
 	read_token(ctx, 1);
-	res.v[6] = res.v[12];
-	res.v[7] = res.v[13];
+	res.v[6] = res.v[18];
+	res.v[7] = res.v[19];
 	return TC_ACT_OK;
 }
 
@@ -203,14 +203,14 @@ int ext_clone_side(struct __sk_buff *ctx)
 SEC("tp_btf/skb_ext_bpf_create")
 int BPF_PROG(ev_create, struct sk_buff *skb, const void *block)
 {
-	__sync_fetch_and_add(&res.v[10], 1);
+	__sync_fetch_and_add(&res.v[16], 1);
 	return 0;
 }
 
 SEC("tp_btf/skb_ext_bpf_copy")
 int BPF_PROG(ev_copy, struct sk_buff *skb, const void *from, const void *to)
 {
-	__sync_fetch_and_add(&res.v[11], 1);
+	__sync_fetch_and_add(&res.v[17], 1);
 	res.skb[11] = (__u64)skb;
 	return 0;
 }
@@ -219,9 +219,9 @@ SEC("tp_btf/skb_ext_bpf_scrub")
 int BPF_PROG(ev_scrub, struct sk_buff *skb, const void *from, const void *to,
 	     void *location, bool xnet, enum skb_scrub_reason reason)
 {
-	__sync_fetch_and_add(&res.v[12], 1);
-	res.v[13] = reason;
-	res.v[14] = xnet;
+	__sync_fetch_and_add(&res.v[18], 1);
+	res.v[19] = reason;
+	res.v[20] = xnet;
 	res.skb[12] = (__u64)skb;
 	return 0;
 }
@@ -229,7 +229,7 @@ int BPF_PROG(ev_scrub, struct sk_buff *skb, const void *from, const void *to,
 SEC("tp_btf/skb_ext_bpf_free")
 int BPF_PROG(ev_free, const void *block)
 {
-	__sync_fetch_and_add(&res.v[15], 1);
+	__sync_fetch_and_add(&res.v[21], 1);
 	return 0;
 }
 

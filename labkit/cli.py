@@ -10,7 +10,7 @@
     labkit vm run -- CMD ...      run CMD as root in the lab VM, in this directory
     labkit vm start|stop|status   keep one lab VM running for `vm run` to reuse
     labkit scenario list|describe NAME   the scenario library, without a VM
-    labkit record NAME [--param k=v] -o FILE   run a scenario in the lab VM, save its event log
+    labkit record NAME [--param k=v] [--design D] -o FILE   run a scenario in the lab VM, save its event log
     labkit show FILE [--packet N]  a recorded event log as a text timeline
     labkit demo                   boot the VM, run doctor and one storage program
     labkit open [--port N]        JupyterLab on your copy of the lessons, the lab VM proven to boot
@@ -95,11 +95,15 @@ def _parser():
     sd = sc.add_parser("describe", help="describe a scenario (no VM needed)")
     sd.add_argument("name")
     sd.add_argument("--param", "-p", action="append", default=[], metavar="K=V")
+    sd.add_argument("--design", default="storage", help="storage (the RFC), meta, gated or stash")
     sd.set_defaults(func=cmd_scenario_describe)
 
     rec = sub.add_parser("record", help="run a scenario in the lab VM and save its event log")
     rec.add_argument("name", nargs="?")
     rec.add_argument("--param", "-p", action="append", default=[], metavar="K=V")
+    rec.add_argument("--design", default="storage",
+                     help="keep the token with: storage (the RFC's skb storage), meta (the metadata buffer), "
+                          "gated (a stash on gated tracepoints) or stash (the ungated side stash)")
     rec.add_argument("-o", "--output", help="the .jsonl file to write")
     rec.add_argument("--all", action="store_true", help="record every scenario variant into notebooks/data/")
     rec.add_argument("--timeout", type=float, default=60.0)
@@ -301,7 +305,7 @@ def cmd_scenario_list(args):
 def cmd_scenario_describe(args):
     from labkit import scenarios
 
-    print(scenarios.get(args.name, **_params(args.param)).describe())
+    print(scenarios.get(args.name, **_params(args.param)).with_design(args.design).describe())
 
 
 def cmd_record(args):
@@ -313,7 +317,7 @@ def cmd_record(args):
         jobs += [(scenarios.get(n, flags=f, **p), scenarios.recording_path(n, p, f))
                  for n, p, f in scenarios.flagged_variants()]
     elif args.name and args.output:
-        jobs = [(scenarios.get(args.name, **_params(args.param)), args.output)]
+        jobs = [(scenarios.get(args.name, **_params(args.param)).with_design(args.design), args.output)]
     else:
         raise LabError("say what to record", fix="labkit record NAME [-p K=V] -o FILE, or labkit record --all")
     t0 = time.monotonic()

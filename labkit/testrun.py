@@ -48,7 +48,8 @@ def counts(xml_path):
 # On the debug kernel: the review's findings and the second read's (each
 # where it matters under both implementations), the lifetime rules, the
 # lookup the verifier inlines (kernel patch 0010: it reads the extension
-# block without the kfunc), and the proof that the splat scan sees a
+# block without the kfunc), the metadata buffer's and the gated
+# tracepoints' rules (patches 0011 and 0012), and the proof that the splat scan sees a
 # planted fault and a read of a parked spare block. The rest of tests/lab
 # (API, flags, the flag tests again under both implementations, program
 # types, scenarios, tracepoints, the benchmark) runs on the production
@@ -58,6 +59,7 @@ DEBUG_TESTS = ["tests/lab/test_findings.py", "tests/lab/test_second_read.py", "t
                "tests/lab/test_inline.py::test_an_inlined_lookup_finds_the_element_without_a_call",
                "tests/lab/test_inline.py::test_the_inlined_lookup_compares_the_map_passed_at_run_time",
                "tests/lab/test_inline.py::test_a_deleted_inline_element_is_not_found",
+               "tests/lab/test_skb_ext.py", "tests/lab/test_gated.py",
                "tests/lab/test_zz_splat_scan.py"]
 
 

@@ -76,10 +76,25 @@ enum lab_kind {
 				  * | reason << 1 | kept << 8 */
 	LAB_K_TP_FREE = 11,      /* skb_storage_free: ext = the chunk; skb = the skb it
 				  * was deleted from, or 0 (freed with the last skb) */
+	/* The metadata buffer's tracepoints (bpf_skb_ext:*, kernel patch 0011). */
+	LAB_K_META_CREATE = 12,  /* skb_ext_bpf_create: ext = the block */
+	LAB_K_META_COPY = 13,    /* skb_ext_bpf_copy: other = old block, ext = new block */
+	LAB_K_META_SCRUB = 14,   /* skb_ext_bpf_scrub: kept; other = the call site, ext =
+				  * the new block, stack[0] = the old; flags = xnet | reason << 1 */
+	LAB_K_META_FREE = 15,    /* skb_ext_bpf_free: ext = the block (skb 0) */
+	/* The gated skb tracepoints (skb_gated:*, kernel patch 0012). */
+	LAB_K_GATED_ARM = 16,    /* a hook armed the skb: bpf_trace_skb() answered err[4] */
+	LAB_K_GATED_COPY = 17,   /* skb_copy: skb = dst, other = src */
+	LAB_K_GATED_SCRUB = 18,  /* skb_scrub: other = the call site; flags = xnet | reason << 1 */
+	LAB_K_GATED_FREE = 19,   /* skb_free: the gated stash's entry was reaped (value[4]) */
 };
 
 /* What a hook is asked to do to a test packet before it observes it. */
-#define LAB_SLOTS 3     /* 0: skb storage A, 1: skb storage B, 2: side stash (hash by skb) */
+/* 0: skb storage A, 1: skb storage B, 2: side stash (hash by skb, reaped at every
+ * free), 3: the skb's BPF metadata buffer, 4: gated stash (hash by skb, reaped at
+ * skb_gated:skb_free)
+ */
+#define LAB_SLOTS 5
 #define LAB_STACK 6
 
 struct lab_point {

@@ -19,8 +19,16 @@ def to_events(records: list[Record], tokens: list[int], netns_names: dict) -> li
     events = []
     blocks = {}  # skb->extensions -> the last event that had it
     pending = []  # storage_alloc events waiting for the hook event that shows their block
+    meta_owner = {}  # extension block -> the skb whose metadata buffer it held
     for r in records:
         e = {"seq": len(events), "t_us": round((r.t_ns - t0) / 1000, 1), "kind": r.kind}
+        if r.kind == "meta_free":  # the tracepoint names the block alone
+            callers = name_callers(r.stack)
+            e.update({"packet": number.get(r.packet), "token": r.packet or None, "skb": meta_owner.get(r.ext),
+                      "block": hex(r.ext), "where": callers[0] if callers else "__skb_ext_put",
+                      "stack": callers[:5], "via": "tracepoint"})
+            events.append(e)
+            continue
         if r.kind.startswith("tp_"):
             e.update(from_tracepoint(r, number))
             if e["kind"] == "storage_free" and e["skb"] is None:
@@ -65,6 +73,10 @@ def to_events(records: list[Record], tokens: list[int], netns_names: dict) -> li
             e["stack"] = callers[:5]
         elif r.kind == "stash_clean":
             e["hook"] = r.hook
+        elif r.kind.startswith(("meta_", "gated_")):
+            e.update(design_event(r))
+            if r.kind.startswith("meta_"):
+                meta_owner[r.ext] = e["skb"]
         if r.ext:
             blocks[r.ext] = e
             for p in list(pending):
@@ -94,6 +106,30 @@ def from_tracepoint(r, number) -> dict:
     else:  # with the extension block's last reference: who let go of it
         callers = name_callers(r.stack)
         e.update(kind="storage_free", chunk=r.ext, where=callers[0] if callers else None, stack=callers[:5])
+    return e
+
+
+def design_event(r) -> dict:
+    """What a metadata buffer or gated tracepoint record adds to its event."""
+    e = {"via": "tracepoint"}
+    callers = name_callers(r.stack) if r.kind in ("gated_copy", "gated_free") else []
+    if r.kind == "meta_create":
+        e.update(block=hex(r.ext), where="bpf_dynptr_from_skb_ext")
+    elif r.kind == "meta_copy":
+        e.update({"from": hex(r.other), "to": hex(r.ext), "where": "skb_ext_add"})
+    elif r.kind in ("meta_scrub", "gated_scrub"):
+        e.update(where=Symbols.get().name(r.other), xnet=bool(r.flags & 1),
+                 reason=SCRUB_REASONS.get((r.flags >> 1) & 0x7f, "?"))
+        if r.kind == "meta_scrub":
+            e.update({"from": hex(r.stack[0]) if r.stack else None, "to": hex(r.ext), "kept": True})
+    elif r.kind == "gated_arm":
+        e.update(err=r.err[4], value=r.value[4], where="bpf_trace_skb")
+    elif r.kind == "gated_copy":
+        e.update(parent=hex(r.other), entry=r.value[4] if r.state[4] == "present" else None,
+                 where=callers[0] if callers else "skb_copy")
+    elif r.kind == "gated_free":
+        e.update(reaped=r.value[4] if r.state[4] == "present" else None,
+                 where=callers[0] if callers else None, stack=callers[:5])
     return e
 
 

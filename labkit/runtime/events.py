@@ -10,13 +10,22 @@ Events are plain dicts, in the order the kernel produced them:
              kernel also ``storage_clone`` and ``storage_scrub``, from its
              bpf_skb_storage tracepoints), ``storage_free``
              (the storage goes with its extension block), ``stash_clean``
-             (the side stash entry is removed at a free tracepoint)
+             (the side stash entry is removed at a free tracepoint);
+             the metadata buffer's ``meta_create``, ``meta_copy`` (its
+             block copied on write, or for a clone), ``meta_scrub`` (kept
+             across a scrub) and ``meta_free`` (``block``: its extension
+             block); the gated stash's ``gated_arm`` (a hook armed the
+             skb), ``gated_copy`` (``entry`` copied to a clone or copy),
+             ``gated_scrub`` and ``gated_free`` (``reaped``: the entry
+             deleted), each from the lab kernel's tracepoints
 ``packet``   which packet: 1, 2, ... in send order (clones share it)
 ``token``    the random token that packet carried
 ``skb``      the sk_buff's kernel address (hex), ``parent`` for a clone
 ``hook``     e.g. ``tc/ingress``; ``ns`` (lab namespace), ``ifname``
 ``maps``     for hook events: {slot: {"state": ..., "value": ...}} with
-             state one of created, present, absent, refused
+             state one of created, present, absent, refused; slots are
+             storage_a, storage_b (skb storage), stash (side stash), meta
+             (the metadata buffer) and gated (the gated stash)
 ``where``    scrub and clone: the kernel function that called
              skb_scrub_packet()/skb_clone(); ``stack`` its callers
 ``xnet``     scrub: whether the skb crossed network namespaces
@@ -37,7 +46,7 @@ from pathlib import Path
 from labkit.errors import LabError
 
 SCHEMA = 1
-SLOTS = ("storage_a", "storage_b", "stash")
+SLOTS = ("storage_a", "storage_b", "stash", "meta", "gated")
 
 
 class LogFormatError(LabError):
@@ -151,6 +160,10 @@ class EventLog:
         Frees are left out (when a freed skb's memory is reused is the
         allocator's business); two runs of a scenario agree on the rest."""
         names, out = {}, []
+        # Slots no hook of this log wrote or found anything in are left out,
+        # so logs recorded before a slot existed compare with new ones.
+        slots = [s for s in SLOTS if any(((e.get("maps") or {}).get(s) or {}).get("state") not in (None, "absent")
+                                         for e in self.events)]
         for e in self.events:
             if packet is not None and e.get("packet") != packet:
                 continue
@@ -159,7 +172,7 @@ class EventLog:
             for k in ("skb", "parent"):
                 if e.get(k) and e[k] not in names:
                     names[e[k]] = len(names) + 1
-            states = tuple(((e.get("maps") or {}).get(s) or {}).get("state") for s in SLOTS)
+            states = tuple(((e.get("maps") or {}).get(s) or {}).get("state") for s in slots)
             out.append((e["kind"], e.get("hook"), e.get("ifname"), e.get("ns"), names.get(e.get("skb")),
                         names.get(e.get("parent")), states, e.get("where"), e.get("xnet"), e.get("mark")))
         return out

@@ -36,7 +36,7 @@ def observer(st: ExitStack, path, map_flags=None):
         del ring.records[:]
         ring.overflow = False
         ring.drain(0)
-        for name in ("actions", "tracked", "stash"):
+        for name in ("actions", "tracked", "stash", "gated", "meta_blocks"):
             clear_maps(obj.map(name))
         ring.drain(0)
         del ring.records[:]

@@ -18,7 +18,13 @@ HOOK_POINTS = ("tc/ingress", "tc/egress", "cgroup_skb/ingress", "socket_filter",
 # Where your own programs go: "trace" attaches by the program's section
 # (tp_btf/..., fentry/..., kprobe/...); a socket filter goes on the receiving sockets.
 ATTACH_POINTS = ("tc/ingress", "tc/egress", "cgroup_skb/ingress", "socket_filter", "trace", "xdp")
-SLOTS = ("storage_a", "storage_b", "stash")
+# Where a hook keeps the packet's token: two skb storage maps (the RFC), the side
+# stash (a hash by skb address, reaped at every free), the skb's BPF metadata
+# buffer (the proposal on the list) and the gated stash (reaped at the gated
+# skb_free tracepoint, for skbs armed with bpf_trace_skb()).
+SLOTS = ("storage_a", "storage_b", "stash", "meta", "gated")
+# Each design's slot, for Scenario.with_design(): "storage" is the RFC's.
+DESIGNS = {"storage": "storage_a", "meta": "meta", "gated": "gated", "stash": "stash"}
 # Map flags a scenario may give the observer's two skb storage maps (the lab
 # kernel's UAPI values; BPF_F_NO_PREALLOC is always set).
 MAP_FLAGS = {"clone": 1 << 9,          # BPF_F_CLONE: skb_clone() copies the element

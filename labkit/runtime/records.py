@@ -53,18 +53,20 @@ def decode_all(records) -> list[Event]:
 # ---- the runtime's records: struct lab_record ---------------------------------------
 
 KINDS = {1: "hook", 2: "clone", 3: "scrub", 4: "free", 5: "storage_free", 6: "stash_clean", 7: "storage_alloc",
-         8: "tp_create", 9: "tp_clone", 10: "tp_scrub", 11: "tp_free"}
+         8: "tp_create", 9: "tp_clone", 10: "tp_scrub", 11: "tp_free",
+         12: "meta_create", 13: "meta_copy", 14: "meta_scrub", 15: "meta_free",
+         16: "gated_arm", 17: "gated_copy", 18: "gated_scrub", 19: "gated_free"}
 SCRUB_REASONS = {0: "forward", 1: "netns", 2: "tunnel"}  # enum skb_scrub_reason
-SLOTS = ("storage_a", "storage_b", "stash")
+SLOTS = ("storage_a", "storage_b", "stash", "meta", "gated")
 STACK = 6
 # u64 skb, t_ns, other, ext, stack[6]; u32 kind, hook, ifindex, netns, packet,
-# mark, flags, cpu; u32 state[3], value[3]; s32 err[3]; u32 pad; char ifname[16]
-_RECORD = struct.Struct("<QQQQ6Q8I3I3I3iI16s")
+# mark, flags, cpu; u32 state[5], value[5]; s32 err[5]; u32 pad; char ifname[16]
+_RECORD = struct.Struct("<QQQQ6Q8I5I5I5iI16s")
 RECORD_SIZE = _RECORD.size
 # struct lab_point: u32 netns, ifindex, hook
 POINT = struct.Struct("<III")
-# struct lab_action: u32 write, del, mark, clone_ifindex, redirect_peer, value[3]
-ACTION = struct.Struct("<5I3I")
+# struct lab_action: u32 write, del, mark, clone_ifindex, redirect_peer, value[5]
+ACTION = struct.Struct("<5I5I")
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,9 @@ class Record:
         skb, t_ns, other, ext = f[0:4]
         stack = tuple(a for a in f[4:10] if a)
         kind, hook, ifindex, netns, packet, mark, flags, cpu = f[10:18]
-        state = tuple(STATES.get(x, str(x)) for x in f[18:21])
-        value, err = tuple(f[21:24]), tuple(f[24:27])
-        ifname = f[28].split(b"\0", 1)[0].decode(errors="replace")
+        n = len(SLOTS)
+        state = tuple(STATES.get(x, str(x)) for x in f[18:18 + n])
+        value, err = tuple(f[18 + n:18 + 2 * n]), tuple(f[18 + 2 * n:18 + 3 * n])
+        ifname = f[19 + 3 * n].split(b"\0", 1)[0].decode(errors="replace")
         return cls(KINDS.get(kind, str(kind)), skb, t_ns, other, ext, stack, HOOKS.get(hook, "") if hook else "",
                    ifindex, netns, packet, mark, flags, cpu, state, value, err, ifname)

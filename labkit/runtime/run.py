@@ -186,7 +186,7 @@ class Run:
         delete = sum(1 << SLOTS.index(s) for s in h.delete)
         clone = built.ifindex(h.ns, h.clone_to) if h.clone_to else 0
         peer = built.ifindex(h.ns, h.redirect_peer) if h.redirect_peer else 0
-        return ACTION.pack(write, delete, h.mark, clone, peer, 0, 0, 0)
+        return ACTION.pack(write, delete, h.mark, clone, peer, *(0,) * len(SLOTS))
 
     @staticmethod
     def _load_own(st, attach) -> dict:

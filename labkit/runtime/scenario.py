@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from labkit.runtime.parts import (
     ATTACH_POINTS,
+    DESIGNS,
     FLAG_NAMES,
     HOOK_POINTS,
     IFNAMSIZ,
@@ -63,6 +64,27 @@ class Scenario:
             else:
                 flags.pop(slot, None)
         return replace(self, map_flags=flags).validate()
+
+    def with_design(self, design: str) -> "Scenario":
+        """The same scenario with storage_a's writes done by another design
+        (``DESIGNS``): "storage" (the RFC's skb storage, as written), "meta"
+        (the skb's BPF metadata buffer), "gated" (the stash on the gated skb
+        tracepoints) or "stash" (the ungated side stash). The expected path
+        is storage_a's, so another design runs without one, and without the
+        storage's map flags; ``params["design"]`` says which ran."""
+        if design not in DESIGNS:
+            bad(f"scenario {self.name}: unknown design {design!r}", f"use one of {', '.join(DESIGNS)}")
+        slot = DESIGNS[design]
+        if slot == "storage_a":
+            return self
+
+        def moved(names):
+            return tuple(dict.fromkeys(slot if n == "storage_a" else n for n in names))
+
+        hooks = tuple(replace(h, write=moved(h.write), delete=moved(h.delete)) for h in self.hooks)
+        flags = {k: v for k, v in self.map_flags.items() if k != "storage_a"}
+        return replace(self, hooks=hooks, expect=(), params={**self.params, "design": design},
+                       map_flags=flags).validate()
 
     def map_flag_bits(self) -> dict:
         """{map name: BPF map_flags} for the observer's storage maps."""
@@ -164,6 +186,9 @@ class Scenario:
             for slot in tuple(h.write) + tuple(h.delete):
                 if slot not in SLOTS:
                     bad(f"scenario {self.name}: hook {h.label}: unknown map {slot!r}", f"use {', '.join(SLOTS)}")
+            if "meta" in h.delete:
+                bad(f"scenario {self.name}: hook {h.label}: the metadata buffer has no delete",
+                     "write it (a new value) instead")
             if (h.mark or h.clone_to or h.redirect_peer) and not h.at.startswith("tc/"):
                 bad(f"scenario {self.name}: hook {h.label}: mark, clone_to and redirect_peer need a tc hook")
             if h.clone_to:

@@ -10,6 +10,8 @@ LIFECYCLE = ("lab_on_clone_entry", "lab_on_clone", "lab_on_scrub", "lab_on_relea
              "lab_stash_kfree", "lab_stash_consume")
 STORAGE_KPROBES = ("lab_on_storage_free", "lab_on_storage_alloc")  # kernels without the tracepoints
 STORAGE_TRACEPOINTS = ("lab_tp_create", "lab_tp_clone", "lab_tp_scrub", "lab_tp_free")
+META_TRACEPOINTS = ("lab_meta_create", "lab_meta_copy", "lab_meta_scrub", "lab_meta_free")  # patch 0011
+GATED_TRACEPOINTS = ("lab_gated_copy", "lab_gated_scrub", "lab_gated_free")  # patch 0012
 
 
 class Symbols:
@@ -83,4 +85,8 @@ def lifecycle_programs() -> tuple:
     progs = LIFECYCLE + (STORAGE_TRACEPOINTS if storage_tracepoints() else STORAGE_KPROBES)
     if kernel_has("skb_scrub_packet_reason"):
         progs += ("lab_on_scrub_reason",)
+    if kernel_has("btf_trace_skb_ext_bpf_create", "btf_trace_skb_ext_bpf_free"):
+        progs += META_TRACEPOINTS
+    if kernel_has("btf_trace_skb_free", "btf_trace_skb_copy", "btf_trace_skb_scrub"):
+        progs += GATED_TRACEPOINTS
     return progs

@@ -19,7 +19,7 @@ from labkit.runtime.packets import udp_frame
 
 from .test_lifetime import INNER_B, TUNNEL_PATHS, dummy, send_raw, send_udp, tc, tunnel_pair, veth
 
-RES = struct.Struct("<16q16QIIII")
+RES = struct.Struct("<24q16QIIII")
 ENOENT, EINVAL, E2BIG = 2, 22, 7
 BUF_SIZE = 64  # CONFIG_BPF_SKB_EXT_SIZE in kernel/lab.config
 SCRUB_FORWARD, SCRUB_NETNS, SCRUB_TUNNEL = 0, 1, 2  # enum skb_scrub_reason
@@ -31,7 +31,7 @@ def skb_ext(*programs):
 
 def res(obj):
     vals = RES.unpack(obj.bss().lookup(b"\0\0\0\0")[:RES.size])
-    return {"v": vals[:16], "skb": vals[16:32]}
+    return {"v": vals[:24], "skb": vals[24:40]}
 
 
 def setup(obj, **fields):
@@ -39,7 +39,7 @@ def setup(obj, **fields):
     raw = bytearray(obj.bss().lookup(b"\0\0\0\0"))
     at = {"token": 0, "target": 4, "cow": 8}
     for name, value in fields.items():
-        struct.pack_into("<I", raw, 32 * 8 + at[name], value)
+        struct.pack_into("<I", raw, 40 * 8 + at[name], value)
     obj.bss().update(b"\0\0\0\0", bytes(raw))
 
 
@@ -113,7 +113,7 @@ def test_create_gives_a_zero_filled_writable_buffer_and_reopening_a_read_only_vi
     assert v[8] == -EINVAL, f"a write through the read-only dynptr answered {v[8]}"
     assert v[9] == 1, "a writable slice of the read-only dynptr was given"
     assert (v[10], v[11]) == (0, 0x1234abcd5678ef01), f"a second create changed the buffer: {v[10]}, {v[11]:#x}"
-    assert (v[10], v[15]) == (1, 1), f"bpf_skb_ext events: {v[10]} created, {v[15]} freed (want one each)"
+    assert (v[16], v[21]) == (1, 1), f"bpf_skb_ext events: {v[16]} created, {v[21]} freed (want one each)"
 
 
 def test_size_and_flags_are_checked(token):
@@ -123,7 +123,8 @@ def test_size_and_flags_are_checked(token):
     assert (v[0], v[1]) == (0, 16), f"size 16: {v[0]}, a dynptr of {v[1]} bytes"
     assert v[2] == -E2BIG, f"size 65 (past the buffer) answered {v[2]}"
     assert (v[3], v[4]) == (0, BUF_SIZE), f"size 64: {v[3]}, {v[4]} bytes"
-    assert (v[5], v[6]) == (-EINVAL, 0), f"unknown flag 2: {v[5]}, dynptr of {v[6]} bytes (want null)"
+    null = -EINVAL & 0xFFFFFFFF  # bpf_dynptr_size() of a null dynptr
+    assert (v[5], v[6]) == (-EINVAL, null), f"unknown flag 2: {v[5]}, bpf_dynptr_size {v[6]} (want a null dynptr)"
 
 
 # ---- clones --------------------------------------------------------------------------
@@ -151,7 +152,7 @@ def test_a_clone_shares_the_buffer(token):
     assert v[4] == token, f"the clone reads {v[4]:#x}, not the original's {token:#x}"
     assert r["skb"][4] != r["skb"][0], "the clone's program ran on the original"
     assert v[3] == token, f"the original reads {v[3]:#x} after the clone"
-    assert v[11] == 0, f"{v[11]} copies of the block, with nothing written after the clone"
+    assert v[17] == 0, f"{v[17]} copies of the block, with nothing written after the clone"
 
 
 def test_a_write_to_a_shared_buffer_copies_it(token):
@@ -160,8 +161,8 @@ def test_a_write_to_a_shared_buffer_copies_it(token):
     assert v[4] == token, f"the clone reads {v[4]:#x} before writing"
     assert v[5] == 0 and v[6] == (~token & 0xFFFFFFFF), f"the clone's create {v[5]}, it then reads {v[6]:#x}"
     assert v[3] == token, f"the clone's write reached the original's buffer: {v[3]:#x}"
-    assert v[11] == 1 and r["skb"][11] == r["skb"][4], \
-        f"skb_ext_bpf_copy fired {v[11]} times (want once, for the clone)"
+    assert v[17] == 1 and r["skb"][11] == r["skb"][4], \
+        f"skb_ext_bpf_copy fired {v[17]} times (want once, for the clone)"
 
 
 # ---- scrubs: the buffer is kept across every kind ------------------------------------
