@@ -140,6 +140,7 @@ class Run:
             self.records = [Record.decode(r) for r in ring.records if len(r) >= RECORD_SIZE]
             names = {ino: ns for ns, ino in built.inode.items()}
             stash_left = _count(obj.map("stash"))
+            gated_left = _count(obj.map("gated"))
             reports, own_maps = [], {}
             for path, (o, own_ring) in own.items():
                 if own_ring is not None:
@@ -152,6 +153,7 @@ class Run:
         if reports:
             events = merge_reports(events, reports, tokens, t0)
         head = header(sc, kernel=os.uname().release, series=series_id(), tokens=tokens, stash_left=stash_left,
+                      gated_left=gated_left,
                       timings=self.timings)
         if sc.map_flags:
             head["map_flags"] = {slot: list(names) for slot, names in sc.map_flags.items()}

@@ -217,6 +217,12 @@ SKB_EXT_BPF_ELEM_NONE, SKB_EXT_BPF_ELEM_USED = 0, 2  # include/net/bpf_skb_stora
 ELEM_AREA = 128  # SKB_EXT_BPF_ELEM_SIZE: a block with an element area is larger than that
 
 
+def object_size(cache):
+    """The object size of a slab cache (SLUB's sysfs)."""
+    with open(f"/sys/kernel/slab/{cache}/object_size") as fh:
+        return int(fh.read())
+
+
 def allocs(obj):
     raw = obj.section(".data.allocs").lookup(b"\0\0\0\0")
     n = struct.unpack_from("<I", raw, 64 * 8 + 64 * 4)[0]
@@ -235,8 +241,9 @@ def arm(obj, on):
 def test_n4_the_plain_design_allocates_plain_blocks(token):
     """With kernel.bpf_skb_storage_inline=0 the extension block a create
     allocates is the RFC's: the storage chunk and nothing more. Before the
-    fix every block had the element area (the lab's config: 232-byte
-    objects, not 48)."""
+    fix every block had the element area (the lab's config then: 232-byte
+    objects, not 48; with the metadata buffer and the gate mark of patches
+    0011 and 0012 in every block: 312, not 128)."""
     os.sched_setaffinity(0, {0})
     try:
         with knob(0), second_read("alloc_seen", "record_block") as obj:
@@ -249,8 +256,11 @@ def test_n4_the_plain_design_allocates_plain_blocks(token):
     finally:
         os.sched_setaffinity(0, set(range(os.cpu_count())))
     assert block in seen, f"the block {block:#x} was not allocated from a slab cache during the create"
-    assert seen[block] < ELEM_AREA, (f"with the knob at 0 the block is a {seen[block]}-byte object: it has room "
-                                     f"for an element ({ELEM_AREA} bytes), which the plain design has not")
+    plain, with_area = object_size("skbuff_ext_cache"), object_size("skbuff_ext_bpf_cache")
+    assert with_area >= plain + ELEM_AREA, f"the caches: plain {plain}, with an element area {with_area} bytes"
+    assert seen[block] == plain, (f"with the knob at 0 the block is a {seen[block]}-byte object, not the plain "
+                                  f"{plain} bytes: it has room for an element ({ELEM_AREA} bytes), which the "
+                                  "plain design has not")
 
 
 @pytest.mark.parametrize("at_crossing", [1, 0], ids=["knob-1", "knob-0"])
