@@ -145,9 +145,11 @@ static __always_inline __u32 *lab_tracked(struct sk_buff *skb)
 	} while (0)
 
 /* Slot 3, the skb's metadata buffer, opened read-only: absent (-ENOENT)
- * or present with the value at its start.
+ * or present with the value at its start. Not inlined: the dynptr's stack
+ * slots are this function's, so the caller's other stack use cannot
+ * overwrite a dynptr the verifier still tracks.
  */
-static __always_inline void lab_slot_meta(struct sk_buff *skb, struct lab_record *r)
+static __noinline void lab_slot_meta(struct sk_buff *skb, struct lab_record *r)
 {
 	struct lab_value v = {};
 	struct bpf_dynptr d;
@@ -165,7 +167,7 @@ static __always_inline void lab_slot_meta(struct sk_buff *skb, struct lab_record
 }
 
 /* Write value to the buffer, creating it: bit 3 of *created when it was new. */
-static __always_inline void lab_write_meta(struct sk_buff *skb, __u32 val, __u32 *created)
+static __noinline void lab_write_meta(struct sk_buff *skb, __u32 val, __u32 *created)
 {
 	struct lab_value v = {};
 	struct bpf_dynptr d;

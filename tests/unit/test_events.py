@@ -98,8 +98,10 @@ def test_record_decodes():
     raw[0:8] = (0xFFFF888000001234).to_bytes(8, "little")
     raw[80:84] = (3).to_bytes(4, "little")  # kind: scrub
     raw[104:108] = (1).to_bytes(4, "little")  # flags: xnet
-    raw[152:157] = b"lk-a0"
+    raw[176:181] = b"lk-a0"  # after state, value and err for 5 slots and a pad word
+    raw[112 + 4 * 3] = 1  # state[3] (the metadata buffer): present
     r = Record.decode(bytes(raw))
+    assert r.state[3] == "present" and len(r.value) == len(r.err) == 5
     assert (r.kind, r.skb, r.flags, r.ifname) == ("scrub", 0xFFFF888000001234, 1, "lk-a0")
     with pytest.raises(ValueError):
         Record.decode(b"\0" * 10)

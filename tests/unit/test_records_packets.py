@@ -50,7 +50,7 @@ def test_lab_record_matches_the_header():
         consts = {"LAB_SLOTS": len(SLOTS), "LAB_STACK": STACK}
         n = consts[arr] if arr in consts else int(arr or 1)
         size += n * {"char": 1}.get(typ, 8 if "64" in typ else 4)
-    assert size == RECORD_SIZE == 168
+    assert size == RECORD_SIZE == 192
 
 
 def test_payload_carries_magic_and_token():
