@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from labkit.runtime.decode import to_events
 from labkit.runtime.events import SCHEMA, EventLog, ExpectationError, LogFormatError, at, expect, step
 from labkit.runtime.records import RECORD_SIZE, Record
 
@@ -105,3 +106,26 @@ def test_record_decodes():
     assert (r.kind, r.skb, r.flags, r.ifname) == ("scrub", 0xFFFF888000001234, 1, "lk-a0")
     with pytest.raises(ValueError):
         Record.decode(b"\0" * 10)
+
+
+def _record(kind, skb=0, ext=0, other=0, packet=0x1234, state4="absent", value4=0, err4=0, flags=0):
+    return Record(kind=kind, skb=skb, t_ns=1000, other=other, ext=ext, stack=(), hook="", ifindex=0, netns=0,
+                  packet=packet, mark=0, flags=flags, cpu=0, state=("absent",) * 4 + (state4,),
+                  value=(0,) * 4 + (value4,), err=(0,) * 4 + (err4,), ifname="")
+
+
+def test_design_records_become_events_that_name_their_skb():
+    skb, clone = 0xFFFF888000001000, 0xFFFF888000002000
+    records = [_record("meta_create", skb=skb, ext=0xA000), _record("meta_copy", skb=clone, ext=0xB000, other=0xA000),
+               _record("meta_free", ext=0xB000), _record("meta_free", ext=0xA000),
+               _record("gated_arm", skb=skb, value4=0x1234), _record("gated_copy", skb=clone, other=skb,
+                                                                     state4="present", value4=0x1234),
+               _record("gated_free", skb=clone, state4="present", value4=0x1234)]
+    events = to_events(records, [0x1234], {})
+    by = [(e["kind"], e.get("skb")) for e in events]
+    assert by == [("meta_create", hex(skb)), ("meta_copy", hex(clone)), ("meta_free", hex(clone)),
+                  ("meta_free", hex(skb)), ("gated_arm", hex(skb)), ("gated_copy", hex(clone)),
+                  ("gated_free", hex(clone))]
+    assert all(e["packet"] == 1 for e in events)
+    assert events[1]["from"] == hex(0xA000) and events[1]["to"] == hex(0xB000)
+    assert events[5]["parent"] == hex(skb) and events[5]["entry"] == 0x1234 and events[6]["reaped"] == 0x1234

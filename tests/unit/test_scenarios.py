@@ -88,3 +88,24 @@ def test_from_dict_rejects_unknown_fields():
     d["hooks"][0]["colour"] = "red"
     with pytest.raises(ScenarioError, match="unknown field"):
         Scenario.from_dict(d)
+
+
+@pytest.mark.parametrize("design,slot", [("meta", "meta"), ("gated", "gated"), ("stash", "stash")])
+def test_with_design_moves_storage_a_to_the_design(design, slot):
+    sc = scenarios.get("two_maps").with_flags(storage_a=("clone",))
+    moved = sc.with_design(design)
+    assert moved.params["design"] == design and moved.expect == () and "storage_a" not in moved.map_flags
+    for before, after in zip(sc.hooks, moved.hooks):
+        assert after.write == tuple(dict.fromkeys(slot if s == "storage_a" else s for s in before.write))
+        assert "storage_a" not in after.write + after.delete
+    assert any(slot in h.write for h in moved.hooks)
+    assert sc.with_design("storage") is sc
+
+
+def test_with_design_refuses_what_a_design_cannot_do():
+    with pytest.raises(ScenarioError, match="unknown design"):
+        scenarios.get("basic").with_design("xdp_meta")
+    sc = scenarios.get("basic")
+    hooks = (dataclasses.replace(sc.hooks[0], delete=("storage_a",)),) + sc.hooks[1:]
+    with pytest.raises(ScenarioError, match="the metadata buffer has no delete"):
+        dataclasses.replace(sc, hooks=hooks).with_design("meta")
