@@ -136,7 +136,8 @@ def design_event(r) -> dict:
 def settle_tracepoint_events(events) -> list[dict]:
     """Tracepoint events name their skb, but a packet only once a hook has
     seen it: give them the packet of the skb's other events. A copy to a
-    clone happens inside skb_clone(), before the clone event: put it after."""
+    clone (storage, gated stash entry) happens inside skb_clone(), before
+    the clone event: put it after."""
     packet_of = {}
     for e in events:
         if e.get("skb") and e.get("packet") is not None:
@@ -151,8 +152,9 @@ def settle_tracepoint_events(events) -> list[dict]:
             # the block went with its last skb: say where that skb was freed (the stack is too short to)
             e["where"] = freed_in.get(e.get("skb")) or "__skb_ext_put"
     out, waiting, cloned = [], {}, set()
+    clones = {e.get("skb") for e in events if e["kind"] == "clone"}
     for e in events:
-        if e["kind"] == "storage_clone" and e["skb"] not in cloned:
+        if e["kind"] in ("storage_clone", "gated_copy") and e["skb"] in clones and e["skb"] not in cloned:
             waiting.setdefault(e["skb"], []).append(e)
             continue
         out.append(e)

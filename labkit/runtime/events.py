@@ -244,7 +244,30 @@ def describe(e: dict, names=None) -> str:
         return f"{head} {'report':<20} {'':<14} {e.get('tag')}={e.get('value')} from {e.get('obj')}"
     if kind == "stash_clean":
         return f"{head} {'stash entry removed':<20} {where:<14} at {e.get('hook')}"
-    return f"{head} {kind}"
+    return describe_design(e, head, skb, names)
+
+
+def describe_design(e, head, skb, names) -> str:
+    """The metadata buffer's and the gated stash's events."""
+    kind, gap = e.get("kind"), f"{'':<14}"
+    parent = names.get(e.get("parent"), e.get("parent"))
+    said = {
+        "meta_create": ("buffer created", f"on {skb}, by bpf_dynptr_from_skb_ext(F_CREATE)"),
+        "meta_copy": ("buffer copied", f"{skb} got its own block ({e.get('from')} -> {e.get('to')})"),
+        "meta_scrub": ("buffer kept", f"on {skb}: {e.get('reason')} scrub (xnet={int(bool(e.get('xnet')))}) "
+                                      f"from {e.get('where')}"),
+        "meta_free": ("buffer freed", f"with {skb}'s block {e.get('block')}, in {e.get('where')}"),
+        "gated_arm": ("armed", f"{skb}, by bpf_trace_skb() = {e.get('err')}"),
+        "gated_copy": ("gated skb_copy", f"{parent} -> {skb}" + (f", entry {e['entry']:#x} copied"
+                                                                  if e.get("entry") is not None else "")),
+        "gated_scrub": ("gated skb_scrub", f"{skb}: {e.get('reason')} scrub from {e.get('where')}"),
+        "gated_free": ("gated skb_free", f"{skb}" + (f", entry {e['reaped']:#x} reaped" if e.get("reaped") is not None
+                                                     else "") + (f", in {e.get('where')}" if e.get("where") else "")),
+    }.get(kind)
+    if said is None:
+        return f"{head} {kind}"
+    return f"{head} {said[0]:<20} {gap} {said[1]}"
+
 
 
 # ---- expectations ---------------------------------------------------------------

@@ -49,7 +49,8 @@ class Symbols:
 SKIP_FRAMES = ("skb_scrub_packet", "skb_clone", "kfree_skbmem", "skb_release_head_state", "skb_release_all",
                "__skb_ext_put", "skb_ext_put", "bpf_skb_storage_free", "bpf_selem_alloc", "bpf_local_storage_update",
                "bpf_jit", "bpf_trampoline", "bpf_prog", "__bpf_prog", "kprobe", "ftrace", "arch_ftrace", "fentry",
-               "bpf_trace_run", "bpf_skb_storage_scrub", "trace_skb_storage")
+               "bpf_trace_run", "bpf_skb_storage_scrub", "trace_skb_storage", "__skb_gated", "skb_gated",
+               "__traceiter", "trace_skb_ext_bpf")
 
 
 def name_callers(stack):
