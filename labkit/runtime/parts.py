@@ -110,7 +110,8 @@ class Hook:
 
     at: one of HOOK_POINTS. dev: the device for tc hooks and taps (for
     cgroup_skb and socket_filter the receiving socket in ns is used).
-    write/delete: slots (``storage_a``, ``storage_b``, ``stash``).
+    write/delete: slots (``storage_a``, ``storage_b``, ``stash``, ``meta``,
+    ``gated``; the metadata buffer has no delete).
     mark: set skb->mark. clone_to: bpf_clone_redirect() a clone out of that
     device. redirect_peer: bpf_redirect_peer() to that veth's peer.
     """
