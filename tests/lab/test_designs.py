@@ -15,6 +15,7 @@ from labkit import scenarios
 from labkit.runtime import run as runtime
 
 VARIANTS = scenarios.variants()
+VARIANT_IDS = ["-".join([n, *map(str, p.values())]) for n, p in VARIANTS]
 
 
 def kinds(log, kind):
@@ -34,7 +35,7 @@ def created_at_hooks(log, slot):
     return [e for e in kinds(log, "hook") if e["maps"][slot]["state"] == "created"]
 
 
-@pytest.mark.parametrize("name,params", VARIANTS, ids=["-".join([n, *map(str, p.values())]) for n, p in VARIANTS])
+@pytest.mark.parametrize("name,params", VARIANTS, ids=VARIANT_IDS)
 def test_every_scenario_with_the_metadata_buffer(name, params):
     log = run(name, params, "meta")
     made = created_at_hooks(log, "meta")
@@ -51,7 +52,7 @@ def test_every_scenario_with_the_metadata_buffer(name, params):
     assert held == freed, f"blocks with a buffer never freed: {sorted(held - freed)}\n{log.timeline()}"
 
 
-@pytest.mark.parametrize("name,params", VARIANTS, ids=["-".join([n, *map(str, p.values())]) for n, p in VARIANTS])
+@pytest.mark.parametrize("name,params", VARIANTS, ids=VARIANT_IDS)
 def test_every_scenario_with_the_gated_stash(name, params):
     log = run(name, params, "gated")
     made = created_at_hooks(log, "gated")
