@@ -281,6 +281,18 @@ def cgroup_left(name) -> bool:
     return layout is not None and cgroups.StudentCgroup(layout, name).exists()
 
 
+def assert_nothing_left(name):
+    """No process, qemu, cgroup or run folder of the student is left."""
+    uid = uid_of(name)
+    # Killed processes may stay a moment as zombies until whoever inherited them reaps them.
+    try:
+        wait_until(lambda: not procs_of(uid), 15, "")
+    except AssertionError:
+        raise AssertionError(f"processes of {name} left: {procs_of(uid)}") from None
+    assert not cgroup_left(name), f"the cgroup of {name} is still there"
+    assert not run_folders(name), f"run folders of {name} left: {run_folders(name)}"
+
+
 def wait_until(cond, timeout, what, step=0.5):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

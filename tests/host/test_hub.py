@@ -52,17 +52,6 @@ def students(hub):
     return a, b
 
 
-def assert_nothing_left(name):
-    uid = ht.uid_of(name)
-    # Killed processes may stay a moment as zombies until whoever inherited them reaps them.
-    try:
-        ht.wait_until(lambda: not ht.procs_of(uid), 15, "")
-    except AssertionError:
-        raise AssertionError(f"processes of {name} left: {ht.procs_of(uid)}") from None
-    assert not ht.cgroup_left(name), f"the cgroup of {name} is still there"
-    assert not ht.run_folders(name), f"run folders of {name} left: {ht.run_folders(name)}"
-
-
 def start_vm(hub, student):
     """A kernel in the student's server with a lab VM up; (kernel, QEMU pid)."""
     k = ht.kernel(hub, student, timeout=300)
@@ -189,7 +178,7 @@ def test_vm_dies_when_the_hub_stops_the_server(hub, students):
     assert qemu in cgroups.StudentCgroup(cgroups.detect(), a.name).pids(), "the student's QEMU is outside its cgroup"
     close_quietly(k)
     ht.stop(hub, a)
-    assert_nothing_left(a.name)
+    ht.assert_nothing_left(a.name)
 
 
 def test_vm_dies_with_a_kernel_restart(hub, students):
@@ -232,7 +221,7 @@ def test_vm_dies_when_the_server_is_killed(hub, students):
     os.kill(ht.server_pid(ht.uid_of(b.name)), signal.SIGKILL)
     ht.wait_gone(hub, b, timeout=90)
     ht.wait_until(lambda: not ht.procs_of(ht.uid_of(b.name)), 60, f"every process of {b.name} gone")
-    assert_nothing_left(b.name)
+    ht.assert_nothing_left(b.name)
 
 
 def test_idle_culler_stops_the_server_and_its_vm(install):
@@ -244,7 +233,7 @@ def test_idle_culler_stops_the_server_and_its_vm(install):
         close_quietly(k)
         ht.wait_gone(hub, s, timeout=150)
         ht.wait_until(lambda: not ht.procs_of(ht.uid_of(s.name)), 60, f"every process of {s.name} gone")
-        assert_nothing_left(s.name)
+        ht.assert_nothing_left(s.name)
         log = (hub.state / "jupyterhub.log").read_text()
         assert f"DELETE /hub/api/users/{s.name}/server (idle-culler@" in log, "not stopped by the culler"
     finally:
@@ -263,7 +252,7 @@ def test_stopping_the_hub_leaves_nothing(hub, students):
     proxy = int((hub.state / "proxy.pid").read_text())
     assert hub.stop() == 0, hub.log()
     for s in (a, b):
-        assert_nothing_left(s.name)
+        ht.assert_nothing_left(s.name)
     for f in ("jupyterhub.pid", "proxy.pid", "labkit-hub.pid"):
         assert not (hub.state / f).exists(), f"{f} left in the state directory"
     with pytest.raises(ProcessLookupError):

@@ -225,11 +225,7 @@ def test_a_workshop_of_three(workshop):
     students = [a.name, b.name, c, d.name]
     assert hub.stop() == 0, hub.log()
     for s in students:
-        uid = ht.uid_of(s)
-        assert not ht.procs_of(uid), f"processes of {s} left: {ht.procs_of(uid)}"
-        assert not ht.qemus_of(uid)
-        assert not ht.run_folders(s), f"run folders of {s} left: {ht.run_folders(s)}"
-        assert not ht.cgroup_left(s), f"the cgroup of {s} is still there"
+        ht.assert_nothing_left(s)
 
 
 def student_cannot_see(student, url) -> bool:
