@@ -269,7 +269,6 @@ def describe_design(e, head, skb, names) -> str:
     return f"{head} {said[0]:<20} {gap} {said[1]}"
 
 
-
 # ---- expectations ---------------------------------------------------------------
 
 

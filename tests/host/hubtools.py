@@ -281,12 +281,13 @@ def cgroup_left(name) -> bool:
     return layout is not None and cgroups.StudentCgroup(layout, name).exists()
 
 
-def assert_nothing_left(name):
-    """No process, qemu, cgroup or run folder of the student is left."""
+def assert_nothing_left(name, within=15):
+    """No process (QEMU included), cgroup or run folder of the student is left;
+    processes get `within` seconds to go."""
     uid = uid_of(name)
     # Killed processes may stay a moment as zombies until whoever inherited them reaps them.
     try:
-        wait_until(lambda: not procs_of(uid), 15, "")
+        wait_until(lambda: not procs_of(uid), within, "")
     except AssertionError:
         raise AssertionError(f"processes of {name} left: {procs_of(uid)}") from None
     assert not cgroup_left(name), f"the cgroup of {name} is still there"

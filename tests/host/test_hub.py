@@ -220,8 +220,7 @@ def test_vm_dies_when_the_server_is_killed(hub, students):
     close_quietly(k)
     os.kill(ht.server_pid(ht.uid_of(b.name)), signal.SIGKILL)
     ht.wait_gone(hub, b, timeout=90)
-    ht.wait_until(lambda: not ht.procs_of(ht.uid_of(b.name)), 60, f"every process of {b.name} gone")
-    ht.assert_nothing_left(b.name)
+    ht.assert_nothing_left(b.name, within=60)
 
 
 def test_idle_culler_stops_the_server_and_its_vm(install):
@@ -232,8 +231,7 @@ def test_idle_culler_stops_the_server_and_its_vm(install):
         k, qemu = start_vm(hub, s)
         close_quietly(k)
         ht.wait_gone(hub, s, timeout=150)
-        ht.wait_until(lambda: not ht.procs_of(ht.uid_of(s.name)), 60, f"every process of {s.name} gone")
-        ht.assert_nothing_left(s.name)
+        ht.assert_nothing_left(s.name, within=60)
         log = (hub.state / "jupyterhub.log").read_text()
         assert f"DELETE /hub/api/users/{s.name}/server (idle-culler@" in log, "not stopped by the culler"
     finally:
