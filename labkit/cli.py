@@ -316,6 +316,8 @@ def cmd_record(args):
         jobs = [(scenarios.get(n, **p), scenarios.recording_path(n, p)) for n, p in scenarios.variants()]
         jobs += [(scenarios.get(n, flags=f, **p), scenarios.recording_path(n, p, f))
                  for n, p, f in scenarios.flagged_variants()]
+        jobs += [(scenarios.get(n, design=d, **p), scenarios.recording_path(n, {**p, "design": d}))
+                 for n, p, d in scenarios.designed_variants()]
     elif args.name and args.output:
         jobs = [(scenarios.get(args.name, **_params(args.param)).with_design(args.design), args.output)]
     else:

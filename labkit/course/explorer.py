@@ -3,7 +3,8 @@
 ``Explorer(log)`` shows one packet's lifetime graph with the current event
 drawn thick and the later ones faded, a slider (and Play) over the events
 and a pane saying what the kernel did at that step. ``SideBySide`` walks two
-runs with one slider (GRE next to VXLAN, veth next to redirect_peer);
+or more runs with one slider (GRE next to VXLAN, veth next to redirect_peer,
+one scenario with the three designs);
 ``Rerun`` runs a scenario again with other parameters, in place of the last
 run. Which event each step shows comes from ``labkit.viz.frames``; the
 widgets only display it. Steps count from 1, as the details pane says
@@ -138,29 +139,30 @@ class Explorer(_Static, widgets.VBox):
 
 
 class SideBySide(_Static, widgets.VBox):
-    """Two runs next to each other, walked by one slider (step n of each; a shorter run stays at its end)."""
+    """Runs next to each other (two, or the three designs), walked by one slider: step n of each; a
+    shorter run stays at its end."""
 
-    def __init__(self, left_log, right_log, titles=("left", "right")):
-        self.left = Explorer(left_log, title=titles[0], controls=False)
-        self.right = Explorer(right_log, title=titles[1], controls=False)
-        top = max(len(self.left.steps), len(self.right.steps), 1)
+    def __init__(self, *logs, titles=None):
+        titles = titles or [f"run {i + 1}" for i in range(len(logs))]
+        self.sides = [Explorer(log, title=t, controls=False) for log, t in zip(logs, titles)]
+        top = max([len(side.steps) for side in self.sides] + [1])
         self.play = widgets.Play(min=1, max=top, interval=1200)
         self.slider = widgets.IntSlider(min=1, max=top, description="step", layout=widgets.Layout(width="420px"))
         widgets.jslink((self.play, "value"), (self.slider, "value"))
         self.slider.observe(lambda ch: self._show(ch["new"]), names="value")
-        for side in (self.left, self.right):
-            side.layout = widgets.Layout(width="50%")
-        super().__init__([widgets.HBox([self.play, self.slider]), widgets.HBox([self.left, self.right])])
+        for side in self.sides:
+            side.layout = widgets.Layout(width=f"{100 / len(self.sides):.0f}%")
+        super().__init__([widgets.HBox([self.play, self.slider]), widgets.HBox(self.sides)])
+        self.add_class("labkit-side-by-side")
 
     def static_html(self) -> str:
-        """Both whole graphs next to each other."""
-        panes = "".join(f'<div style="flex:1;min-width:0">{side.static_html()}</div>'
-                        for side in (self.left, self.right))
+        """The whole graphs next to each other."""
+        panes = "".join(f'<div style="flex:1;min-width:0">{side.static_html()}</div>' for side in self.sides)
         return f'<div style="display:flex;gap:12px">{panes}</div>'
 
     def _show(self, step: int):
-        self.left.go(step)
-        self.right.go(step)
+        for side in self.sides:
+            side.go(step)
 
 
 class Rerun(_Static, widgets.VBox):

@@ -37,6 +37,9 @@ from labkit.errors import LabError
 ENV = "LABKIT_MODE"
 MODES = ("live", "replay")
 BOOT_WAIT = 600.0  # s in the boot queue before a notebook replays instead
+# The designs lesson 10 shows side by side, and their titles.
+DESIGN_TITLES = {"storage": "skb storage (the RFC)", "meta": "metadata buffer (on the list)",
+                 "gated": "gated tracepoints + hash (the maintainers')"}
 _last = None  # the Lesson the setup cell made last in this kernel
 
 
@@ -174,17 +177,19 @@ class Lesson(CostMixin):
 
     # -- running --------------------------------------------------------------------
 
-    def scenario(self, name, flags=None, **params):
+    def scenario(self, name, flags=None, design=None, **params):
         from labkit import scenarios
 
-        return scenarios.get(name, flags=flags, **params)
+        return scenarios.get(name, flags=flags, design=design, **params)
 
-    def run(self, name, *, attach=(), flags=None, **params):
+    def run(self, name, *, attach=(), flags=None, design=None, **params):
         """Run the library scenario ``name`` (live) or read its recording (replay).
 
         attach: your programs (``cell.at(...)``), live only. flags: map
-        flags for storage_a, e.g. "clone" or "keep_tunnel+keep_netns"."""
-        return self.run_scenario(self.attached(self.scenario(name, flags=flags, **params), attach))
+        flags for storage_a, e.g. "clone" or "keep_tunnel+keep_netns". design:
+        who keeps the packet's token, "storage" (skb storage, the default),
+        "meta" (the metadata buffer) or "gated" (a stash on the gated tracepoints)."""
+        return self.run_scenario(self.attached(self.scenario(name, flags=flags, design=design, **params), attach))
 
     @staticmethod
     def attached(sc, attach):
@@ -267,17 +272,23 @@ class Lesson(CostMixin):
         display(ex)
         return ex
 
-    def compare(self, left, right, titles=None):
-        """Two runs side by side, one step-through for both (one output; both whole graphs statically
-        where widgets do not run)."""
+    def compare(self, *logs, titles=None):
+        """Runs side by side, one step-through for all (one output; the whole graphs statically where
+        widgets do not run)."""
         from IPython.display import display
 
         from labkit.course.explorer import SideBySide
 
-        titles = titles or ("left", "right")
-        view = SideBySide(left, right, titles=titles)
+        view = SideBySide(*logs, titles=titles)
         display(view)
         return view
+
+    def designs(self, name, **params) -> dict:
+        """Run one scenario with each design (skb storage as the RFC has it, the metadata buffer, the
+        gated stash) and show them side by side, one step-through for the three: {design: log}."""
+        logs = {d: self.run(name, design=d, **params) for d in DESIGN_TITLES}
+        self.compare(*logs.values(), titles=list(DESIGN_TITLES.values()))
+        return logs
 
     def pick(self, name, choices, initial):
         """Dropdowns for the scenario's parameters and a Run button (live: on the kernel; replay: the

@@ -3,7 +3,9 @@
 ``get(name, flags=None, **params)`` builds a ``Scenario``; ``NAMES`` lists
 them, ``variants()`` every parameter combination the tests and recordings
 cover, and ``FLAGGED`` the variants also recorded with map flags on
-storage_a (the lab kernel's BPF_F_CLONE and keep flags, lesson 08).
+storage_a (the lab kernel's BPF_F_CLONE and keep flags, lesson 08), and
+``DESIGNED`` those also recorded with the designs that came after the RFC
+(the metadata buffer and the gated stash, lesson 10).
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ FLAGGED = (
 )
 
 
+# Variants recorded (and shown side by side in lesson 10) with each design after the RFC.
+DESIGNED = tuple((n, p, d) for n, p in (
+    *(("clone", {"kind": k}) for k in ("mirred", "af_packet", "bpf_clone_redirect")),
+    *(("tunnel", {"kind": k, "create": "before_encap"}) for k in ("gre", "ipip", "vxlan", "geneve")),
+    *(("netns", {"path": p}) for p in ("veth", "same_netns", "redirect_peer"))) for d in ("meta", "gated"))
+
+
 def parse_flags(flags) -> tuple:
     """storage_a's flags from "none", "keep_tunnel+keep_netns", a name or a sequence of names."""
     if not flags or flags == "none":
@@ -41,9 +50,12 @@ def parse_flags(flags) -> tuple:
     return tuple(flags)
 
 
-def get(name: str, flags=None, **params):
+def get(name: str, flags=None, design=None, **params):
     """The scenario; with flags (for storage_a), its expected path is left
-    out: the flags change it, and tests/lab/test_flags.py checks how."""
+    out: the flags change it, and tests/lab/test_flags.py checks how. design:
+    another design keeps storage_a's token (``Scenario.with_design``)."""
+    if design and design != "storage":
+        return get(name, flags=flags, **params).with_design(design)
     flags = parse_flags(flags)
     if flags:
         from dataclasses import replace
@@ -80,8 +92,14 @@ def flagged_variants():
     return [(n, dict(p), f) for n, p, f in FLAGGED]
 
 
+def designed_variants():
+    """(name, params, design) of DESIGNED."""
+    return [(n, dict(p), d) for n, p, d in DESIGNED]
+
+
 def recording_path(name: str, params: dict, flags=None):
-    """Where the recording of a variant lives: notebooks/data/NAME[-VALUE...][-FLAG+FLAG].jsonl."""
+    """Where the recording of a variant lives: notebooks/data/NAME[-VALUE...][-FLAG+FLAG].jsonl (a design
+    after the RFC is the last of the params: clone-mirred-meta.jsonl)."""
     from labkit import paths
 
     flags = parse_flags(flags)

@@ -10,7 +10,7 @@ legend lists the kinds of scrub the graph has, naming the maps and flags.
 from __future__ import annotations
 
 from labkit.viz.draw import FADED, KEPT, SCRUB, STATE, esc
-from labkit.viz.model import KEEP_FLAGS, scrub_kind
+from labkit.viz.model import KEEP_FLAGS, KEEP_WHY, scrub_kind
 
 STATES = [("created 0x…", STATE["created"], "storage made here, with its value"),
           ("present 0x…", STATE["present"], "storage found, with its value"),
@@ -22,6 +22,20 @@ REST = [("- - - ▸", ("white", "#343a40"), "clone: new skb, same extensions"),
         ("storage freed", ("#e9ecef", "#495057"), "where the storage went")]
 LEGEND = STATES + [DROPS] + REST  # a graph without keep flags
 STEPPING = [("bold", ("white", "#212529"), "the current event"), ("pale", FADED, "not happened yet")]
+NOTE = ("#e9ecef", "#495057")
+# What a slot's data is called in the legend, per design.
+NOUN = {"storage_a": "storage", "storage_b": "storage", "meta": "buffer", "gated": "stash entry", "stash": "stash entry"}
+# The notes a graph may show, by the tracepoints that said them: (kinds, legend row).
+NOTE_ROWS = [
+    (("storage_free", "storage_alloc", "storage_clone", "storage_scrub"),
+     ("storage freed", NOTE, "bpf_skb_storage tracepoints: where the storage went")),
+    (("stash_clean",), ("stash entry removed", NOTE, "the side stash's cleanup at every free")),
+    (("meta_copy", "meta_scrub", "meta_free"),
+     ("buffer kept", NOTE, "bpf_skb_ext tracepoints: where the metadata buffer went")),
+    (("gated_copy", "gated_scrub", "gated_free"),
+     ("skb_gated:skb_free", NOTE, "gated tracepoints, armed skbs only: the stash entry copied, reaped")),
+    (("report",), ("your lab_report()", NOTE, "what your program reported")),
+]
 
 
 def _kept_text(outcomes) -> str:
@@ -29,7 +43,7 @@ def _kept_text(outcomes) -> str:
     kept = {}
     for o in outcomes:
         for m, reason in o["kept"]:
-            flag = KEEP_FLAGS.get(reason, f"a keep flag for {reason}")
+            flag = KEEP_WHY.get(m) or KEEP_FLAGS.get(reason, f"a keep flag for {reason}")
             if flag not in kept.setdefault(m, []):
                 kept[m].append(flag)
     return "; ".join(f"{m} ({', '.join(flags)})" for m, flags in kept.items())
@@ -50,9 +64,17 @@ def scrub_rows(outcomes) -> list:
     return rows
 
 
-def lifetime_rows(outcomes, stepping=False) -> list:
-    """The lifetime graph's legend: storage states, its kinds of scrub, clones and frees."""
-    return STATES + scrub_rows(outcomes) + REST + (STEPPING if stepping else [])
+def lifetime_rows(outcomes, stepping=False, shown=None) -> list:
+    """The lifetime graph's legend: storage states, its kinds of scrub, clones and frees. shown: what the
+    graph has ({"states", "notes": note kinds, "clone", "slot": the design's}); then only those rows."""
+    if shown is None:
+        return STATES + scrub_rows(outcomes) + REST + (STEPPING if stepping else [])
+    noun = NOUN.get(shown.get("slot"), "storage")
+    states = [(k, colours, text.replace("storage", noun, 1)) for k, colours, text in STATES
+              if k.split()[0] in shown["states"]]
+    notes = [row for kinds, row in NOTE_ROWS if shown["notes"] & set(kinds)]
+    return (states + (scrub_rows(outcomes) if outcomes else []) + (REST[:1] if shown["clone"] else []) + notes
+            + (STEPPING if stepping else []))
 
 
 def _key(k, fill, ink) -> str:

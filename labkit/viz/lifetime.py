@@ -13,7 +13,7 @@ from __future__ import annotations
 from labkit.runtime.parts import FLAG_NAMES
 from labkit.viz.draw import FADED, FREED, HOOK_NAMES, SKB_COLOR, STATE, cluster, digraph, esc, load_graphviz
 from labkit.viz.legend import SCRUB_FILL, legend, lifetime_rows
-from labkit.viz.model import build_model, pick, scrub_kind, scrub_outcomes, slots_of
+from labkit.viz.model import build_model, design_slot, pick, scrub_kind, scrub_outcomes, slots_of
 
 BORDER = {"drops": "#a61e1e", "keeps": "#1b5e20", "some": "#1b5e20"}
 
@@ -27,7 +27,11 @@ def _scrub_said(outcome) -> str:
     return "".join(f"\\n{verb} {', '.join(ms)}" for verb, ms in (("keeps", kept), ("drops", dropped)) if ms)
 
 
-def _hook_label(e, slots, show_mark, faded):
+IN_HOOK_SAYS = {"meta_create": "bpf_dynptr_from_skb_ext(F_CREATE) made the buffer",
+                "gated_arm": "bpf_trace_skb() = {err}: armed"}
+
+
+def _hook_label(e, slots, show_mark, faded, hosted=()):
     hook, dev = esc(HOOK_NAMES.get(e.get("hook"), e.get("hook"))), esc(e.get("ifname") or "")
     rows = [f'<TR><TD COLSPAN="2" CELLPADDING="2"><B>{hook}</B><BR/><FONT POINT-SIZE="10">{dev}</FONT></TD></TR>']
 
@@ -49,7 +53,33 @@ def _hook_label(e, slots, show_mark, faded):
     if e.get("clone_ret") is not None:
         ret = f'bpf_clone_redirect() = {e["clone_ret"]}'
         rows.append(f'<TR><TD COLSPAN="2"><FONT POINT-SIZE="9">{ret}</FONT></TD></TR>')
+    for h in hosted:  # what the hook's program had the kernel do, said by its tracepoint
+        if h.get("kind") in IN_HOOK_SAYS:
+            said = esc(IN_HOOK_SAYS[h["kind"]].format(err=h.get("err")))
+            rows.append(f'<TR><TD COLSPAN="2"><FONT POINT-SIZE="9" COLOR="{FADED[1] if faded else "#495057"}">'
+                        f'{said}</FONT></TD></TR>')
     return '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="3">' + "".join(rows) + "</TABLE>>"
+
+
+def _note(e, skb) -> str:
+    """The text of a note: what a tracepoint said about the skb's data."""
+    kind, where, reason = e.get("kind"), e.get("where"), e.get("reason")
+    if kind == "gated_copy":
+        return "skb_gated:skb_copy\\n" + (f"entry copied to {skb}" if e.get("entry") is not None else "nothing stashed")
+    if kind == "gated_free":
+        return "skb_gated:skb_free\\n" + (f"entry reaped in {where}" if e.get("reaped") is not None
+                                          else f"nothing to reap, in {where}")
+    return {"storage_free": f"{e.get('map') or 'storage'} freed\\nin {where}",
+            "stash_clean": f"stash entry removed\\nat {e.get('hook')}",
+            "storage_alloc": f"{e.get('map')} allocated\\nin {where}",
+            "storage_clone": f"{e.get('map')} copied\\nto the clone (BPF_F_CLONE)",
+            "storage_scrub": f"{e.get('map')} " + ("kept" if e.get("kept") else "dropped") + f"\\n{reason} scrub",
+            "report": f"your lab_report()\\n{e.get('tag')} = {num(e.get('value'), e.get('tag'))}",
+            "meta_copy": f"buffer copied to\\n{skb}'s own block",
+            "meta_scrub": f"buffer kept\\n{reason} scrub",
+            "meta_free": f"buffer freed\\nin {where}",
+            "gated_scrub": f"skb_gated:skb_scrub\\nentry untouched ({reason})",
+            }.get(kind, kind)
 
 
 def _node(n, when, slots, show_mark):
@@ -58,7 +88,8 @@ def _node(n, when, slots, show_mark):
     a = {"id": n.get("id", ""), "fontcolor": ink, "color": ink, "penwidth": "3" if when == "now" else "1",
          "style": "filled,bold" if when == "now" else "filled", "fillcolor": "white", "shape": "box"}
     if role == "hook":
-        a.update(label=_hook_label(e, slots, show_mark, faded), style=a["style"] + ",rounded", margin="0.04")
+        a.update(label=_hook_label(e, slots, show_mark, faded, n.get("hosted", ())), style=a["style"] + ",rounded",
+                 margin="0.04")
     elif role == "scrub":
         kind, did = scrub_kind(n.get("outcome")), _scrub_said(n.get("outcome"))
         a.update(label=f"skb_scrub_packet()\\nfrom {e.get('where')}\\nxnet={int(bool(e.get('xnet')))}" + did,
@@ -76,15 +107,7 @@ def _node(n, when, slots, show_mark):
     elif role == "clone":
         a.update(label=f"{n['skb']}: a clone\\nof {n['parent']}", fontsize="9")
     else:
-        text = {"storage_free": f"{e.get('map') or 'storage'} freed\\nin {e.get('where')}",
-                "stash_clean": f"stash entry removed\\nat {e.get('hook')}",
-                "storage_alloc": f"{e.get('map')} allocated\\nin {e.get('where')}",
-                "storage_clone": f"{e.get('map')} copied\\nto the clone (BPF_F_CLONE)",
-                "storage_scrub": f"{e.get('map')} " + ("kept" if e.get("kept") else "dropped") +
-                                 f"\\n{e.get('reason')} scrub",
-                "report": f"your lab_report()\\n{e.get('tag')} = {num(e.get('value'), e.get('tag'))}",
-                }.get(e.get("kind"), e.get("kind"))
-        a.update(label=text, shape="note", fontsize="9", fillcolor=FADED[0] if faded else "#e9ecef",
+        a.update(label=_note(e, n.get("skb")), shape="note", fontsize="9", fillcolor=FADED[0] if faded else "#e9ecef",
                  color=FADED[1] if faded else FREED, style=a["style"] + ",dashed" if when != "now" else a["style"])
     return a
 
@@ -115,6 +138,9 @@ def lifetime_graph(log, packet=None, current=None):
     for n in nodes.values():
         if n["role"] == "scrub":
             n["outcome"] = said.get(n["seq"])
+    by_seq = {e.get("seq"): e for e in log.events}
+    for seq, nid in hosts.items():  # what a hook's program had the kernel do there
+        nodes[nid].setdefault("hosted", []).append(by_seq[seq])
     slots, show_mark = slots_of(log)
     focus = hosts.get(current, f"ev{current}")  # an allocation is shown by the hook it happened in
 
@@ -142,6 +168,12 @@ def lifetime_graph(log, packet=None, current=None):
                penwidth="3" if w == "now" else ("1" if ed["role"] == "leaf" else "1.6"),
                style=style + (",bold" if w == "now" else ""), arrowhead="none" if ed["role"] == "leaf" else "normal")
     outcomes = [n["outcome"] for n in nodes.values() if n["role"] == "scrub"]
-    g.node("legend", label=legend(lifetime_rows(outcomes, stepping=current is not None)), shape="plain", id="legend")
+    shown = {"states": {((n["event"].get("maps") or {}).get(s) or {}).get("state", "absent")
+                        for n in nodes.values() if n["role"] == "hook" for s in slots},
+             "notes": {n["event"].get("kind") for n in nodes.values() if n["role"] == "leaf"},
+             "clone": any(ed["role"] == "clone" for ed in edges) or any(n["role"] == "clone" for n in nodes.values()),
+             "slot": design_slot(log)}
+    g.node("legend", label=legend(lifetime_rows(outcomes, stepping=current is not None, shown=shown)),
+           shape="plain", id="legend")
     return g
 

@@ -4,6 +4,13 @@ nodes and edges of one packet's graph, each owned by the event that makes it. No
 from __future__ import annotations
 
 from labkit.runtime.events import SLOTS
+from labkit.runtime.parts import DESIGNS
+
+# The later designs' tracepoint events drawn as notes on their skb (the metadata buffer's
+# bpf_skb_ext:* and the gated skb_gated:*); a buffer made and an skb armed inside a hook's
+# program are part of that hook's node, as an allocation is.
+DESIGN_NOTES = ("meta_copy", "meta_scrub", "meta_free", "gated_copy", "gated_scrub", "gated_free")
+IN_HOOK = ("storage_alloc", "meta_create", "gated_arm")
 
 
 def attribute_to(log) -> list:
@@ -54,6 +61,7 @@ def build_model(log, packet):
     nodes = {"start": {"role": "start", "seq": -1, "ns": None, "event": {"packet": packet, "token": next(
         (e.get("token") for e in evs if e.get("token") is not None), None)}}}
     edges, chain, pending, clones, hosts = [], {}, {}, {}, {}
+    moved = {}  # a block the metadata buffer was copied out of -> the note that copied it
 
     def key(e, field="skb"):
         return (packet, e.get(field))
@@ -89,7 +97,7 @@ def build_model(log, packet):
 
     for i, e in enumerate(evs):
         kind, k = e.get("kind"), key(e)
-        if kind == "storage_alloc":
+        if kind in IN_HOOK:
             pending.setdefault(k, []).append(e)
         elif kind == "clone":
             parent = chain.get(key(e, "parent"))
@@ -99,9 +107,13 @@ def build_model(log, packet):
         elif kind == "hook":
             nid = add(e, "hook", e.get("ns"))
             hosts.update((a["seq"], nid) for a in pending.pop(k, []))
-        elif kind in ("storage_free", "stash_clean", "report", "storage_clone", "storage_scrub"):
+        elif kind == "meta_free" and e.get("block") in moved:  # the old block of a copy: one note says both
+            hosts[e["seq"]] = moved.pop(e["block"])
+        elif kind in ("storage_free", "stash_clean", "report", "storage_clone", "storage_scrub") + DESIGN_NOTES:
             flush(k)
-            add(e, "leaf", leaf=True)
+            nid = add(e, "leaf", leaf=True)
+            if kind in ("meta_scrub", "meta_copy") and e.get("from"):
+                moved[e["from"]] = nid
         else:  # scrub, free, anything newer
             flush(k)
             add(e, kind if kind in ("scrub", "free") else "other", e.get("ns"))
@@ -127,21 +139,32 @@ def frames(log, packet=None) -> list[int]:
     return [e["seq"] for e in _events(log, packet) if e["seq"] not in hosts] if packet is not None else []
 
 
+def design_slot(log) -> str:
+    """The slot the run's design keeps its data in (storage_a: skb storage, the RFC's)."""
+    return DESIGNS.get((log.header.get("params") or {}).get("design"), "storage_a")
+
+
 def slots_of(log):
-    used = [s for s in SLOTS if s == "storage_a" or any(
+    """The slots a graph shows (the run's design's always, others where a hook found something), and
+    whether it shows skb->mark."""
+    mine = design_slot(log)
+    used = [s for s in SLOTS if s == mine or any(
         ((e.get("maps") or {}).get(s) or {}).get("state", "absent") != "absent" for e in log.events)]
     return used, any(e.get("mark") for e in log.events if e.get("kind") == "hook")
 
 
 
 KEEP_FLAGS = {"tunnel": "BPF_F_SKB_KEEP_TUNNEL", "netns": "BPF_F_SKB_KEEP_NETNS"}
+# Why a later design's data is kept through any scrub (not a flag of a map).
+KEEP_WHY = {"meta": "every scrub keeps the metadata buffer", "gated": "the stash is a hash map outside the skb"}
 
 
 def scrub_outcomes(log) -> dict:
     """What each skb_scrub_packet() did to the storage, from the lab kernel's storage_scrub events:
     {scrub seq: {"kept": [(map, reason)], "dropped": [(map, reason)]}}. The events of one scrub follow
     it on the same skb and name the same caller; a scrub with none found nothing to keep or drop (or
-    the kernel has no such tracepoint), and a map with a keep flag for the reason is kept."""
+    the kernel has no such tracepoint), and a map with a keep flag for the reason is kept. The later
+    designs' scrub events keep theirs ("meta", "gated": ``KEEP_WHY``)."""
     out, last = {}, {}
     for p, e in zip(attribute_to(log), log.events):
         k = (p, e.get("skb"))
@@ -150,6 +173,8 @@ def scrub_outcomes(log) -> dict:
             out[e["seq"]] = {"kept": [], "dropped": []}
         elif e.get("kind") == "storage_scrub" and k in last and last[k].get("where") == e.get("where"):
             out[last[k]["seq"]]["kept" if e.get("kept") else "dropped"].append((e.get("map"), e.get("reason")))
+        elif e.get("kind") in ("meta_scrub", "gated_scrub") and k in last and last[k].get("where") == e.get("where"):
+            out[last[k]["seq"]]["kept"].append((e["kind"].split("_")[0], e.get("reason")))
     return out
 
 

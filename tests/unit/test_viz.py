@@ -72,7 +72,10 @@ def test_every_hook_is_a_node_in_its_namespace_cluster(name):
     for ns in {e["ns"] for e in hooks}:
         assert f'label="lk-{ns}"' in source
     assert "0xffff" not in source, "raw skb addresses leaked into the graph"
-    assert "legend" in nodes and "refused" in nodes["legend"][1]
+    # the legend explains the states the graph shows, and no other
+    shown = {((e.get("maps") or {}).get(s) or {}).get("state", "absent") for e in hooks for s in viz.slots_of(log)[0]}
+    for state in ("created", "present", "absent", "refused"):
+        assert (f">{state}" in nodes["legend"][1]) == (state in shown), (state, shown)
     assert all(head in nodes and tail in nodes for tail, head, _ in edges.values())
 
 
@@ -224,7 +227,8 @@ def test_svg_embeds_in_html():
     cur = viz.frames(log)[2]
     out = viz.svg(viz.lifetime_graph(log, current=cur))
     assert out.startswith("<svg") and "<?xml" not in out and "DOCTYPE" not in out
-    assert f'id="ev{cur}"' in out and "skb_scrub_packet" in out  # the legend names it too
+    assert f'id="ev{cur}"' in out
+    assert "skb_scrub_packet" not in out  # no scrub in this run: the legend does not explain one
     group = out[out.index(f'id="ev{cur}"'):]
     group = group[:group.index("</g>")]
     assert 'stroke-width="3"' in group
@@ -337,11 +341,12 @@ def test_side_by_side_shares_one_slider():
     s = SideBySide(gre, veth, titles=("gre", "veth"))
     assert (s.slider.min, s.slider.max, s.slider.value) == (1, len(left), 1)
     s.slider.value = 4
-    assert s.left.slider.value == 4 and s.right.slider.value == 4
-    assert s.left.seq == left[3] and s.right.seq == right[3]
+    first, second = s.sides
+    assert first.slider.value == 4 and second.slider.value == 4
+    assert first.seq == left[3] and second.seq == right[3]
     s.slider.value = s.slider.max
-    assert s.right.slider.value == len(right) and s.right.seq == right[-1]  # the shorter run stays at its end
-    assert "gre" in s.left.children[0].value and "veth" in s.right.children[0].value
+    assert second.slider.value == len(right) and second.seq == right[-1]  # the shorter run stays at its end
+    assert "gre" in first.children[0].value and "veth" in second.children[0].value
 
 
 def test_rerun_calls_the_runner_and_shows_its_failure():
@@ -494,3 +499,42 @@ def test_lesson_shows_each_graph_once_and_pick_replaces_its_run(monkeypatch):
     view.button.click()
     assert view.area.children == (view.explorer,) and view.explorer is not first  # replaced, not stacked
     assert view.explorer.eventlog.header["params"]["kind"] == "vxlan" and shown == [view]
+
+
+DESIGNED = [scenarios.recording_path(n, {**p, "design": d}).stem for n, p, d in scenarios.designed_variants()]
+
+
+@pytest.mark.parametrize("name", DESIGNED)
+def test_the_later_designs_are_drawn_in_the_same_language(name):
+    """A run of the metadata buffer or the gated stash: its slot on every hook (and no empty storage_a row),
+    every tracepoint event of the design a note or part of its hook, each scrub green where the design's
+    data went through it, and a legend of what the graph shows."""
+    log = load(name)
+    design = log.header["params"]["design"]
+    nodes, edges = elements(viz.lifetime_graph(log))
+    source = viz.lifetime_graph(log).source
+    assert viz.slots_of(log)[0] == [design]
+    hooks = of_kind(log, "hook")
+    for e in hooks:
+        assert f">{design}<" in nodes[f"ev{e['seq']}"][1] and ">storage_a<" not in nodes[f"ev{e['seq']}"][1]
+    mine = [e for e in log.events if e["kind"].startswith(design + "_")]
+    assert mine, f"{name}: no {design} tracepoint event"
+    made = "meta_create" if design == "meta" else "gated_arm"
+    said = {"meta": "bpf_dynptr_from_skb_ext(F_CREATE) made the buffer", "gated": "bpf_trace_skb() = 0: armed"}
+    assert said[design] in source, "the hook that made the data does not say so"
+    for e in mine:
+        if e["kind"] != made and f"ev{e['seq']}" not in nodes:  # folded: the old block of a buffer that moved
+            assert e["kind"] == "meta_free" and any(
+                x["kind"] in ("meta_scrub", "meta_copy") and x.get("from") == e["block"] for x in mine), e
+    outcomes = viz.scrub_outcomes(log)
+    for s in of_kind(log, "scrub"):
+        assert viz.scrub_kind(outcomes[s["seq"]]) == "keeps", f"{name}: the scrub at {s['where']} is not green"
+        assert f"keeps {design}" in nodes[f"ev{s['seq']}"][1]
+    legend = html.unescape(nodes["legend"][1])
+    assert ("storage gone" in legend) is False and ("refused" in legend) is False
+    assert ("skb_scrub_packet()" in legend) == bool(of_kind(log, "scrub"))
+    assert ("clone: new skb" in legend) == any(e["kind"] == "clone" for e in log.events)
+    assert {"meta": "bpf_skb_ext tracepoints", "gated": "gated tracepoints"}[design] in legend
+    for s in viz.frames(log):  # every step has a details pane that reads as the design's
+        text = viz.frame_details(log, s)
+        assert "refused on both" not in text, text
