@@ -9,11 +9,18 @@
  * Every program counts what it saw, so a design that silently does nothing
  * shows up as a count that does not match the packets sent.
  *
+ * What came after the RFC (kernel patches 0011, 0012) is timed the same way:
+ * the skb's BPF metadata buffer (one dynptr open and a slice, as skb
+ * storage's get returns a pointer), and the stash on gated tracepoints
+ * (bpf_trace_skb() arms the skb, the hash is reaped at skb_gated:skb_free
+ * for armed skbs only and copied at skb_gated:skb_copy for their clones).
+ *
  * The calibration programs at the end are the tc floor plus exactly N
  * instructions: in a lab VM that counts instructions (Lab(clock="icount")),
  * they must cost N more per run than the floor.
  */
 #include "skb_storage.h"
+#include "skb_ext.h"
 #include <bpf/bpf_tracing.h>
 
 char LICENSE[] SEC("license") = "GPL";
@@ -36,9 +43,18 @@ struct {
 	__type(value, struct bench_value);
 } bench_stash SEC(".maps");
 
+/* The stash on the gated tracepoints: the same hash, reaped for armed skbs only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct bench_value);
+} bench_gated SEC(".maps");
+
 /* What each program saw: [0] runs, [1] found its data (readers), [2] failed. */
 enum { B_FLOOR_W, B_FLOOR_R, B_FLOOR_X, B_STORAGE_W, B_STORAGE_R, B_STASH_W, B_STASH_R, B_STASH_CLEAN,
-       B_MARK_W, B_MARK_R, B_META_W, B_META_R, B_CAL16_W, B_CAL64_W, B_NUM };
+       B_MARK_W, B_MARK_R, B_META_W, B_META_R, B_CAL16_W, B_CAL64_W, B_EXT_W, B_EXT_R, B_GATED_W,
+       B_GATED_R, B_GATED_FREE, B_GATED_COPY, B_GATED_WC, B_NUM };
 
 struct bench_count {
 	__u64 runs;
@@ -259,6 +275,139 @@ int bench_meta_r(struct __sk_buff *ctx)
 	if ((void *)(m + 1) <= (void *)(long)ctx->data && m->seq)
 		c->found++;
 	return TC_ACT_OK;
+}
+
+/* ---- the metadata buffer: one per skb, in its extension block (patch 0011) ------ */
+
+SEC("tc")
+int bench_ext_w(struct __sk_buff *ctx)
+{
+	struct bench_count *c = count(B_EXT_W);
+	struct bench_value *v;
+	struct bpf_dynptr d;
+
+	if (!c)
+		return TC_ACT_OK;
+	c->runs++;
+	if (bpf_dynptr_from_skb_ext(ctx, 0, BPF_SKB_EXT_F_CREATE, &d)) {
+		c->failed++;
+		return TC_ACT_OK;
+	}
+	v = bpf_dynptr_slice_rdwr(&d, 0, NULL, sizeof(*v));
+	if (!v) {
+		c->failed++;
+		return TC_ACT_OK;
+	}
+	v->stamp = ctx->tstamp;
+	v->seq = c->runs;
+	return TC_ACT_OK;
+}
+
+SEC("cgroup_skb/ingress")
+int bench_ext_r(struct __sk_buff *ctx)
+{
+	struct bench_count *c = count(B_EXT_R);
+	struct bench_value *v;
+	struct bpf_dynptr d;
+
+	if (!c)
+		return 1;
+	c->runs++;
+	if (bpf_dynptr_from_skb_ext(ctx, 0, 0, &d))
+		return 1;
+	v = bpf_dynptr_slice(&d, 0, NULL, sizeof(*v));
+	if (v && v->seq)
+		c->found++;
+	return 1;
+}
+
+/* ---- gated tracepoints: arm the skb, stash by address, reap at its free (0012) -- */
+
+static __always_inline int gated_write(struct __sk_buff *ctx, struct bench_count *c)
+{
+	struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
+	__u64 key = (__u64)(unsigned long)skb;
+	struct bench_value v = {};
+
+	c->runs++;
+	v.stamp = ctx->tstamp;
+	v.seq = c->runs;
+	if (bpf_trace_skb(skb, 0) || bpf_map_update_elem(&bench_gated, &key, &v, BPF_ANY))
+		c->failed++;
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int bench_gated_w(struct __sk_buff *ctx)
+{
+	struct bench_count *c = count(B_GATED_W);
+
+	return c ? gated_write(ctx, c) : TC_ACT_OK;
+}
+
+/* The same, then a clone of the packet sent back out of the device it came in
+ * on (dropped on the other side, which does not forward): the run that times
+ * skb_gated:skb_copy, once per clone. */
+SEC("tc")
+int bench_gated_wc(struct __sk_buff *ctx)
+{
+	struct bench_count *c = count(B_GATED_WC);
+
+	if (!c)
+		return TC_ACT_OK;
+	gated_write(ctx, c);
+	bpf_clone_redirect(ctx, ctx->ifindex, 0);
+	return TC_ACT_OK;
+}
+
+SEC("cgroup_skb/ingress")
+int bench_gated_r(struct __sk_buff *ctx)
+{
+	struct bench_count *c = count(B_GATED_R);
+	__u64 key = (__u64)(unsigned long)bpf_cast_to_kern_ctx(ctx);
+	struct bench_value *v;
+
+	if (!c)
+		return 1;
+	c->runs++;
+	v = bpf_map_lookup_elem(&bench_gated, &key);
+	if (v && v->seq)
+		c->found++;
+	return 1;
+}
+
+/* Runs for armed skbs only, where the side stash's cleanup runs for every free. */
+SEC("tp_btf/skb_free")
+int BPF_PROG(bench_gated_free, struct sk_buff *skb)
+{
+	struct bench_count *c = count(B_GATED_FREE);
+	__u64 key = (__u64)(unsigned long)skb;
+
+	if (!c)
+		return 0;
+	c->runs++;
+	if (!bpf_map_delete_elem(&bench_gated, &key))
+		c->found++;
+	return 0;
+}
+
+SEC("tp_btf/skb_copy")
+int BPF_PROG(bench_gated_copy, struct sk_buff *dst, struct sk_buff *src)
+{
+	struct bench_count *c = count(B_GATED_COPY);
+	__u64 from = (__u64)(unsigned long)src, to = (__u64)(unsigned long)dst;
+	struct bench_value *v;
+
+	if (!c)
+		return 0;
+	c->runs++;
+	v = bpf_map_lookup_elem(&bench_gated, &from);
+	if (!v)
+		return 0;
+	c->found++;
+	if (bpf_map_update_elem(&bench_gated, &to, v, BPF_ANY))
+		c->failed++;
+	return 0;
 }
 
 /* ---- calibration: the tc floor plus exactly N instructions ---------------------- */

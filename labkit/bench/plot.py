@@ -19,12 +19,18 @@ ROWS = (
     ("stash", "write", "hash side-stash: write (tc)"),
     ("mark", "write", "skb->mark: write (tc)"),
     ("data_meta", "write", "data_meta: write (XDP, vs XDP floor)"),
+    ("skb_ext", "write", "metadata buffer: create+write (tc)"),
+    ("gated", "write", "gated tracepoints: write+arm (tc)"),
     ("skb_storage:plain", "read", "skb storage, plain: lookup+read (cgroup_skb)"),
     ("skb_storage:inline", "read", "skb storage, optimised: lookup+read (cgroup_skb)"),
     ("stash", "read", "hash side-stash: read (cgroup_skb)"),
     ("mark", "read", "skb->mark: read (cgroup_skb)"),
     ("data_meta", "read", "data_meta: read (tc)"),
+    ("skb_ext", "read", "metadata buffer: read (cgroup_skb)"),
+    ("gated", "read", "gated tracepoints: read (cgroup_skb)"),
     ("stash", "cleanup", "hash side-stash: cleanup at every skb free"),
+    ("gated", "cleanup", "gated tracepoints: reap per armed skb freed"),
+    ("gated_clone", "copy", "gated tracepoints: copy per clone"),
 )
 # The optimised (inline) skb storage's bounds, in guest instructions per program run: no more than
 # the series reached before its second read (tests/host/test_cost_icount.py holds them). Counted
@@ -35,7 +41,7 @@ REFERENCE_NS = {("floor", "write"): 70, ("floor", "read"): 36, ("skb_storage:pla
                 ("skb_storage:plain", "read"): 115, ("stash", "write"): 531, ("stash", "read"): 85,
                 ("stash", "cleanup"): 267}
 COLOURS = {"skb_storage:plain": "#adb5bd", "skb_storage:inline": "#2b8a3e", "stash": "#e67700", "mark": "#1c7ed6",
-           "data_meta": "#7048e8"}
+           "data_meta": "#7048e8", "skb_ext": "#0c8599", "gated": "#c2255c", "gated_clone": "#c2255c"}
 
 
 def rows(res):

@@ -24,7 +24,7 @@ SEQUENCE_BOUND = 20  # guest instructions: what the inlined lookup's hit path ma
 
 def guest_probe(runs=RUNS) -> dict:
     """Run the probe in this (lab) kernel: {"sequence", "call_site", "found", ...} in the clock's unit."""
-    from labkit.bench.storage import INLINE
+    from labkit.bench.designs import INLINE
     from labkit.bpf.build import obj_path
     from labkit.bpf.libbpf import BpfObject
     from labkit.runtime.packets import udp_frame

@@ -19,7 +19,8 @@ import json
 import os
 import sys
 
-from labkit.bench.storage import INTERRUPT_GRACE, Bench, BenchError, hold_lock, sweep_leftovers
+from labkit.bench.designs import BenchError
+from labkit.bench.storage import INTERRUPT_GRACE, Bench, hold_lock, sweep_leftovers
 from labkit.errors import LabError
 
 UNITS = {"wall": "ns", "icount": "instructions"}  # the guest clock -> what its "ns" figures are

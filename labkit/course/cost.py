@@ -34,7 +34,7 @@ class CostMixin:
             res["replay"] = rec
             return res
         from labkit.bench.run import run_in_vm
-        from labkit.bench.storage import DESIGNS
+        from labkit.bench.designs import DESIGNS
 
         if clock != self.clock:
             if self.session is not None:

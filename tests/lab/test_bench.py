@@ -3,6 +3,7 @@ run once per packet and find what their writer left, so the timings it
 reports are of programs that did their job; and it leaves the kernel's
 settings as it found them. (The timings themselves are in benchmarks/.)"""
 
+from labkit.bench import designs
 from labkit.bench import storage as bench
 
 
@@ -12,11 +13,11 @@ def _read(path):
 
 
 def test_every_design_does_its_job_and_settings_are_restored():
-    stats, inline = _read(bench.STATS), _read(bench.INLINE)
+    stats, inline = _read(bench.STATS), _read(designs.INLINE)
     res = bench.Bench(packets=300, repeats=1).run()
     assert res["problems"] == []
     assert set(res["designs"]) == {"floor", "skb_storage:plain", "skb_storage:inline", "stash", "mark", "data_meta",
-                                   "floor_xdp"}
+                                   "floor_xdp", "skb_ext", "gated", "gated_clone"}
     for name, d in res["designs"].items():
         assert d["received"] == [300], name
         for role, v in d.items():
@@ -24,7 +25,7 @@ def test_every_design_does_its_job_and_settings_are_restored():
                 assert v["ns"]["median"] > 0, (name, role)
     for prog, t in res["test_run"].items():
         assert t.get("ns", 0) > 0, (prog, t)
-    assert (_read(bench.STATS), _read(bench.INLINE)) == (stats, inline)
+    assert (_read(bench.STATS), _read(designs.INLINE)) == (stats, inline)
 
 
 def test_a_run_first_removes_what_a_killed_run_left_and_only_that():
@@ -40,7 +41,7 @@ def test_a_run_first_removes_what_a_killed_run_left_and_only_that():
         sh("ip", "netns", "add", f"lk-{ns}")
     os.mkdir(f"/sys/fs/cgroup/{bench.CGROUP}")
     with open(bench.SAVED, "w") as fh:
-        json.dump({"stats": stats, "inline": _read(bench.INLINE)}, fh)
+        json.dump({"stats": stats, "inline": _read(designs.INLINE)}, fh)
     with open(bench.STATS, "w") as fh:
         fh.write("1" if stats == "0" else "0")
     try:
@@ -61,7 +62,7 @@ def test_one_benchmark_at_a_time():
 
     fd = bench.hold_lock()
     try:
-        with pytest.raises(bench.BenchError, match="another benchmark is running in this lab VM"):
+        with pytest.raises(designs.BenchError, match="another benchmark is running in this lab VM"):
             bench.Bench(packets=100, repeats=1).run()
     finally:
         import os

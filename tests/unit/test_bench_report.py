@@ -6,7 +6,7 @@ import json
 import pytest
 
 from labkit.bench import run as benchrun
-from labkit.bench.storage import BenchError
+from labkit.bench.designs import BenchError
 from labkit.runtime.session import Interrupted
 from labkit.vm.lab import Result
 
@@ -86,11 +86,11 @@ def test_guest_report_takes_the_last_report_line():
 
 
 def test_some_designs_only(monkeypatch):
-    from labkit.bench import storage as bench
+    from labkit.bench import designs as bench
 
     monkeypatch.setattr(bench, "inline_available", lambda: True)
     every = [("floor", None), ("skb_storage", "0"), ("skb_storage", "1"), ("stash", None), ("mark", None),
-             ("data_meta", None), ("floor_xdp", None)]
+             ("data_meta", None), ("floor_xdp", None), ("skb_ext", None), ("gated", None), ("gated_clone", None)]
     assert bench.plan() == every
     assert bench.plan(["floor+16", "floor+64"]) == [("floor", None), ("floor+16", None), ("floor+64", None)]
     assert bench.plan(["skb_storage:inline", "stash", "floor"]) == [("floor", None), ("skb_storage", "1"),
@@ -107,7 +107,7 @@ def test_some_designs_only(monkeypatch):
 
 
 def test_the_results_say_their_unit(monkeypatch, capsys):
-    from labkit.bench import storage as bench
+    from labkit.bench import designs as bench
 
     cmdline = {"text": "console=ttyS0 tsc_early_khz=1000000 labkit.clock=icount\n"}
 

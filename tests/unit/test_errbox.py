@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from labkit.bench.storage import BenchError
+from labkit.bench.designs import BenchError
 from labkit.course import errbox
 from labkit.errors import LabError
 from labkit.runtime.parts import ScenarioError
