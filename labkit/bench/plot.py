@@ -231,3 +231,73 @@ def bounds_html(res) -> str:
     head = ("The optimised skb storage goes over its bounds on this run" if over
             else "The optimised skb storage stays within its bounds on this run")
     return f"<p>{head}: {'; '.join(parts)}.</p>"
+
+
+# ---- the designs after the RFC, per packet (lesson 10) ----------------------------------------------
+
+# (label, [(design, role)]): the programs one packet runs in each design, once each (the reap: once per
+# armed skb freed, one per packet here; the side stash's cleanup runs at every skb free, at least one)
+PER_PACKET = (
+    ("skb storage, optimised", (("skb_storage:inline", "write"), ("skb_storage:inline", "read"))),
+    ("metadata buffer", (("skb_ext", "write"), ("skb_ext", "read"))),
+    ("gated tracepoints + hash", (("gated", "write"), ("gated", "read"), ("gated", "cleanup"))),
+    ("ungated side stash", (("stash", "write"), ("stash", "read"), ("stash", "cleanup"))),
+)
+# Upstream's system-level figures (Sep 2026, skb-metadata-bench REPORT.md): whole-system CPU ns per
+# packet, on two kernel trees, native hardware
+UPSTREAM_NS = {"metadata buffer": 2720, "gated tracepoints, one kind of hash": 4100,
+               "gated tracepoints, another kind of hash": 6750}
+WITHIN = 1.25  # the goal: optimised skb storage within this of the metadata buffer, on each side
+
+
+def _median(res, design, role):
+    return ((((res.get("designs") or {}).get(design) or {}).get(role) or {}).get("ns") or {}).get("median")
+
+
+def per_packet(res) -> list:
+    """[(label, {role: figure}, total, over the floors)] for the designs of PER_PACKET the run has."""
+    floors = (_median(res, "floor", "write") or 0) + (_median(res, "floor", "read") or 0)
+    out = []
+    for label, parts in PER_PACKET:
+        figs = {role: _median(res, d, role) for d, role in parts}
+        if None in figs.values():
+            continue
+        total = sum(figs.values())
+        out.append((label, figs, total, total - floors))
+    return out
+
+
+def versus(res) -> dict:
+    """Optimised skb storage against the metadata buffer, side by side: {role: (storage, buffer, ratio)}."""
+    out = {}
+    for role in ("write", "read"):
+        a, b = _median(res, "skb_storage:inline", role), _median(res, "skb_ext", role)
+        if a and b:
+            out[role] = (a, b, a / b)
+    return out
+
+
+def _free_cell(figs) -> str:
+    return f"{figs['cleanup']:.0f}" if "cleanup" in figs else "(kernel code, not counted)"
+
+
+def designs_html(res) -> str:
+    """Each design's programs for one packet, in the run's unit, and the goal of WITHIN."""
+    u = unit(res)
+    rows_ = per_packet(res)
+    if not rows_:
+        return "<p>(this run has no figures of the designs after the RFC: record it again with benchmarks/storage_cost.py)</p>"
+    base = next((over for label, _, _, over in rows_ if label == "metadata buffer"), None)
+    body = "".join(
+        (f"<tr><td>{html.escape(label)}</td><td>{figs['write']:.0f}</td><td>{figs['read']:.0f}</td>"
+         f"<td>{_free_cell(figs)}</td>"
+         f"<td>{total:.0f}</td><td>{over:.0f}</td><td>{f'{over / base:.2f}x' if base else ''}</td></tr>")
+        for label, figs, total, over in rows_)
+    head = (f"<tr><th>design</th><th>write ({u})</th><th>read ({u})</th><th>at the skb's free ({u})</th>"
+            f"<th>per packet ({u})</th><th>over the floors</th><th>x the metadata buffer's</th></tr>")
+    vs = versus(res)
+    goal = "; ".join(f"{'create+write' if role == 'write' else 'lookup+read'}: {a:.0f} against {b:.0f}, "
+                     f"<b>{r:.2f}x</b> ({'within' if r <= WITHIN else 'over'} {WITHIN}x)"
+                     for role, (a, b, r) in vs.items())
+    return (f'<table class="labkit-cost-table">{head}{body}</table>'
+            + (f"<p>Optimised skb storage against the metadata buffer: {goal}.</p>" if goal else ""))

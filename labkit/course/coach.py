@@ -49,6 +49,11 @@ HINTS = {
            "lk-b, and is decapsulated there. Name the kind of scrub at each step. Each keep flag keeps an "
            "element across scrubs of one kind only, and BPF_F_CLONE is about clones, which this path has "
            "none of. The flags combine with |, next to BPF_F_NO_PREALLOC."),
+    "10": ("There is no map to declare: every packet has one buffer. bpf_dynptr_from_skb_ext(ctx, 0, flags, &ptr) "
+           "opens it; BPF_SKB_EXT_F_CREATE makes it at tc ingress, 0 only opens it in the socket filter (it "
+           "fails when there is none). Then bpf_dynptr_write(&ptr, 0, &stamp, sizeof(stamp), 0) and "
+           "bpf_dynptr_read(&stamp, sizeof(stamp), &ptr, 0, 0), or a slice (bpf_dynptr_slice_rdwr / "
+           "bpf_dynptr_slice) checked for NULL. The delay is the clock now minus what tc wrote."),
 }
 
 NOTEBOOKS = paths.shipped("notebooks")

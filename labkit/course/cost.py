@@ -14,15 +14,16 @@ class CostMixin:
     RECORDED_COST = "benchmarks/results/storage-cost-tcg.json"
     RECORDED_COST_ICOUNT = "benchmarks/results/storage-cost-icount.json"
 
-    def bench(self, packets=2000, repeats=3, clock=None):
+    def bench(self, packets=2000, repeats=3, clock=None, recorded=False):
         """Every design's per-packet cost, measured by the lab kernel (``labkit.bench.storage``
         in the VM); in replay, the run recorded in benchmarks/results/. clock: None for
         the lab VM's own; "icount" counts guest instructions ("wall": ns), and a lab VM
-        on the other clock is replaced by one on this clock first."""
+        on the other clock is replaced by one on this clock first. recorded: the recording,
+        live too (lesson 10 reads the run lesson 09 replays)."""
         import json
 
         clock = clock or self.clock
-        if not self.live:
+        if not self.live or recorded:
             rec = self.RECORDED_COST_ICOUNT if clock == "icount" else self.RECORDED_COST
             try:
                 res = json.loads(paths.shipped(rec).read_text())

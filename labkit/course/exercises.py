@@ -56,7 +56,8 @@ def judge_delays(log, packets):
                          "from the socket filter)")
             continue
         r = got[0]
-        mine = [e for e in evs if e["kind"] == "storage_alloc" and e.get("map") not in ("storage_a", "storage_b")]
+        mine = [e for e in evs if e["kind"] == "storage_alloc" and e.get("map") not in ("storage_a", "storage_b")
+                or e["kind"] == "meta_create"]
         start = (mine or seen or [None])[0]
         later = [e for e in evs if e["kind"] == "hook" and e.get("hook") == "cgroup_skb/ingress"
                  and start is not None and e["seq"] > start["seq"]]
@@ -85,6 +86,39 @@ def judge_delays(log, packets):
         ok = False
         lines.append(f"every packet reported exactly {delays[0]} ns: measure each packet, do not write a number in")
     return ok, lines
+
+
+# ---- 10: lesson 01's stamp, in the metadata buffer ------------------------------------
+
+
+@checked("10")
+def buffer_stamp(lab, cell):
+    """Lesson 01's two programs ported to the metadata buffer: tc_stamp writes the time into the
+    packet's buffer (bpf_dynptr_from_skb_ext with BPF_SKB_EXT_F_CREATE), sock_delay reads it back."""
+    bad = cell_ready("10", cell, ("tc_stamp", "sock_delay"))
+    if bad:
+        return bad
+    log = run_with(lab, lab.scenario("basic"), [cell.at("tc_stamp", "tc/ingress", "lk-b0"),
+                                             cell.at("sock_delay", "socket_filter", "b")], count=5)
+    packets = log.packets()
+    if not packets:
+        return Verdict("10", False, "no packet reached the socket", [])
+    mine = sorted({e.get("map") for e in log if e["kind"] == "storage_alloc"
+                   and e.get("map") not in ("storage_a", "storage_b")})
+    if mine:
+        return Verdict("10", False, f"the stamp is still kept in skb storage (the kernel allocated {', '.join(mine)})",
+                       ["port it: bpf_dynptr_from_skb_ext() opens the packet's metadata buffer, and a slice or "
+                        "bpf_dynptr_write()/bpf_dynptr_read() reach its bytes"])
+    bare = [p for p in packets if not any(e["kind"] == "hook" and e.get("packet") == p
+                                          and e.get("hook") == "cgroup_skb/ingress"
+                                          and e["maps"].get("meta", {}).get("state") == "present" for e in log)]
+    if bare:
+        return Verdict("10", False, f"packet{'s' if len(bare) > 1 else ''} {', '.join(map(str, bare))} had no "
+                       "metadata buffer after tc ingress",
+                       ["tc_stamp must create it: bpf_dynptr_from_skb_ext(ctx, 0, BPF_SKB_EXT_F_CREATE, &ptr)"])
+    ok, lines = judge_delays(log, packets)
+    return Verdict("10", ok, "every delivered packet reports its own delay, from the metadata buffer" if ok else
+                   "not every packet reported a believable delay", lines)
 
 
 # ---- 02: the verifier's NULL check ----------------------------------------------------
