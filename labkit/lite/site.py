@@ -1,7 +1,7 @@
 """``labkit lite build``: the course in replay as a static JupyterLite site.
 
 JupyterLite runs JupyterLab and a Python kernel (Pyodide) in the browser from
-static files. The site holds lessons 00-09, labkit as a wheel (the recordings
+static files. The site holds lessons 00-10, labkit as a wheel (the recordings
 inside), its own Pyodide (``labkit.lite.pyodide``) and Graphviz in WebAssembly for
 the graphs (``labkit.viz.wasm``), so any static file server (GitHub Pages, a USB
 stick at a workshop, ``python3 -m http.server``) serves the whole course and
@@ -32,7 +32,7 @@ from labkit.lite.pyodide import PYODIDE, npm_package, pyodide_folder, run
 VIZ = "@viz-js/viz@3.31.0"  # Graphviz compiled to WebAssembly: one ES module (dist/viz.js), the wasm inside
 VIZ_DIR = "static/labkit"    # where the site serves it (labkit.viz.wasm loads it from there)
 KERNEL_PLUGIN = "@jupyterlite/pyodide-kernel-extension:kernel"
-LESSONS = "0[0-9]_*.ipynb"
+LESSONS = "[0-9][0-9]_*.ipynb"
 
 
 def default_out() -> Path:
@@ -166,7 +166,7 @@ class Offline:
 def add_commands(sub):
     """labkit lite build [-o DIR]"""
     lt = sub.add_parser("lite", help="the course in replay as a static JupyterLite site").add_subparsers()
-    b = lt.add_parser("build", help="build the site: lessons 00-09 in replay, their Pyodide and Graphviz, "
+    b = lt.add_parser("build", help="build the site: lessons 00-10 in replay, their Pyodide and Graphviz, "
                       "for any static file server")
     b.add_argument("-o", "--out", help=f"the site's folder, replaced (default {default_out()})")
     b.set_defaults(func=lambda args: build(args.out) and None)

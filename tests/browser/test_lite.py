@@ -2,10 +2,10 @@
 
 The site is built into artifacts/lite and served by Python's plain static file server on
 127.0.0.1. Every request to any other host is aborted and counted: none is allowed.
-Lessons 01, 04 and 08 run top to bottom in replay in the browser's own Python (Pyodide).
+Lessons 01, 04, 08 and 10 run top to bottom in replay in the browser's own Python (Pyodide).
 The lifetime graph is drawn by Graphviz in WebAssembly, the step-through moves, and the
 prediction widget answers. The screenshots are in artifacts/browser/lite-*.png (-graph: the
-step-through), and the
+step-through; -side-by-side: lesson 10's three designs, one slider), and the
 build's report is in artifacts/browser/lite-build.json.
 """
 
@@ -57,6 +57,29 @@ def offline(browser):
         page.context.close()
 
 
+def side_by_side(page, name):
+    """Lesson 10's first side by side: a graph per design, drawn in the browser, and one slider that
+    moves all three (each pane's details say the step)."""
+    view = page.locator(".labkit-side-by-side").first
+    view.scroll_into_view_if_needed()
+    panes = view.locator(".labkit-explorer")
+    assert panes.count() == 3, f"{panes.count()} panes, not one per design"
+    for i in range(3):
+        assert panes.nth(i).locator(".labkit-frame svg g.graph").count() == 1, f"pane {i + 1} has no graph"
+    titles = view.text_content()
+    assert all(t in titles for t in ("skb storage", "metadata buffer", "gated tracepoints")), titles
+    details = panes.nth(1).locator(".labkit-details")
+    before = details.text_content()
+    handle = view.locator(".noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    handle.focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("([el, old]) => el.textContent !== old", arg=[details.element_handle(), before],
+                           timeout=60_000)
+    assert "step 2 of" in details.text_content().lower()
+    view.screenshot(path=str(ART / f"lite-{name}-side-by-side.png"))
+
+
 def test_the_site_builds_from_the_cache_in_under_two_minutes(site):
     _, report = site
     assert report["lessons"] == [p.name for p in sorted((paths.PROJECT / "notebooks").glob(lite.LESSONS))]
@@ -65,7 +88,7 @@ def test_the_site_builds_from_the_cache_in_under_two_minutes(site):
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("name", ["01_first_storage", "04_tunnels", "08_beyond_the_rfc"])
+@pytest.mark.parametrize("name", ["01_first_storage", "04_tunnels", "08_beyond_the_rfc", "10_after_the_rfc"])
 def test_lesson_runs_in_the_static_site_offline(offline, name):
     page, url, outside = offline
     t0 = time.monotonic()
@@ -100,6 +123,8 @@ def test_lesson_runs_in_the_static_site_offline(offline, name):
         assert "step 2 of" in details.text_content().lower()
         assert frame.inner_html() != before_svg, "the step moved, the graph did not"
         explorer.screenshot(path=str(ART / f"lite-{name}-graph.png"))
+        if name == "10_after_the_rfc":
+            side_by_side(page, name)
 
         # The prediction widget answers a guess made after the reveal.
         choice = "input[type=radio], input[type=checkbox]"
