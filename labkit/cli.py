@@ -309,7 +309,7 @@ def cmd_scenario_describe(args):
 
 
 def cmd_record(args):
-    from labkit import paths, scenarios
+    from labkit import scenarios
     from labkit.runtime.events import ExpectationError, expect
 
     if args.all:

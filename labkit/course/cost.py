@@ -34,8 +34,8 @@ class CostMixin:
                                fix="run it live (./lab open), or record it: benchmarks/storage_cost.py") from None
             res["replay"] = rec
             return res
-        from labkit.bench.run import run_in_vm
         from labkit.bench.designs import DESIGNS
+        from labkit.bench.run import run_in_vm
 
         if clock != self.clock:
             if self.session is not None:

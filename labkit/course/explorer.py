@@ -56,8 +56,8 @@ class _Static:
 class Explorer(_Static, widgets.VBox):
     """One run, one packet: slider, Play, Previous/Next, the graph and the details of the current event."""
 
-    def __init__(self, log, packet=None, title=None, controls=True):
-        self.eventlog, self.title = log, title
+    def __init__(self, log, packet=None, title=None, controls=True, legend_below=False):
+        self.eventlog, self.title, self.legend_below = log, title, legend_below
         self._cache = {}
         packets = log.packets()
         self.packet = packet if packet is not None else (packets[0] if packets else None)
@@ -118,14 +118,14 @@ class Explorer(_Static, widgets.VBox):
         """The lifetime graph at step ``step`` (from 1), drawn once and kept."""
         seq = self.steps[step - 1] if self.steps else None
         if (self.packet, seq) not in self._cache:
-            graph = viz.lifetime_graph(self.eventlog, self.packet, current=seq)
+            graph = viz.lifetime_graph(self.eventlog, self.packet, current=seq, legend_below=self.legend_below)
             self._cache[(self.packet, seq)] = viz.svg(graph)
         return self._cache[(self.packet, seq)]
 
     def static_html(self) -> str:
         """The packet's whole lifetime graph, nothing highlighted: this output where widgets do not run."""
         if (self.packet, "static") not in self._cache:
-            graph = viz.lifetime_graph(self.eventlog, self.packet)
+            graph = viz.lifetime_graph(self.eventlog, self.packet, legend_below=self.legend_below)
             self._cache[(self.packet, "static")] = viz.figure_html(viz.svg(graph))
         return _titled(self.title, self._cache[(self.packet, "static")])
 
@@ -144,7 +144,8 @@ class SideBySide(_Static, widgets.VBox):
 
     def __init__(self, *logs, titles=None):
         titles = titles or [f"run {i + 1}" for i in range(len(logs))]
-        self.sides = [Explorer(log, title=t, controls=False) for log, t in zip(logs, titles)]
+        narrow = len(logs) > 2  # three graphs in a row: each legend under its graph
+        self.sides = [Explorer(log, title=t, controls=False, legend_below=narrow) for log, t in zip(logs, titles)]
         top = max([len(side.steps) for side in self.sides] + [1])
         self.play = widgets.Play(min=1, max=top, interval=1200)
         self.slider = widgets.IntSlider(min=1, max=top, description="step", layout=widgets.Layout(width="420px"))

@@ -5,7 +5,16 @@ from __future__ import annotations
 from labkit.runtime.events import describe
 from labkit.viz.draw import HOOK_NAMES
 from labkit.viz.lifetime import num
-from labkit.viz.model import KEEP_FLAGS, KEEP_WHY, attribute_to, build_model, design_slot, scrub_outcomes, skb_names, slots_of
+from labkit.viz.model import (
+    KEEP_FLAGS,
+    KEEP_WHY,
+    attribute_to,
+    build_model,
+    design_slot,
+    scrub_outcomes,
+    skb_names,
+    slots_of,
+)
 
 SAYS = {"clone": "{skb} is a clone of {parent}, made by {where}() through skb_clone(). Both share one extension "
                  "block: while both live, storage is refused on both.",

@@ -129,8 +129,9 @@ def _title(log, packet):
             + (f"\n{flags}" if flags else ""))
 
 
-def lifetime_graph(log, packet=None, current=None):
-    """The lifetime graph of one packet (default: the first); ``current`` is the seq of the step to highlight."""
+def lifetime_graph(log, packet=None, current=None, legend_below=False):
+    """The lifetime graph of one packet (default: the first); ``current`` is the seq of the step to highlight.
+    legend_below: the legend under the graph, not beside it (a narrow graph, for side by side)."""
     gv = load_graphviz()
     packet = pick(log, packet)
     nodes, edges, hosts = build_model(log, packet) if packet is not None else ({}, [], {})
@@ -173,7 +174,13 @@ def lifetime_graph(log, packet=None, current=None):
              "notes": {n["event"].get("kind") for n in nodes.values() if n["role"] == "leaf"},
              "clone": any(ed["role"] == "clone" for ed in edges) or any(n["role"] == "clone" for n in nodes.values()),
              "slot": design_slot(log)}
-    g.node("legend", label=legend(lifetime_rows(outcomes, stepping=current is not None, shown=shown)),
-           shape="plain", id="legend")
+    key = {"label": legend(lifetime_rows(outcomes, stepping=current is not None, shown=shown)), "shape": "plain",
+           "id": "legend"}
+    g.node("legend", **key)
+    if legend_below:  # under every end of the graph: invisible edges from each
+        tails = {ed["tail"] for ed in edges}
+        for nid in nodes:
+            if nid not in tails:
+                g.edge(nid, "legend", style="invis")
     return g
 

@@ -11,6 +11,7 @@ build's report is in artifacts/browser/lite-build.json.
 
 import json
 import os
+import re
 import shutil
 import time
 
@@ -77,6 +78,16 @@ def side_by_side(page, name):
     page.wait_for_function("([el, old]) => el.textContent !== old", arg=[details.element_handle(), before],
                            timeout=60_000)
     assert "step 2 of" in details.text_content().lower()
+    # to the last step: every graph whole, nothing faded (what the screenshot shows)
+    last = max(int(re.search(r"step \d+ of (\d+)", panes.nth(i).locator(".labkit-details").text_content()).group(1))
+               for i in range(3))
+    for _ in range(last - 2):
+        page.keyboard.press("ArrowRight")
+    longest = next(i for i in range(3) if f"of {last}" in panes.nth(i).locator(".labkit-details").text_content())
+    page.wait_for_function("([el, want]) => el.textContent.includes(want)",
+                           arg=[panes.nth(longest).locator(".labkit-details").element_handle(), f"step {last} of {last}"],
+                           timeout=60_000)
+    page.wait_for_timeout(1000)
     view.screenshot(path=str(ART / f"lite-{name}-side-by-side.png"))
 
 

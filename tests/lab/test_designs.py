@@ -1,21 +1,38 @@
-"""Every scenario of the library with each design that came after the RFC
-(``Scenario.with_design``): the token kept in the skb's BPF metadata
-buffer (kernel patch 0011) and in a stash on the gated skb tracepoints
-(patch 0012), through the same clones, tunnels and namespaces as skb
-storage (test_scenarios.py runs that, the RFC's design). The event log
+"""The scenarios lesson 10 shows with each design that came after the RFC
+(``Scenario.with_design``, ``scenarios.DESIGNED``: the three clones, each
+tunnel's encap and decap, the namespace crossings), and the three ways a
+packet ends (``basic``: UDP, TCP, ICMP): the token kept in the skb's BPF
+metadata buffer (kernel patch 0011) and in a stash on the gated skb
+tracepoints (patch 0012), through the same paths as skb storage
+(test_scenarios.py runs every variant with the RFC's design). The event log
 must show what the kernel did with it, from its own tracepoints: the
 buffer created where a hook wrote it and every block that held it freed;
 the skb armed where a hook wrote it, and every armed skb reaped at
-skb_gated:skb_free, with nothing left in the stash.
+skb_gated:skb_free, with nothing left in the stash. And the recordings
+lesson 10 replays must still show what the kernel does.
 """
 
 import pytest
 
 from labkit import scenarios
 from labkit.runtime import run as runtime
+from labkit.runtime.events import EventLog
 
-VARIANTS = scenarios.variants()
+VARIANTS = [(n, p) for n, p in scenarios.variants() if n == "basic"] + list(
+    {(n, tuple(p.items())): (n, p) for n, p, _ in scenarios.designed_variants()}.values())
 VARIANT_IDS = ["-".join([n, *map(str, p.values())]) for n, p in VARIANTS]
+
+
+def same_as_recorded(log, name, params, design):
+    """A variant lesson 10 replays: the kernel still does what its recording shows."""
+    path = scenarios.recording_path(name, {**params, "design": design})
+    if not path.exists():
+        assert (name, params, design) not in scenarios.designed_variants(), f"{path.name} is missing"
+        return
+    recording = EventLog.load(path)
+    assert log.signature(packet=1) == recording.signature(packet=1), (
+        f"the kernel no longer does what {path.name} shows (re-record with: labkit record --all)\n"
+        f"now:\n{log.timeline(packet=1)}\nrecorded:\n{recording.timeline(packet=1)}")
 
 
 def kinds(log, kind):
@@ -50,6 +67,7 @@ def test_every_scenario_with_the_metadata_buffer(name, params):
     held = {e["block"] for e in created} | {e["to"] for e in kinds(log, "meta_copy") + kinds(log, "meta_scrub")}
     freed = {e["block"] for e in kinds(log, "meta_free")}
     assert held == freed, f"blocks with a buffer never freed: {sorted(held - freed)}\n{log.timeline()}"
+    same_as_recorded(log, name, params, "meta")
 
 
 @pytest.mark.parametrize("name,params", VARIANTS, ids=VARIANT_IDS)
@@ -65,3 +83,4 @@ def test_every_scenario_with_the_gated_stash(name, params):
         f"armed skbs never reaped: {sorted(followed - reaped)}; reaped, never armed: {sorted(reaped - followed)}\n" \
         f"{log.timeline()}"
     assert log.header["gated_left"] == 0, f"{log.header['gated_left']} entries left in the gated stash"
+    same_as_recorded(log, name, params, "gated")
