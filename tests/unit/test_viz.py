@@ -499,6 +499,14 @@ def test_lesson_shows_each_graph_once_and_pick_replaces_its_run(monkeypatch):
     view.button.click()
     assert view.area.children == (view.explorer,) and view.explorer is not first  # replaced, not stacked
     assert view.explorer.eventlog.header["params"]["kind"] == "vxlan" and shown == [view]
+    shown.clear()
+    logs = lab.designs("clone", kind="mirred")  # one scenario, the three designs, one slider
+    assert list(logs) == ["storage", "meta", "gated"] and len(shown) == 1 and isinstance(shown[0], SideBySide)
+    assert [side.eventlog for side in shown[0].sides] == list(logs.values())
+    assert [log.header["params"].get("design") for log in logs.values()] == [None, "meta", "gated"]
+    assert all(side.legend_below for side in shown[0].sides)  # three in a row: each legend under its graph
+    with pytest.raises(Exception, match="there is no recording of clone"):  # replay has the recorded variants only
+        lab.run("clone", kind="mirred", design="stash")
 
 
 DESIGNED = [scenarios.recording_path(n, {**p, "design": d}).stem for n, p, d in scenarios.designed_variants()]
