@@ -164,49 +164,56 @@ int bench_stash_w(struct __sk_buff *ctx)
 	return TC_ACT_OK;
 }
 
-SEC("cgroup_skb/ingress")
-int bench_stash_r(struct __sk_buff *ctx)
+/* A hash keyed by the skb's address, read (the side stash, the gated stash) ... */
+static __always_inline int hash_read(void *map, __u32 i, struct __sk_buff *ctx)
 {
-	struct bench_count *c = count(B_STASH_R);
+	struct bench_count *c = count(i);
 	__u64 key = (__u64)(unsigned long)bpf_cast_to_kern_ctx(ctx);
 	struct bench_value *v;
 
 	if (!c)
 		return 1;
 	c->runs++;
-	v = bpf_map_lookup_elem(&bench_stash, &key);
+	v = bpf_map_lookup_elem(map, &key);
 	if (v && v->seq)
 		c->found++;
 	return 1;
+}
+
+/* ... and its entry deleted when the skb goes. */
+static __always_inline void hash_reap(void *map, __u32 i, struct sk_buff *skb)
+{
+	struct bench_count *c = count(i);
+	__u64 key = (__u64)(unsigned long)skb;
+
+	if (!c)
+		return;
+	c->runs++;
+	if (!bpf_map_delete_elem(map, &key))
+		c->found++;
+}
+
+SEC("cgroup_skb/ingress")
+int bench_stash_r(struct __sk_buff *ctx)
+{
+	return hash_read(&bench_stash, B_STASH_R, ctx);
 }
 
 /* Without it the stash fills up with the addresses of freed skbs. It runs
  * for every skb the kernel frees, not only benchmark packets: that is the
  * design's cost.
  */
-static __always_inline void stash_clean(struct sk_buff *skb)
-{
-	struct bench_count *c = count(B_STASH_CLEAN);
-	__u64 key = (__u64)(unsigned long)skb;
-
-	if (!c)
-		return;
-	c->runs++;
-	if (!bpf_map_delete_elem(&bench_stash, &key))
-		c->found++;
-}
-
 SEC("tp_btf/consume_skb")
 int BPF_PROG(bench_stash_clean, struct sk_buff *skb)
 {
-	stash_clean(skb);
+	hash_reap(&bench_stash, B_STASH_CLEAN, skb);
 	return 0;
 }
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(bench_stash_clean_drop, struct sk_buff *skb)
 {
-	stash_clean(skb);
+	hash_reap(&bench_stash, B_STASH_CLEAN, skb);
 	return 0;
 }
 
@@ -363,31 +370,14 @@ int bench_gated_wc(struct __sk_buff *ctx)
 SEC("cgroup_skb/ingress")
 int bench_gated_r(struct __sk_buff *ctx)
 {
-	struct bench_count *c = count(B_GATED_R);
-	__u64 key = (__u64)(unsigned long)bpf_cast_to_kern_ctx(ctx);
-	struct bench_value *v;
-
-	if (!c)
-		return 1;
-	c->runs++;
-	v = bpf_map_lookup_elem(&bench_gated, &key);
-	if (v && v->seq)
-		c->found++;
-	return 1;
+	return hash_read(&bench_gated, B_GATED_R, ctx);
 }
 
 /* Runs for armed skbs only, where the side stash's cleanup runs for every free. */
 SEC("tp_btf/skb_free")
 int BPF_PROG(bench_gated_free, struct sk_buff *skb)
 {
-	struct bench_count *c = count(B_GATED_FREE);
-	__u64 key = (__u64)(unsigned long)skb;
-
-	if (!c)
-		return 0;
-	c->runs++;
-	if (!bpf_map_delete_elem(&bench_gated, &key))
-		c->found++;
+	hash_reap(&bench_gated, B_GATED_FREE, skb);
 	return 0;
 }
 

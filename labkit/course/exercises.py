@@ -22,17 +22,25 @@ from labkit.course.checking import CHECKS, Verdict, cell_ready, checked, reports
 def first_storage(lab, cell):
     """tc_stamp (tc ingress on lk-b0) keeps the time in skb storage; sock_delay
     (socket filter on the receiving socket) reports now minus that time."""
-    bad = cell_ready("01", cell, ("tc_stamp", "sock_delay"))
+    log = stamp_run(lab, "01", cell)
+    if isinstance(log, Verdict):
+        return log
+    ok, lines = judge_delays(log, log.packets())
+    return Verdict("01", ok, "every delivered packet reports its own delay" if ok else
+                   "not every packet reported a believable delay", lines)
+
+
+def stamp_run(lab, exercise, cell):
+    """Five packets through ``basic`` with the cell's tc_stamp at tc ingress of lk-b0 and sock_delay
+    on the receiving socket (exercises 01 and 10): the log, or a Verdict when there is nothing to judge."""
+    bad = cell_ready(exercise, cell, ("tc_stamp", "sock_delay"))
     if bad:
         return bad
     log = run_with(lab, lab.scenario("basic"), [cell.at("tc_stamp", "tc/ingress", "lk-b0"),
                                              cell.at("sock_delay", "socket_filter", "b")], count=5)
-    packets = log.packets()
-    if not packets:
-        return Verdict("01", False, "no packet reached the socket", [])
-    ok, lines = judge_delays(log, packets)
-    return Verdict("01", ok, "every delivered packet reports its own delay" if ok else
-                   "not every packet reported a believable delay", lines)
+    if not log.packets():
+        return Verdict(exercise, False, "no packet reached the socket", [])
+    return log
 
 
 def judge_delays(log, packets):
@@ -95,14 +103,10 @@ def judge_delays(log, packets):
 def buffer_stamp(lab, cell):
     """Lesson 01's two programs ported to the metadata buffer: tc_stamp writes the time into the
     packet's buffer (bpf_dynptr_from_skb_ext with BPF_SKB_EXT_F_CREATE), sock_delay reads it back."""
-    bad = cell_ready("10", cell, ("tc_stamp", "sock_delay"))
-    if bad:
-        return bad
-    log = run_with(lab, lab.scenario("basic"), [cell.at("tc_stamp", "tc/ingress", "lk-b0"),
-                                             cell.at("sock_delay", "socket_filter", "b")], count=5)
+    log = stamp_run(lab, "10", cell)
+    if isinstance(log, Verdict):
+        return log
     packets = log.packets()
-    if not packets:
-        return Verdict("10", False, "no packet reached the socket", [])
     mine = sorted({e.get("map") for e in log if e["kind"] == "storage_alloc"
                    and e.get("map") not in ("storage_a", "storage_b")})
     if mine:
