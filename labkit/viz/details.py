@@ -104,8 +104,8 @@ def frame_details(log, seq) -> str:
     elif kind in SAYS:
         said = CLONE_SAYS.get(design_slot(log), SAYS[kind]) if kind == "clone" else SAYS[kind]
         lines.append(said.format(skb=skb, parent=names.get(e.get("parent"), "its parent"), where=e.get("where"),
-                                       hook=e.get("hook"), map=e.get("map"), tag=e.get("tag"), reason=e.get("reason"),
-                                       value=num(e.get("value"), e.get("tag")), obj=e.get("obj")))
+                                 hook=e.get("hook"), map=e.get("map"), tag=e.get("tag"), reason=e.get("reason"),
+                                 value=num(e.get("value"), e.get("tag")), obj=e.get("obj")))
     if e.get("stack"):
         lines.append("called from: " + " ← ".join(e["stack"]))
     lines.append(describe(e, names).strip())

@@ -6,6 +6,13 @@ kept a map's storage because of its keep flag (green; ``legend``); a
 dashed branch where skb_clone() made a clone sharing them; grey ends where
 the skb and its storage were freed. ``current=seq`` draws one event thick
 and fades the later ones, with the same nodes and edges in every frame.
+
+The designs after the RFC are drawn the same way (``params["design"]``):
+the hook shows their slot (meta: the metadata buffer, gated: the gated
+stash) and what its program had the kernel do (the buffer made, the skb
+armed); their tracepoints' events are notes on the skb (the buffer copied,
+kept by a scrub, freed; the gated entry copied, reaped), and a scrub is
+green where the design's data went through it.
 """
 
 from __future__ import annotations
