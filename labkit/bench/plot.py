@@ -44,6 +44,11 @@ COLOURS = {"skb_storage:plain": "#adb5bd", "skb_storage:inline": "#2b8a3e", "sta
            "data_meta": "#7048e8", "skb_ext": "#0c8599", "gated": "#c2255c", "gated_clone": "#c2255c"}
 
 
+def median(res, design, role):
+    """The median figure of a design's role in the results, None where the run has none."""
+    return ((((res.get("designs") or {}).get(design) or {}).get(role) or {}).get("ns") or {}).get("median")
+
+
 def rows(res):
     d = res.get("designs", {})
     for design, role, label in ROWS:
@@ -162,8 +167,7 @@ def rates_html(res, rates=(100_000, 1_000_000)) -> str:
     from instructions, millions of instructions per second and the share of a core that takes at an
     assumed IPNS instructions per ns (stated in the table)."""
     icount = unit(res) == "instructions"
-    d = res.get("designs", {})
-    floor = {role: (d.get("floor") or {}).get(role, {}).get("ns", {}).get("median") for role in ("write", "read")}
+    floor = {role: median(res, "floor", role) for role in ("write", "read")}
     if icount:
         head = ("<tr><th>design</th><th>side</th><th>extra instructions per packet</th>" + "".join(
             f"<th>at {r // 1000} kpps: million instructions/s (% of a core at {IPNS:g} per ns, assumed)</th>"
@@ -175,7 +179,7 @@ def rates_html(res, rates=(100_000, 1_000_000)) -> str:
     for design, role, label, v in rows(res):
         base = floor.get(role) or floor["write"]
         if design == "data_meta" and role == "write":
-            base = (d.get("floor_xdp") or {}).get("write", {}).get("ns", {}).get("median") or base
+            base = median(res, "floor_xdp", "write") or base
         extra = max(0.0, v["ns"]["median"] - (base or 0))
         if icount:
             cells = "".join(f"<td>{extra * r / 1e6:.1f} ({at_rate(extra / IPNS, r):.1f}%)</td>" for r in rates)
@@ -207,7 +211,7 @@ def bound_ratio(res, design, role) -> float | None:
     """Where the chart draws the optimised design's bound for role: the bound over this run's floor."""
     if design != "skb_storage:inline" or role not in BOUNDS or res.get("unit") != "instructions":
         return None
-    base = (((res.get("designs") or {}).get("floor") or {}).get(role) or {}).get("ns", {}).get("median")
+    base = median(res, "floor", role)
     return BOUNDS[role] / base if base else None
 
 
@@ -250,16 +254,12 @@ UPSTREAM_NS = {"metadata buffer": 2720, "gated tracepoints, one kind of hash": 4
 WITHIN = 1.25  # the goal: optimised skb storage within this of the metadata buffer, on each side
 
 
-def _median(res, design, role):
-    return ((((res.get("designs") or {}).get(design) or {}).get(role) or {}).get("ns") or {}).get("median")
-
-
 def per_packet(res) -> list:
     """[(label, {role: figure}, total, over the floors)] for the designs of PER_PACKET the run has."""
-    floors = (_median(res, "floor", "write") or 0) + (_median(res, "floor", "read") or 0)
+    floors = (median(res, "floor", "write") or 0) + (median(res, "floor", "read") or 0)
     out = []
     for label, parts in PER_PACKET:
-        figs = {role: _median(res, d, role) for d, role in parts}
+        figs = {role: median(res, d, role) for d, role in parts}
         if None in figs.values():
             continue
         total = sum(figs.values())
@@ -271,7 +271,7 @@ def versus(res) -> dict:
     """Optimised skb storage against the metadata buffer, side by side: {role: (storage, buffer, ratio)}."""
     out = {}
     for role in ("write", "read"):
-        a, b = _median(res, "skb_storage:inline", role), _median(res, "skb_ext", role)
+        a, b = median(res, "skb_storage:inline", role), median(res, "skb_ext", role)
         if a and b:
             out[role] = (a, b, a / b)
     return out

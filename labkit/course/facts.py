@@ -104,20 +104,11 @@ def _hooks(log, hook=None, ifname=None, packet=None):
             and (packet is None or e.get("packet") == packet)]
 
 
-def _slot(log, map):
-    """map, or for map="design" the slot the run's design keeps its data in (lesson 10)."""
-    if map != "design":
-        return map
-    from labkit.runtime.parts import DESIGNS
-
-    return DESIGNS.get((log.header.get("params") or {}).get("design"), "storage_a")
-
-
 @rule
 def state_at(log, hook=None, ifname=None, map="storage_a", packet=None):
     """The map's storage state at the first pass through a hook (any hook when None) on a device;
     map="design": the slot of the run's design."""
-    map = _slot(log, map)
+    map = log.design_slot() if map == "design" else map
     seen = _hooks(log, hook, ifname, packet)
     where = f"{hook or seen[0]['hook'] if seen else hook}{' on ' + ifname if ifname else ''}"
     if not seen:
@@ -137,8 +128,9 @@ def states_after(log, skip_hook, map="storage_a", packet=1):
 
 @rule
 def last_present(log, places, map="storage_a"):
-    """The last of places ([hook, ifname or None, name]) where the map's storage was there."""
-    map = _slot(log, map)
+    """The last of places ([hook, ifname or None, name]) where the map's storage was there;
+    map="design": the slot of the run's design."""
+    map = log.design_slot() if map == "design" else map
     last = None
     for e in log:
         for hook, dev, name in places:

@@ -44,9 +44,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from labkit.errors import LabError
+from labkit.runtime.parts import DESIGNS, SLOTS
 
 SCHEMA = 1
-SLOTS = ("storage_a", "storage_b", "stash", "meta", "gated")
 
 
 class LogFormatError(LabError):
@@ -88,6 +88,10 @@ class EventLog:
             if e.get("skb"):
                 out[e["skb"]].append(e)
         return dict(out)
+
+    def design_slot(self) -> str:
+        """The slot the run's design kept its data in (``Scenario.with_design``; storage_a: the RFC's)."""
+        return DESIGNS.get((self.header.get("params") or {}).get("design"), "storage_a")
 
     def of_packet(self, packet: int) -> "EventLog":
         return EventLog([e for e in self.events if e.get("packet") == packet], self.header)

@@ -19,9 +19,9 @@ from labkit import exports
 __getattr__, __dir__, __all__ = exports(__name__, {
     "details": "MEANS SAYS frame_details",
     "draw": "FADED FIT FREED HOOK_NAMES KEPT NS_FILL SCRUB SKB_COLOR STATE figure_html svg",
-    "legend": "LEGEND STEPPING legend lifetime_rows scrub_rows",
+    "legend": "DROPS STEPPING legend lifetime_rows scrub_rows",
     "lifetime": "lifetime_graph",
-    "model": "KEEP_FLAGS KEEP_WHY design_slot frames scrub_kind scrub_outcomes skb_names slots_of",
+    "model": "KEEP_FLAGS KEEP_WHY frames scrub_kind scrub_outcomes skb_names slots_of",
     "render": "DOT_FIX FONT",
     "topology": "TOPO_LEGEND topology_graph",
 })

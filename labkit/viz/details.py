@@ -10,7 +10,6 @@ from labkit.viz.model import (
     KEEP_WHY,
     attribute_to,
     build_model,
-    design_slot,
     scrub_outcomes,
     skb_names,
     slots_of,
@@ -73,9 +72,9 @@ def frame_details(log, seq) -> str:
             said = "no entry for this skb's address" if (s, m.get("state")) == ("stash", "absent") else None
             lines.append(f"  {s}: {said or MEANS.get(m.get('state'), m.get('state'))}{val}")
         lines.append(f"  skb->mark = {e.get('mark') or 0:#x}")
-        hosts = build_model(log, p)[2]
-        lines += [IN_HOOK[where[a][1]["kind"]].format(**{"map": None, "where": None, "err": None, **where[a][1]})
-                  for a, h in hosts.items() if h == f"ev{seq}" and where[a][1].get("kind") in IN_HOOK]
+        hosted = build_model(log, p)[0][f"ev{seq}"].get("hosted", [])
+        lines += [IN_HOOK[h["kind"]].format(**{"map": None, "where": None, "err": None, **h})
+                  for h in hosted if h.get("kind") in IN_HOOK]
         if e.get("clone_ret") is not None:
             lines.append(f"  bpf_clone_redirect() returned {e['clone_ret']}")
     elif kind == "scrub":
@@ -102,7 +101,7 @@ def frame_details(log, seq) -> str:
             lines.append(f"The {e.get('reason')} scrub from {e.get('where')}() drops the {e.get('map')} element on "
                          f"{skb}: {why}.")
     elif kind in SAYS:
-        said = CLONE_SAYS.get(design_slot(log), SAYS[kind]) if kind == "clone" else SAYS[kind]
+        said = CLONE_SAYS.get(log.design_slot(), SAYS[kind]) if kind == "clone" else SAYS[kind]
         lines.append(said.format(skb=skb, parent=names.get(e.get("parent"), "its parent"), where=e.get("where"),
                                  hook=e.get("hook"), map=e.get("map"), tag=e.get("tag"), reason=e.get("reason"),
                                  value=num(e.get("value"), e.get("tag")), obj=e.get("obj")))

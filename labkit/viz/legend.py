@@ -18,9 +18,7 @@ STATES = [("created 0x…", STATE["created"], "storage made here, with its value
           ("refused", STATE["refused"], "shares extensions with a clone")]
 SCRUB_FILL = {"drops": SCRUB, "keeps": KEPT, "some": f"{SCRUB};0.5:{KEPT}"}  # graphviz: striped for both
 DROPS = ("skb_scrub_packet()", (SCRUB, "white"), "drops the extensions: storage gone")
-REST = [("- - - ▸", ("white", "#343a40"), "clone: new skb, same extensions"),
-        ("storage freed", ("#e9ecef", "#495057"), "where the storage went")]
-LEGEND = STATES + [DROPS] + REST  # a graph without keep flags
+CLONE = ("- - - ▸", ("white", "#343a40"), "clone: new skb, same extensions")
 STEPPING = [("bold", ("white", "#212529"), "the current event"), ("pale", FADED, "not happened yet")]
 NOTE = ("#e9ecef", "#495057")
 # What a slot's data is called in the legend, per design.
@@ -64,16 +62,14 @@ def scrub_rows(outcomes) -> list:
     return rows
 
 
-def lifetime_rows(outcomes, stepping=False, shown=None) -> list:
-    """The lifetime graph's legend: storage states, its kinds of scrub, clones and frees. shown: what the
-    graph has ({"states", "notes": note kinds, "clone", "slot": the design's}); then only those rows."""
-    if shown is None:
-        return STATES + scrub_rows(outcomes) + REST + (STEPPING if stepping else [])
+def lifetime_rows(outcomes, shown, stepping=False) -> list:
+    """The lifetime graph's legend, a row for each thing the graph shows: its storage states, kinds of scrub,
+    clones and notes. shown: {"states", "notes": note kinds, "clone", "slot": the design's}."""
     noun = NOUN.get(shown.get("slot"), "storage")
     states = [(k, colours, text.replace("storage", noun, 1)) for k, colours, text in STATES
               if k.split()[0] in shown["states"]]
     notes = [row for kinds, row in NOTE_ROWS if shown["notes"] & set(kinds)]
-    return (states + (scrub_rows(outcomes) if outcomes else []) + (REST[:1] if shown["clone"] else []) + notes
+    return (states + (scrub_rows(outcomes) if outcomes else []) + ([CLONE] if shown["clone"] else []) + notes
             + (STEPPING if stepping else []))
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from labkit.runtime.parts import FLAG_NAMES
 from labkit.viz.draw import FADED, FREED, HOOK_NAMES, SKB_COLOR, STATE, cluster, digraph, esc, load_graphviz
 from labkit.viz.legend import SCRUB_FILL, legend, lifetime_rows
-from labkit.viz.model import build_model, design_slot, pick, scrub_kind, scrub_outcomes, slots_of
+from labkit.viz.model import build_model, pick, scrub_kind, scrub_outcomes, slots_of
 
 BORDER = {"drops": "#a61e1e", "keeps": "#1b5e20", "some": "#1b5e20"}
 
@@ -146,9 +146,6 @@ def lifetime_graph(log, packet=None, current=None, legend_below=False):
     for n in nodes.values():
         if n["role"] == "scrub":
             n["outcome"] = said.get(n["seq"])
-    by_seq = {e.get("seq"): e for e in log.events}
-    for seq, nid in hosts.items():  # what a hook's program had the kernel do there
-        nodes[nid].setdefault("hosted", []).append(by_seq[seq])
     slots, show_mark = slots_of(log)
     focus = hosts.get(current, f"ev{current}")  # an allocation is shown by the hook it happened in
 
@@ -180,8 +177,8 @@ def lifetime_graph(log, packet=None, current=None, legend_below=False):
                         for n in nodes.values() if n["role"] == "hook" for s in slots},
              "notes": {n["event"].get("kind") for n in nodes.values() if n["role"] == "leaf"},
              "clone": any(ed["role"] == "clone" for ed in edges) or any(n["role"] == "clone" for n in nodes.values()),
-             "slot": design_slot(log)}
-    key = {"label": legend(lifetime_rows(outcomes, stepping=current is not None, shown=shown)), "shape": "plain",
+             "slot": log.design_slot()}
+    key = {"label": legend(lifetime_rows(outcomes, shown, stepping=current is not None)), "shape": "plain",
            "id": "legend"}
     g.node("legend", **key)
     if legend_below:  # under every end of the graph: invisible edges from each

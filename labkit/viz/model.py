@@ -3,8 +3,7 @@ nodes and edges of one packet's graph, each owned by the event that makes it. No
 
 from __future__ import annotations
 
-from labkit.runtime.events import SLOTS
-from labkit.runtime.parts import DESIGNS
+from labkit.runtime.parts import SLOTS
 
 # The later designs' tracepoint events drawn as notes on their skb (the metadata buffer's
 # bpf_skb_ext:* and the gated skb_gated:*); a buffer made and an skb armed inside a hook's
@@ -91,6 +90,10 @@ def build_model(log, packet):
         prev.append(nid)
         return nid
 
+    def host(e, nid):  # e happened inside what node nid shows: folded into it, no step of its own
+        hosts[e["seq"]] = nid
+        nodes[nid].setdefault("hosted", []).append(e)
+
     def flush(k):
         for a in pending.pop(k, []):
             add(a, "alloc", leaf=True)
@@ -106,9 +109,10 @@ def build_model(log, packet):
                 add(e, "clone", e.get("ns"))  # nothing more of the clone here: it is a node of its own
         elif kind == "hook":
             nid = add(e, "hook", e.get("ns"))
-            hosts.update((a["seq"], nid) for a in pending.pop(k, []))
+            for a in pending.pop(k, []):
+                host(a, nid)
         elif kind == "meta_free" and e.get("block") in moved:  # the old block of a copy: one note says both
-            hosts[e["seq"]] = moved.pop(e["block"])
+            host(e, moved.pop(e["block"]))
         elif kind in ("storage_free", "stash_clean", "report", "storage_clone", "storage_scrub") + DESIGN_NOTES:
             flush(k)
             nid = add(e, "leaf", leaf=True)
@@ -139,15 +143,10 @@ def frames(log, packet=None) -> list[int]:
     return [e["seq"] for e in _events(log, packet) if e["seq"] not in hosts] if packet is not None else []
 
 
-def design_slot(log) -> str:
-    """The slot the run's design keeps its data in (storage_a: skb storage, the RFC's)."""
-    return DESIGNS.get((log.header.get("params") or {}).get("design"), "storage_a")
-
-
 def slots_of(log):
     """The slots a graph shows (the run's design's always, others where a hook found something), and
     whether it shows skb->mark."""
-    mine = design_slot(log)
+    mine = log.design_slot()
     used = [s for s in SLOTS if s == mine or any(
         ((e.get("maps") or {}).get(s) or {}).get("state", "absent") != "absent" for e in log.events)]
     return used, any(e.get("mark") for e in log.events if e.get("kind") == "hook")

@@ -406,7 +406,8 @@ def test_a_scrub_that_keeps_storage_is_drawn_and_explained_as_keeping_it():
     keep_node, drop_node = nodes[f"ev{tunnel['seq']}"][1], nodes[f"ev{veth['seq']}"][1]
     assert f'fillcolor="{viz.KEPT}"' in keep_node and "keeps storage_a" in keep_node
     assert f'fillcolor="{viz.SCRUB}"' in drop_node and "drops storage_a" in drop_node
-    rows = viz.lifetime_rows([said[s["seq"]] for s in scrubs])
+    rows = viz.lifetime_rows([said[s["seq"]] for s in scrubs],
+                             {"states": set(), "notes": set(), "clone": False, "slot": "storage_a"})
     scrub_rows = [(fill, text) for key, (fill, _), text in rows if key == "skb_scrub_packet()"]
     assert scrub_rows == [(viz.SCRUB, "drops the extensions: storage gone"),
                           (viz.KEPT, "keeps storage_a (BPF_F_SKB_KEEP_TUNNEL)")]
@@ -426,7 +427,7 @@ def test_a_graph_whose_scrubs_all_keep_has_no_red_in_its_legend():
     assert viz.SCRUB not in legend and "storage gone" not in legend
     plain = html.unescape(elements(viz.lifetime_graph(load("tunnel-gre-before_encap")))[0]["legend"][1])
     assert "storage gone" in plain and viz.KEPT not in plain  # no flag: as before
-    assert viz.scrub_rows([]) == [viz.LEGEND[4]]  # no scrub in the graph: the red node is still explained
+    assert viz.scrub_rows([]) == [viz.DROPS]  # no scrub in the graph: the red node is still explained
 
 
 def test_a_scrub_that_keeps_one_map_and_drops_another_is_both():
