@@ -15,10 +15,16 @@ Per student (a user the hub knows, from its REST API with the service's token):
 - lab VMs: the pids of QEMU processes owned by the student's unix uid whose
   command line names labkit's guest init (``MARKER``, as ``labkit cleanup``
   finds them);
-- exercises: the latest verdict per exercise from the student's own
-  ``~/.cache/labkit/progress.jsonl`` (``labkit.course.checking.record``); a file
-  that is a symlink, not regular, or not owned by the student is not read;
+- exercises: the latest verdict per exercise of the course from the student's own
+  ``~/.cache/labkit/progress.jsonl`` (``labkit.course.checking.record``), read as
+  ``labkit.hub.progressfile`` reads a file the student controls: not through a symlink, only
+  their own regular file, only its tail, line by line, keeping only records that are verdicts
+  on the course's exercises; ``skipped`` counts the lines that were not (someone sending junk);
 - last activity: the latest of the hub's activity and the last check.
+
+One student's row that cannot be built (whatever the reason) says so (``error``) and every
+other student is still served; the columns are the course's exercises, never ids found in a
+file, so the page stays the same size whatever the files hold.
 
 JupyterHub is imported only when the service runs, so this module imports without it.
 """
@@ -32,17 +38,16 @@ import json
 import os
 import pwd
 import socket
-import stat
 import sys
 import time
 from datetime import datetime, timezone
 
 from labkit import paths
+from labkit.hub.progressfile import course_exercises, latest, load
 
 NAME = "instructor"
 PROGRESS = "{home}/.cache/labkit/progress.jsonl"  # where a student's checks are recorded; {home} {name} {uid}
 MARKER = f"init={paths.GUEST_DIR / 'init'}".encode()  # in every lab VM's QEMU command line
-MAX_READ = 4 << 20  # the last 4 MiB of a progress file are plenty
 SCOPES = ["list:users", "read:users", "read:servers"]
 
 
@@ -84,44 +89,6 @@ def _free_port() -> int:
 # -- the data -------------------------------------------------------------------------------
 
 
-def read_progress(path, uid: int | None = None) -> list[dict]:
-    """The records of a progress file; [] if it is missing, a symlink, not a regular file or
-    (with uid) not owned by uid. Lines that are not JSON objects are skipped."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return []
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or (uid is not None and st.st_uid != uid):
-            return []
-        if st.st_size > MAX_READ:
-            fh.seek(st.st_size - MAX_READ)
-            fh.readline()  # a partial line
-        data = fh.read(MAX_READ)
-    out = []
-    for line in data.splitlines():
-        with contextlib.suppress(ValueError):
-            rec = json.loads(line)
-            if isinstance(rec, dict) and isinstance(rec.get("exercise"), str):
-                out.append(rec)
-    return out
-
-
-def latest(records: list[dict]) -> dict:
-    """Per exercise: {"passed", "summary", "when", "mode", "tries"} of the last verdict that judged
-    something (live), else of the last one (a replay's "not checked")."""
-    out = {}
-    for rec in records:
-        ex = rec["exercise"]
-        prev = out.get(ex)
-        tries = (prev["tries"] if prev else 0) + 1
-        if prev is None or rec.get("passed") is not None or prev["passed"] is None:
-            out[ex] = {k: rec.get(k) for k in ("passed", "summary", "when", "mode", "lesson")}
-        out[ex]["tries"] = tries
-    return out
-
-
 def lab_vms_by_uid(marker: bytes = MARKER) -> dict[int, list[int]]:
     """{uid: [pid, ...]} of the lab VMs' QEMU processes on this machine."""
     out = {}
@@ -161,38 +128,57 @@ def students(users: list[dict], progress: str = PROGRESS, vms: dict | None = Non
     """One row per hub user (the hub's user models, as from GET /users) with what this machine knows."""
     vms = lab_vms_by_uid() if vms is None else vms
     rows = []
-    for u in sorted(users, key=lambda u: u["name"]):
+    for u in sorted(users, key=lambda u: str(u.get("name"))):
         try:
-            pw = pwd.getpwnam(u["name"])
-        except KeyError:
-            pw = None
-        ex = latest(read_progress(progress.format(home=pw.pw_dir, name=pw.pw_name, uid=pw.pw_uid), pw.pw_uid)
-                    ) if pw else {}
-        server = (u.get("servers") or {}).get("") or {}
-        times = [t for t in (_when(u.get("last_activity")), _when(server.get("last_activity")),
-                             *(_when(e["when"]) for e in ex.values())) if t]
-        rows.append({
-            "name": u["name"],
-            "admin": bool(u.get("admin")),
-            "uid": pw.pw_uid if pw else None,
-            "server": _server_state(u),
-            "lab_vms": vms.get(pw.pw_uid, []) if pw else [],
-            "exercises": ex,
-            "passed": sorted(k for k, e in ex.items() if e["passed"]),
-            "last_activity": max(times).isoformat(timespec="seconds") if times else None,
-        })
+            rows.append(_row(u, progress, vms))
+        except Exception as exc:  # noqa: BLE001 - one student's row never takes the others' down
+            rows.append(_unreadable(u, exc))
     return rows
 
 
-def exercise_ids(rows) -> list[str]:
-    from labkit.course import exercises
+def _row(u: dict, progress: str, vms: dict) -> dict:
+    try:
+        pw = pwd.getpwnam(u["name"])
+    except KeyError:
+        pw = None
+    records, skipped = load(progress.format(home=pw.pw_dir, name=pw.pw_name, uid=pw.pw_uid), pw.pw_uid
+                            ) if pw else ([], 0)
+    ex = latest(records)
+    server = (u.get("servers") or {}).get("") or {}
+    times = [t for t in (_when(u.get("last_activity")), _when(server.get("last_activity")),
+                         *(_when(e["when"]) for e in ex.values())) if t]
+    return {
+        "name": u["name"],
+        "admin": bool(u.get("admin")),
+        "uid": pw.pw_uid if pw else None,
+        "server": _server_state(u),
+        "lab_vms": vms.get(pw.pw_uid, []) if pw else [],
+        "exercises": ex,
+        "passed": sorted(k for k, e in ex.items() if e["passed"] is True),
+        "last_activity": max(times).isoformat(timespec="seconds") if times else None,
+        "skipped": skipped,  # lines of the progress file that were not verdicts on the course's exercises
+        "error": None,
+    }
 
-    return sorted(set(exercises.all_checks()) | {k for r in rows for k in r["exercises"]})
+
+def _unreadable(u: dict, exc: Exception) -> dict:
+    """The row of a student whose row could not be built: who, and that it failed."""
+    server = "unknown"
+    with contextlib.suppress(Exception):
+        server = _server_state(u)
+    return {"name": str(u.get("name")), "admin": bool(u.get("admin")), "uid": None, "server": server,
+            "lab_vms": [], "exercises": {}, "passed": [], "last_activity": None, "skipped": 0,
+            "error": f"their progress could not be read ({type(exc).__name__})"}
+
+
+def exercise_ids() -> list[str]:
+    """The report's columns: the course's exercises (never ids found in a progress file)."""
+    return sorted(course_exercises())
 
 
 def report(users: list[dict], progress: str = PROGRESS) -> dict:
     rows = students(users, progress)
-    return {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "exercises": exercise_ids(rows),
+    return {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "exercises": exercise_ids(),
             "students": rows}
 
 
@@ -209,17 +195,14 @@ def render(data: dict, api_url: str = "api/students") -> str:
     heads = "".join(f"<th>{e(x)}</th>" for x in data["exercises"])
     rows = []
     for r in data["students"]:
-        cells = []
-        for x in data["exercises"]:
-            v = r["exercises"].get(x)
-            if v is None:
-                cells.append('<td class="na">&ndash;</td>')
-                continue
-            cls, mark = {True: ("ok", "passed"), False: ("no", "not yet"), None: ("na", "not checked")}[v["passed"]]
-            tip = f"{v.get('summary') or ''} ({v.get('tries')} tries, last {v.get('when')}, {v.get('mode')})"
-            cells.append(f'<td class="{cls}" title="{e(tip)}">{mark}</td>')
+        if r.get("error"):
+            cells = [f'<td class="no" colspan="{len(data["exercises"])}">{e(r["error"])}</td>']
+        else:
+            cells = [_cell(r["exercises"].get(x)) for x in data["exercises"]]
         vms = ", ".join(str(p) for p in r["lab_vms"]) or "&ndash;"
         who = e(r["name"]) + (" (admin)" if r["admin"] else "")
+        if r.get("skipped"):
+            who += f'<br><small class="no">{int(r["skipped"])} lines of their progress file skipped</small>'
         rows.append(f'<tr><td class="name">{who}</td><td>{e(r["server"])}</td><td>{vms}</td>{"".join(cells)}'
                     f'<td>{e(r["last_activity"] or "never")}</td></tr>')
     running = sum(1 for r in data["students"] if r["lab_vms"])
@@ -230,6 +213,15 @@ def render(data: dict, api_url: str = "api/students") -> str:
             f"<th>last activity</th></tr>{''.join(rows)}</table>"
             f'<p>As of {e(data["when"])}; this page refreshes every 10 s. The same as JSON: '
             f'<a href="{e(api_url)}">{e(api_url)}</a>.</p></body></html>')
+
+
+def _cell(v: dict | None) -> str:
+    if v is None:
+        return '<td class="na">&ndash;</td>'
+    passed = v.get("passed")
+    cls, mark = ("ok", "passed") if passed is True else ("no", "not yet") if passed is False else ("na", "not checked")
+    tip = f"{v.get('summary') or ''} ({v.get('tries')} tries, last {v.get('when')}, {v.get('mode')})"
+    return f'<td class="{cls}" title="{html.escape(tip)}">{mark}</td>'
 
 
 # -- the service ----------------------------------------------------------------------------
