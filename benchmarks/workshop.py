@@ -155,7 +155,7 @@ def main(argv=None):
     prefix = args.prefix
     made = None
     if not prefix:
-        made = prefix = tempfile.mkdtemp(prefix="skb-lab-bench-", dir="/var/tmp")
+        made = prefix = tempfile.mkdtemp(prefix="skb-lab-bench-", dir="/opt")
         os.chmod(prefix, 0o755)
         t0 = time.monotonic()
         res = ht.setup(prefix)

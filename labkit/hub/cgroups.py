@@ -233,6 +233,40 @@ class StudentCgroup:
             time.sleep(0.05)
 
 
+def limit_parent(layout: Layout, memory_bytes: int, cpus: float, pids: int):
+    """Limits on every student together (the skb-lab-hub cgroup): what no number of students
+    can take from the hub and the system, however many servers they start."""
+    for root in sorted(set(layout.dirs.values())):
+        os.makedirs(os.path.join(root, PARENT), exist_ok=True)
+    parent = {role: os.path.join(root, PARENT) for role, root in layout.dirs.items()}
+    quota = max(1000, int(cpus * CPU_PERIOD))
+    if layout.version == "v2":
+        _write(os.path.join(parent["memory"], "memory.max"), memory_bytes)
+        _write(os.path.join(parent["cpu"], "cpu.max"), f"{quota} {CPU_PERIOD}")
+    else:
+        _write(os.path.join(parent["memory"], "memory.limit_in_bytes"), memory_bytes)
+        _write(os.path.join(parent["cpu"], "cpu.cfs_period_us"), CPU_PERIOD)
+        _write(os.path.join(parent["cpu"], "cpu.cfs_quota_us"), quota)
+    if "pids" in parent:
+        _write(os.path.join(parent["pids"], "pids.max"), pids)
+
+
+def parent_limits(layout: Layout) -> dict:
+    """The skb-lab-hub cgroup's limits as its files say (memory bytes, CPUs, pids); None where unset."""
+    parent = {role: os.path.join(root, PARENT) for role, root in layout.dirs.items()}
+    if layout.version == "v2":
+        mem = _read(os.path.join(parent["memory"], "memory.max"))
+        quota, _, period = _read(os.path.join(parent["cpu"], "cpu.max")).partition(" ")
+    else:
+        mem = _read(os.path.join(parent["memory"], "memory.limit_in_bytes"))
+        quota = _read(os.path.join(parent["cpu"], "cpu.cfs_quota_us"))
+        period = _read(os.path.join(parent["cpu"], "cpu.cfs_period_us"))
+    pids = _read(os.path.join(parent.get("pids", "/nonexistent"), "pids.max"))
+    return {"memory": int(mem) if mem.isdigit() else None,
+            "cpus": int(quota) / int(period) if quota.lstrip("-").isdigit() and int(quota) > 0 else None,
+            "pids": int(pids) if pids.isdigit() else None}
+
+
 def join_preexec(procs_files):
     """A preexec step: put the forked child (before it execs) in the cgroup."""
     def join():

@@ -1,10 +1,12 @@
 """The ``labkit hub`` subcommands (registered by labkit.cli).
 
     labkit hub setup [--prefix DIR] [--kernel FILE]   install for every user (root)
-    labkit hub start [--ip IP] [--port N] [--code CODE] [--admin NAME] [--max-vms N]
-                     [--memory 2G] [--cpus 1.0] [--idle-timeout 3600]   run the hub (foreground)
+    labkit hub start [--ip IP] [--port N] [--code CODE] [--instructor NAME] [--max-vms N]
+                     [--memory 2G] [--cpus 1.0] [--disk 2G] [--max-servers N] [--max-students N]
+                     [--idle-timeout 3600] [--ssl-cert F --ssl-key F | --insecure]   run the hub (foreground)
     labkit hub up [setup and start options]           setup, then start (what ./lab hub runs)
     labkit hub status | stop
+    labkit hub end [--archive DIR | --no-archive]     the workshop is over: archive and remove the accounts
 """
 
 from __future__ import annotations
@@ -31,15 +33,23 @@ def add_commands(sub):
         p.add_argument("--ip", default="127.0.0.1", help="address to serve on (0.0.0.0 for the room)")
         p.add_argument("--port", type=int, default=8000)
         p.add_argument("--code", help="the workshop code students type (default: a random one)")
-        p.add_argument("--admin", action="append", default=[], metavar="NAME",
-                       help="an instructor account (lab-NAME), logging in with the admin code")
+        p.add_argument("--instructor", "--admin", dest="instructor", action="append", default=[], metavar="NAME",
+                       help="an instructor account (lab-NAME): its password is written to "
+                            "STATE/instructor-lab-NAME.txt (0600)")
         p.add_argument("--max-vms", type=int, help="lab VMs running at once on this machine "
                                                    "(default: from the cores and memory)")
         p.add_argument("--memory", default="2G", help="memory per student: server, kernels and VM (default 2G)")
         p.add_argument("--cpus", type=float, default=1.0, help="CPUs per student (default 1.0)")
         p.add_argument("--idle-timeout", type=int, default=3600, help="s before an idle server is stopped")
+        p.add_argument("--disk", default="2G", help="each student's home, a filesystem image (default 2G)")
+        p.add_argument("--max-servers", type=int, help="servers running at once (default: from the memory and cores)")
+        p.add_argument("--max-students", type=int, help="accounts the hub may make (default: from the free disk)")
         p.add_argument("--ssl-cert", default="", help="serve HTTPS with this certificate")
         p.add_argument("--ssl-key", default="", help="... and this key")
+        p.add_argument("--insecure", action="store_true",
+                       help="serve a non-loopback --ip without TLS (passwords cross the network in clear)")
+        p.add_argument("--subdomain-host", default="",
+                       help="each student's server on its own subdomain of this host (needs wildcard DNS and TLS)")
 
     s = h.add_parser("setup", help="install the lab, JupyterHub, the proxy and the kernel under --prefix")
     prefix(s)
@@ -59,6 +69,14 @@ def add_commands(sub):
     start_opts(up)
     up.set_defaults(func=cmd_up)
 
+    e = h.add_parser("end", help="the workshop is over: archive each student's home, remove the accounts, "
+                                 "their homes, passwords and the hub's database")
+    prefix(e)
+    state(e)
+    e.add_argument("--archive", metavar="DIR", help="where the archives go (default STATE/archive-DATE)")
+    e.add_argument("--no-archive", action="store_true", help="remove without archiving")
+    e.set_defaults(func=cmd_end)
+
     for name, func, text in (("status", cmd_status, "is the hub running; each student's cgroup"),
                              ("stop", cmd_stop, "stop a hub started by labkit hub start")):
         p = h.add_parser(name, help=text)
@@ -75,13 +93,17 @@ def cmd_setup(args):
 
 def _start_argv(args) -> list:
     argv = ["hub", "start", "--prefix", args.prefix, "--ip", args.ip, "--port", str(args.port),
-            "--memory", args.memory, "--cpus", str(args.cpus), "--idle-timeout", str(args.idle_timeout)]
+            "--memory", args.memory, "--cpus", str(args.cpus), "--idle-timeout", str(args.idle_timeout),
+            "--disk", args.disk]
     for flag, value in (("--state", args.state), ("--code", args.code), ("--ssl-cert", args.ssl_cert),
-                        ("--ssl-key", args.ssl_key), ("--max-vms", args.max_vms)):
+                        ("--ssl-key", args.ssl_key), ("--max-vms", args.max_vms), ("--max-servers", args.max_servers),
+                        ("--max-students", args.max_students), ("--subdomain-host", args.subdomain_host)):
         if value:
             argv += [flag, str(value)]
-    for name in args.admin:
-        argv += ["--admin", name]
+    if args.insecure:
+        argv.append("--insecure")
+    for name in args.instructor:
+        argv += ["--instructor", name]
     return argv
 
 
@@ -97,9 +119,11 @@ def cmd_up(args):
 def cmd_start(args):
     from labkit.hub.run import start
 
-    return start(args.prefix, state=args.state, ip=args.ip, port=args.port, code=args.code, admins=args.admin,
-                 max_vms=args.max_vms, memory=args.memory, cpus=args.cpus, idle_timeout=args.idle_timeout,
-                 ssl_key=args.ssl_key, ssl_cert=args.ssl_cert)
+    return start(args.prefix, state=args.state, ip=args.ip, port=args.port, code=args.code,
+                 instructors=args.instructor, max_vms=args.max_vms, memory=args.memory, cpus=args.cpus,
+                 idle_timeout=args.idle_timeout, ssl_key=args.ssl_key, ssl_cert=args.ssl_cert, insecure=args.insecure,
+                 disk_size=args.disk, max_servers=args.max_servers, max_students=args.max_students,
+                 subdomain_host=args.subdomain_host)
 
 
 def cmd_status(args):
@@ -112,3 +136,10 @@ def cmd_stop(args):
     from labkit.hub.run import stop
 
     print("hub stopped" if stop(args.prefix, args.state) else "no hub was running")
+
+
+def cmd_end(args):
+    from labkit.hub.accounts import end
+
+    for line in end(args.prefix, args.state, archive=None if args.no_archive else (args.archive or "")):
+        print(line)

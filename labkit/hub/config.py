@@ -10,9 +10,15 @@ What ``apply`` wires together:
 
 - the proxy: configurable-http-proxy from the install's ``node/`` (npm),
   its API and the hub's own API on free ports of 127.0.0.1;
-- ``WorkshopAuthenticator`` (labkit.hub.auth) with the codes and admins;
-- ``LabSpawner`` (labkit.hub.spawner) with the memory and CPU limits, the
-  imported kernel and the VM cap (``LABKIT_VM_SLOTS``);
+- ``WorkshopAuthenticator`` (labkit.hub.auth): a password per name, the
+  room's code to make a new name, its password file in the state directory;
+  no ``admin_users``: the instructors get the role ``INSTRUCTOR_SCOPES``;
+- ``LabSpawner`` (labkit.hub.spawner) with the memory, CPU and disk limits
+  per student, the limits on all students together (the parent cgroup), the
+  imported kernel and the VM slot broker (``LABKIT_VM_SLOTS``);
+- capacity: ``active_server_limit`` and ``concurrent_spawn_limit`` from the
+  machine's size (``capacity()``), one server per student, no user config
+  (``disable_user_config``: a student's ~/.jupyter cannot change their server);
 - the idle culler as a hub-managed service with the JupyterHub 5 role it
   needs (list users, read activity and servers, delete servers);
 - the instructor view, when ``labkit.hub.instructor`` offers
@@ -30,10 +36,21 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from labkit.hub import cgroups
+
 CULLER = "idle-culler"
 CULLER_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
-LOGIN_HINT = ("Pick a username (letters, digits and '-', starting with a letter) and type the "
-              "workshop code as the password. Use the same name to come back to your notebooks.")
+LOGIN_HINT = ("New here? Pick a username (letters, digits and '-', starting with a letter), choose a password "
+              "(8 characters or more) and type the workshop code from the board. Coming back? Your name and "
+              "your password; no code.")
+INSTRUCTOR_ROLE = "skb-lab-instructor"
+# What an instructor needs, and no more: the admin page, the students and their servers (start, stop),
+# the instructor view. Not: access:servers (the students' servers: their code, their pages), admin:users,
+# tokens, shutdown.
+INSTRUCTOR_SCOPES = ["admin-ui", "list:users", "read:users", "read:users:activity", "read:servers", "servers",
+                     "access:services!service=instructor"]
+RESERVE = 2 << 30        # memory kept from the students for the hub and the system
+DISK_RESERVE = 8 << 30   # disk kept free beside the students' homes
 
 
 @dataclass
@@ -43,10 +60,16 @@ class Settings:
     ip: str = "127.0.0.1"
     port: int = 8000
     code: str = ""
-    admin_code: str = ""
-    admins: list = field(default_factory=list)
+    instructors: list = field(default_factory=list)   # unix names
     memory: str = "2G"
     cpus: float = 1.0
+    disk: str = "2G"                 # each student's home (a filesystem image)
+    max_servers: int = 0             # active_server_limit (0: from the machine)
+    max_students: int = 0            # accounts (0: from the disk)
+    spawn_limit: int = 0             # concurrent_spawn_limit (0: from the cores)
+    total_memory: int = 0            # bytes for all students together (the parent cgroup; 0: from the machine)
+    total_cpus: float = 0.0
+    subdomain_host: str = ""
     idle_timeout: int = 3600
     vm_slots: str = ""               # LABKIT_VM_SLOTS
     kernel_dir: str = ""             # LABKIT_KERNEL_DIR
@@ -85,11 +108,34 @@ def default_vm_slots(cores=None, mem_bytes=None) -> tuple[int, int]:
     memory left after 2 GiB for the hub and the system.
     """
     cores = cores or os.cpu_count() or 1
-    if mem_bytes is None:
-        with open("/proc/meminfo") as fh:
-            mem_bytes = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemTotal:"))
-    by_mem = max(1, (mem_bytes - (2 << 30)) // (1 << 30))
+    mem_bytes = machine_memory() if mem_bytes is None else mem_bytes
+    by_mem = max(1, (mem_bytes - RESERVE) // (1 << 30))
     return max(1, min(2 * cores, by_mem)), max(1, cores // 2)
+
+
+def machine_memory() -> int:
+    with open("/proc/meminfo") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemTotal:"))
+
+
+def capacity(memory: int, cpus: float, disk: int, cores=None, mem_bytes=None, free_disk=None) -> dict:
+    """What the machine can hold, for students of ``memory`` bytes, ``cpus`` CPUs and ``disk`` bytes each.
+
+    - ``total_memory``/``total_cpus``: the parent cgroup's limits, every student together: the
+      machine less ``RESERVE`` for the hub and the system, every core less half of one;
+    - ``max_servers`` (active_server_limit): as many servers as fit in that memory, and no more than
+      two per CPU they ask for (a TCG VM takes a core only while it boots or runs a scenario);
+    - ``spawn_limit`` (concurrent_spawn_limit): one spawn per core at a time;
+    - ``max_students``: accounts whose homes fit on the disk, ``DISK_RESERVE`` kept free.
+    """
+    cores = cores or os.cpu_count() or 1
+    mem_bytes = machine_memory() if mem_bytes is None else mem_bytes
+    total_memory = max(1 << 30, mem_bytes - RESERVE)
+    total_cpus = max(0.5, cores - 0.5)
+    servers = max(1, min(total_memory // max(memory, 1), int(2 * cores / max(cpus, 0.1))))
+    students = max(1, (free_disk - DISK_RESERVE) // max(disk, 1)) if free_disk is not None else 0
+    return {"total_memory": int(total_memory), "total_cpus": float(total_cpus), "max_servers": int(servers),
+            "spawn_limit": max(1, cores), "max_students": int(students)}
 
 
 def instructor_service(prefix: str, state: str):
@@ -132,6 +178,11 @@ def apply(c, s: Settings):
     c.JupyterHub.cleanup_servers = True
     c.JupyterHub.cleanup_proxy = True
     c.JupyterHub.template_vars = {"announcement_login": LOGIN_HINT}
+    if s.subdomain_host:  # each student's server (and the services) on its own origin
+        c.JupyterHub.subdomain_host = s.subdomain_host
+    c.JupyterHub.active_server_limit = int(s.max_servers)
+    c.JupyterHub.concurrent_spawn_limit = int(s.spawn_limit)
+    c.JupyterHub.allow_named_servers = False
 
     c.ConfigurableHTTPProxy.command = [os.path.join(s.prefix, "node", "node_modules", ".bin",
                                                     "configurable-http-proxy")]
@@ -140,13 +191,21 @@ def apply(c, s: Settings):
 
     c.JupyterHub.authenticator_class = "labkit.hub.auth.WorkshopAuthenticator"
     c.WorkshopAuthenticator.code = s.code
-    c.WorkshopAuthenticator.admin_code = s.admin_code
-    c.Authenticator.admin_users = set(s.admins)
+    c.WorkshopAuthenticator.dbm_path = os.path.join(state, "passwords.dbm")
+    c.WorkshopAuthenticator.instructors = set(s.instructors)
+    c.WorkshopAuthenticator.max_students = int(s.max_students)
+    c.Authenticator.admin_users = set()
 
     c.JupyterHub.spawner_class = "labkit.hub.spawner.LabSpawner"
     c.LabSpawner.prefix = s.prefix
     c.LabSpawner.kernel_dir = s.kernel_dir
     c.LabSpawner.vm_slots = s.vm_slots
+    c.LabSpawner.state = state
+    c.LabSpawner.disk = s.disk
+    c.LabSpawner.total_memory = int(s.total_memory)
+    c.LabSpawner.total_cpus = float(s.total_cpus)
+    c.LabSpawner.total_pids = cgroups.PIDS_MAX * max(1, int(s.max_servers))
+    c.Spawner.disable_user_config = True
     c.Spawner.mem_limit = s.memory
     c.Spawner.cpu_limit = float(s.cpus)
     c.Spawner.default_url = s.default_url
@@ -154,7 +213,9 @@ def apply(c, s: Settings):
     c.Spawner.start_timeout = 120
     c.Spawner.http_timeout = 90
 
-    roles = [{"name": "skb-lab-idle-culler", "scopes": CULLER_SCOPES, "services": [CULLER]}]
+    roles = [{"name": "skb-lab-idle-culler", "scopes": CULLER_SCOPES, "services": [CULLER]},
+             {"name": INSTRUCTOR_ROLE, "description": "the workshop's instructors: students, servers, the view",
+              "scopes": list(INSTRUCTOR_SCOPES), "users": list(s.instructors)}]
     services = [{"name": CULLER, "command": [os.path.join(venv_bin, "python"), "-m", "jupyterhub_idle_culler",
                                              f"--timeout={int(s.idle_timeout)}"]}]
     svc, svc_roles = instructor_service(s.prefix, state)

@@ -7,7 +7,13 @@ session, its log in ``<state>/jupyterhub.log``), waits until it answers and
 prints the URL and the workshop code. Ctrl-C or SIGTERM stops JupyterHub,
 which stops every student's server (each stop kills the student's cgroup
 and runs ``labkit cleanup`` as them) and the proxy; then ``start`` sweeps
-once more and removes its pid file.
+once more (unmounting the students' home images) and removes its pid file.
+
+What it refuses: a non-loopback address without TLS (the passwords and the
+room code would cross the room in clear) unless ``insecure``; a workshop
+code under 8 characters. Each instructor's password is made once, kept in
+``<state>/instructor-<name>.txt`` (0600, never printed) and set in the
+authenticator's password file at every start.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -24,16 +31,18 @@ from pathlib import Path
 
 from labkit.course.jupyter import wait_ready
 from labkit.errors import LabError
-from labkit.hub import cgroups
-from labkit.hub.auth import unix_name
-from labkit.hub.config import Settings, default_vm_slots, free_port, hub_env, render
+from labkit.hub import cgroups, disk
+from labkit.hub.auth import set_password, unix_name
+from labkit.hub.config import Settings, capacity, default_vm_slots, free_port, hub_env, render
 from labkit.hub.setup import installed
 
-SLOTS_DIR = "/run/skb-lab-hub/slots"
+RUN_DIR = "/run/skb-lab-hub"  # root's, 0755: the slot brokers' sockets
 PID_FILE = "labkit-hub.pid"
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 180.0
 ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read off a projector
+MIN_CODE = 8
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def make_code(groups=2, size=4) -> str:
@@ -83,6 +92,21 @@ def hub_users(state: Path) -> list[str]:
         return []
 
 
+def demote_admins(state: Path) -> list[str]:
+    """Nobody is admin on this hub: clear the flag an earlier hub (--admin, /hub/admin) left in its database.
+    A token of theirs has only its owner's permissions of the moment, so it loses them too."""
+    db = state / "jupyterhub.sqlite"
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db) as con:
+            names = [r[0] for r in con.execute("select name from users where admin")]
+            con.execute("update users set admin=0 where admin")
+    except sqlite3.Error:
+        return []
+    return [f"{name} is no admin any more (instructors have a role instead)" for name in names]
+
+
 def sweep(prefix: Path, state: Path, say=print) -> list[str]:
     """Remove what this hub's students and proxy left: cgroups (and all in them), run folders."""
     done = []
@@ -96,6 +120,7 @@ def sweep(prefix: Path, state: Path, say=print) -> list[str]:
             done.append(f"removed the cgroup of {user} ({n} processes killed)")
             done += cleanup_as(prefix, user)
         cgroups.remove_parents(layout)
+    done += disk.unmount_homes(state)
     proxy = _read_pid(state / "proxy.pid")
     if proxy and _alive(proxy) and b"configurable-http-proxy" in _cmdline(proxy):
         os.kill(proxy, signal.SIGTERM)
@@ -117,9 +142,11 @@ def cleanup_as(prefix: Path, user: str) -> list[str]:
         pw = pwd.getpwnam(user)
     except KeyError:
         return []
+    # No terminal: stdin from /dev/null and a session of its own, so nothing run as the student can
+    # reach the instructor's terminal (TIOCSTI, or ptrace of a process holding it).
     res = subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups",
-                          str(prefix / "venv" / "bin" / "labkit"), "cleanup"],
-                         capture_output=True, text=True, cwd=pw.pw_dir, timeout=120,
+                          str(prefix / "venv" / "bin" / "labkit"), "cleanup"], stdin=subprocess.DEVNULL,
+                         start_new_session=True, capture_output=True, text=True, cwd=pw.pw_dir, timeout=120,
                          env={"HOME": pw.pw_dir, "USER": user, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
     return [f"{user}: {line}" for line in res.stdout.splitlines() if line and line != "nothing to clean"]
 
@@ -147,12 +174,43 @@ def stop_orphan(state: Path, say, timeout=STOP_TIMEOUT):
         os.kill(pid, signal.SIGKILL)
 
 
+def start_broker(st: Path, running: int, booting: int):
+    """The machine-wide VM cap for this hub's students: a slot broker (root's) on a socket of its own."""
+    import hashlib
+
+    from labkit.vm.slotbroker import Broker
+
+    Path(RUN_DIR).mkdir(parents=True, exist_ok=True)
+    os.chown(RUN_DIR, 0, 0)
+    os.chmod(RUN_DIR, 0o755)
+    tag = hashlib.sha256(str(st).encode()).hexdigest()[:12]
+    return Broker(Path(RUN_DIR) / f"slots-{tag}.sock", running, booting).start()
+
+
 def _terminated(*_):
     raise KeyboardInterrupt
 
 
-def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, admins=(), max_vms=None, memory="2G",
-          cpus=1.0, idle_timeout=3600, ssl_key="", ssl_cert="", out=sys.stdout) -> int:
+def instructor_password(st: Path, name: str) -> Path:
+    """The instructor's password file (made once, 0600); its path."""
+    path = st / f"instructor-{name}.txt"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(18) + "\n")
+    return path
+
+
+def check_transport(ip, ssl_cert, ssl_key, insecure):
+    if ip not in LOOPBACK and not (ssl_cert and ssl_key) and not insecure:
+        raise LabError(f"serving {ip or 'every address'} without TLS would send every password and the workshop "
+                       "code across the room in clear",
+                       fix="give --ssl-cert FILE --ssl-key FILE, or --insecure on a network you trust")
+
+
+def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, instructors=(), max_vms=None, memory="2G",
+          cpus=1.0, idle_timeout=3600, ssl_key="", ssl_cert="", insecure=False, disk_size="2G", max_servers=None,
+          max_students=None, subdomain_host="", out=sys.stdout) -> int:
     if os.geteuid() != 0:
         raise LabError("the hub runs each student's server as their own user and needs root",
                        fix="run it with sudo")
@@ -163,13 +221,17 @@ def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, admins=(), m
         raise LabError("this machine offers no cgroup with the memory and cpu controllers to limit students",
                        fix="boot with cgroup v2 (the Debian 12 default) or mount the v1 memory and cpu controllers")
     try:
-        cgroups.parse_size(memory)
+        mem_bytes, disk_bytes = cgroups.parse_size(memory), cgroups.parse_size(disk_size)
         float(cpus)
     except ValueError:
-        raise LabError(f"--memory {memory!r} or --cpus {cpus!r} is not a size or a number",
-                       fix="e.g. --memory 2G --cpus 1.0") from None
-    if code is not None and (len(code) < 4 or any(ch.isspace() for ch in code)):
-        raise LabError("the workshop code must be 4 characters or more, without spaces", fix="pass another --code")
+        raise LabError(f"--memory {memory!r}, --disk {disk_size!r} or --cpus {cpus!r} is not a size or a number",
+                       fix="e.g. --memory 2G --disk 2G --cpus 1.0") from None
+    if disk_bytes < 32 << 20:
+        raise LabError(f"--disk {disk_size} is too small for a home", fix="give 32M or more, e.g. --disk 2G")
+    if code is not None and (len(code) < MIN_CODE or any(ch.isspace() for ch in code)):
+        raise LabError(f"the workshop code must be {MIN_CODE} characters or more, without spaces",
+                       fix="pass a longer --code, or none for a random one")
+    check_transport(ip, ssl_cert, ssl_key, insecure)
     try:
         cgroups.probe(layout)
     except OSError as exc:
@@ -182,22 +244,27 @@ def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, admins=(), m
         raise LabError(f"a hub already runs from {st} (pid {other})", fix=f"stop it: labkit hub stop --state {st}")
     pid_file.write_text(f"{os.getpid()}\n")
     say = lambda text: print(text, file=out, flush=True)  # noqa: E731
-    proc = None
+    proc = broker = None
     signal.signal(signal.SIGTERM, _terminated)
     try:
         stop_orphan(st, say)
         sweep(prefix, st, say)
+        for line in demote_admins(st):
+            say(line)
         running, booting = (max_vms, max(1, min(max_vms, default_vm_slots()[1]))) if max_vms else default_vm_slots()
-        slots = f"{SLOTS_DIR}:{running}:{booting}"
-        from labkit.vm import slots as vm_slots
-
-        Path(SLOTS_DIR).parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(Path(SLOTS_DIR).parent, 0o755)
-        vm_slots.prepare(slots)
+        broker = start_broker(st, running, booting)
+        slots = str(broker.path)
+        cap = capacity(mem_bytes, float(cpus), disk_bytes, free_disk=shutil.disk_usage(st).free)
+        instructors = [unix_name(a) for a in instructors]
+        for name in instructors:
+            set_password(str(st / "passwords.dbm"), name, instructor_password(st, name).read_text().strip())
         s = Settings(prefix=str(prefix), state=str(st), ip=ip, port=int(port), code=code or make_code(),
-                     admin_code=make_code(3) if admins else "", admins=[unix_name(a) for a in admins],
-                     memory=memory, cpus=float(cpus), idle_timeout=int(idle_timeout), vm_slots=slots,
-                     kernel_dir=info["kernel_dir"], ssl_key=ssl_key, ssl_cert=ssl_cert)
+                     instructors=instructors, memory=memory, cpus=float(cpus), disk=disk_size,
+                     max_servers=int(max_servers or cap["max_servers"]),
+                     max_students=int(max_students or cap["max_students"]), spawn_limit=cap["spawn_limit"],
+                     total_memory=cap["total_memory"], total_cpus=cap["total_cpus"], subdomain_host=subdomain_host,
+                     idle_timeout=int(idle_timeout), vm_slots=slots, kernel_dir=info["kernel_dir"],
+                     ssl_key=ssl_key, ssl_cert=ssl_cert)
         s.hub_port = free_port()
         s.proxy_api_port = free_port(avoid={s.hub_port, s.port})
         cfg = Path(s.config_file())
@@ -231,6 +298,8 @@ def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, admins=(), m
         if proc is not None:
             stop_process(proc)
         sweep(prefix, st, say)
+        if broker is not None:
+            broker.close()
         pid_file.unlink(missing_ok=True)
         if proc is not None:
             say("hub stopped")
@@ -248,19 +317,29 @@ def stop_process(proc, timeout=STOP_TIMEOUT):
 
 
 def banner(s: Settings, layout, running, booting, took, log) -> str:
-    admins = ", ".join(s.admins)
     lines = [f"JupyterHub for the skb storage lab is ready ({took:.1f} s).", "",
              f"    students open:  {s.url}",
-             f"    workshop code:  {s.code}      (any username, the code as password)"]
-    if s.admins:
-        lines.append(f"    admin:          {admins}, admin code {s.admin_code}  (keep it to yourself)")
-    if s.ip == "127.0.0.1":
-        lines.append("    (serving 127.0.0.1 only: --ip 0.0.0.0 for the room, behind TLS or with --ssl-cert)")
+             f"    workshop code:  {s.code}      (a new name needs it once, with a password of the student's own)"]
+    for name in s.instructors:
+        lines.append(f"    instructor:     {name}, password in {Path(s.state) / f'instructor-{name}.txt'} "
+                     "(sudo cat it; not shown here)")
+    if s.ip in LOOPBACK:
+        lines.append("    (serving this machine only: --ip 0.0.0.0 --ssl-cert FILE --ssl-key FILE for the room)")
+    elif not s.ssl_cert:
+        lines.append("    WARNING: no TLS (--insecure): passwords cross the network in clear")
     lines += ["",
-              f"per student: {s.memory} memory, {s.cpus:g} CPU ({layout.describe()}); servers idle for "
-              f"{s.idle_timeout} s are stopped; lab VMs: {running} running, {booting} booting at once",
+              f"per student: {s.memory} memory, {s.cpus:g} CPU ({layout.describe()}), a {s.disk} home; servers "
+              f"idle for {s.idle_timeout} s are stopped; lab VMs: {running} running, {booting} booting at once",
+              f"the machine: {s.max_servers} servers at once, {s.spawn_limit} starting at once, {s.max_students} "
+              f"accounts; all students together {s.total_memory / 2**30:.1f} GiB, {s.total_cpus:g} CPUs",
               f"log: {log}", "Ctrl-C stops the hub and every student's server."]
     return "\n".join(lines)
+
+
+def running_pid(st: Path) -> int | None:
+    """The pid of the `labkit hub start` running from this state directory, or None."""
+    pid = _read_pid(Path(st) / PID_FILE)
+    return pid if pid and _alive(pid) else None
 
 
 def stop(prefix, state=None, timeout=STOP_TIMEOUT) -> bool:
@@ -288,7 +367,7 @@ def status(prefix, state=None) -> str:
     up = bool(pid and _alive(pid))
     lines = [f"hub: {'running, pid ' + str(pid) if up else 'stopped'}; {info['url']} (state {st})",
              f"limits: {info['memory']} memory, {info['cpus']:g} CPU per student; cgroup {info['cgroup']}: "
-             f"{info['cgroup_why']}", f"lab VM slots: {info['vm_slots']}"]
+             f"{info['cgroup_why']}", f"lab VM slot broker: {info['vm_slots']}"]
     layout = cgroups.detect()
     if layout is not None:
         for user in cgroups.existing(layout):

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from labkit import paths
 from labkit.errors import LabError
+from labkit.hub.disk import SCRATCH
 
 DEFAULT_PREFIX = "/opt/skb-lab"
 CHP_VERSION = "4.6.3"  # configurable-http-proxy; JupyterHub 5's own images use 4.x
@@ -181,6 +182,10 @@ def setup(prefix=DEFAULT_PREFIX, kernel=None) -> dict:
     if os.geteuid() != 0:
         raise LabError("labkit hub setup installs for every user and needs root", fix="run it with sudo")
     prefix = Path(prefix).absolute()
+    for scratch in SCRATCH:
+        if prefix == Path(scratch) or Path(scratch) in prefix.parents:
+            raise LabError(f"the install cannot live under {scratch}: each student's server has its own {scratch}",
+                           fix="choose another --prefix, e.g. /opt/skb-lab")
     t0 = time.monotonic()
     prefix.mkdir(parents=True, exist_ok=True)
     os.chmod(prefix, 0o755)

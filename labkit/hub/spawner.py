@@ -12,12 +12,21 @@ and QEMU under TCG needs neither.
 
 What a spawn does, as root in the hub, before the server runs:
 
+- the account: made if the hub's database knows a name whose account was
+  removed since, expired for PAM if an older hub made it unexpired;
+- the home: on the student's own filesystem image of ``disk`` bytes
+  (``labkit.hub.disk``), mounted until the hub stops;
 - the student's copy of the lessons: ``~/lab`` is copied from the install's
   notebooks on the first spawn only, by a process running as the student
   (so a symlink planted in their home cannot make root write elsewhere);
   later spawns find it and their work is kept;
 - the cgroup ``skb-lab-hub/<user>`` with ``mem_limit``/``cpu_limit``
-  (JupyterHub's own traits), which the server joins between fork and exec;
+  (JupyterHub's own traits), which the server joins between fork and exec,
+  under ``skb-lab-hub`` limited to ``total_memory``/``total_cpus`` for every
+  student together;
+- between fork and exec, after joining the cgroup: a mount namespace with
+  the student's own tmpfs on /tmp, /var/tmp and /dev/shm (gone with the
+  server), then the student's uid;
 - the environment: the install's venv first on PATH, ``LABKIT_KERNEL_DIR``
   (the imported lab kernel), ``LABKIT_VM_SLOTS`` (the machine-wide VM cap),
   the lab's JupyterLab settings.
@@ -26,7 +35,10 @@ Whenever the server stops (from the hub, the idle culler, the hub shutting
 down, or found dead by ``poll()``, e.g. OOM-killed) JupyterHub calls
 ``run_post_stop_hook``; there the spawner kills what is left in the cgroup
 (kernels, QEMU), removes it, and runs ``labkit cleanup`` as the student,
-which removes that student's own leftover run folders and nothing else.
+which removes that student's own leftover run folders and nothing else,
+and removes, as the student, anything of theirs in the machine's own
+/tmp, /var/tmp and /dev/shm (their server never saw those; a helper run
+outside it, like the seeding, might have written there).
 """
 
 from __future__ import annotations
@@ -37,10 +49,10 @@ import os
 import pwd
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
-from traitlets import Float, Unicode, default
+from traitlets import Float, Integer, Unicode, default
 
-from labkit.hub import cgroups
-from labkit.hub.auth import create_account, is_hub_account
+from labkit.hub import cgroups, disk
+from labkit.hub.auth import create_account, expire_account, is_hub_account
 
 SEED = r'''set -e
 [ -e "$HOME/lab" ] && exit 0
@@ -66,6 +78,11 @@ class LabSpawner(LocalProcessSpawner):
     vm_slots = Unicode("", help="LABKIT_VM_SLOTS for the students: <dir>:<max running>:<max booting>.").tag(
         config=True)
     cleanup_timeout = Float(60.0, help="Seconds `labkit cleanup` may take after a stop.").tag(config=True)
+    state = Unicode("", help="The hub's state directory (the home images are in it).").tag(config=True)
+    disk = Unicode("2G", help="Each student's home: the size of its filesystem image.").tag(config=True)
+    total_memory = Integer(0, help="Bytes for every student together (0: no limit).").tag(config=True)
+    total_cpus = Float(0.0, help="CPUs for every student together (0: no limit).").tag(config=True)
+    total_pids = Integer(0, help="Processes and threads of every student together (0: no limit).").tag(config=True)
 
     _teardown_lock = None
 
@@ -93,6 +110,7 @@ class LabSpawner(LocalProcessSpawner):
                 create_account(name)
             else:
                 raise RuntimeError(f"{name} is a local account the workshop hub did not create")
+        expire_account(name)
         return pwd.getpwnam(name)
 
     async def _as_student(self, argv, timeout, env=None):
@@ -140,20 +158,32 @@ class LabSpawner(LocalProcessSpawner):
         join = cgroups.join_preexec(self.cgroup.procs_files())
         become = set_user_setuid(name)
 
-        def preexec():  # in the child, as root: into the cgroup first, then become the student
+        scratch = disk.private_tmp(self._scratch_size())
+
+        def preexec():  # in the child, as root: into the cgroup, a /tmp of its own, then become the student
             join()
+            scratch()
             become()
         return preexec
+
+    def _scratch_size(self) -> int:
+        """Each of the student's /tmp, /var/tmp, /dev/shm: a quarter of their memory (which it counts in)."""
+        return max(64 << 20, int(self.mem_limit or cgroups.parse_size("2G")) // 4)
 
     async def start(self):
         if layout() is None:
             raise RuntimeError("this machine offers no cgroup with memory and cpu controllers")
-        pw = self._pw()
+        pw = await asyncio.to_thread(self._pw)
+        if self.state:
+            await asyncio.to_thread(disk.ensure_home, self.state, pw, cgroups.parse_size(self.disk), self.log.info)
         await self._seed_notebooks()
         self.notebook_dir = os.path.join(pw.pw_dir, "lab")
         cg = self.cgroup
         if cg.exists():  # left by a server that died while the hub was down
             await asyncio.to_thread(cg.remove)
+        if self.total_memory:
+            cgroups.limit_parent(layout(), self.total_memory, self.total_cpus or float(os.cpu_count() or 1),
+                                 self.total_pids or cgroups.PIDS_MAX * 64)
         cg.create(int(self.mem_limit or cgroups.parse_size("2G")), float(self.cpu_limit or 1.0))
         self.log.info("%s: cgroup %s (%s), memory %s, cpus %s", self.user.name, cg.paths["memory"],
                       layout().version, self.mem_limit, self.cpu_limit)
@@ -207,3 +237,9 @@ class LabSpawner(LocalProcessSpawner):
             lines = " | ".join(line for line in out.strip().splitlines() if line)
             log = self.log.info if code == 0 else self.log.warning
             log("%s: labkit cleanup (as %s) exited %s: %s", self.user.name, self.user.name, code, lines)
+            uid = str(pwd.getpwnam(self.user.name).pw_uid)
+            code, out = await self._as_student(["find", *disk.SCRATCH, "-xdev", "-mindepth", "1", "-user", uid,
+                                                "-delete"], self.cleanup_timeout)
+            if out.strip() and "Permission denied" not in out:
+                self.log.info("%s: clearing their files in %s: %s", self.user.name, ", ".join(disk.SCRATCH),
+                              out.strip()[-300:])

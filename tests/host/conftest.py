@@ -70,8 +70,8 @@ def hub_install():
     need(cgroups.detect() is not None, "no cgroup with memory and cpu controllers here", "boot with cgroup v2")
     path = labkit("kernel", "path")
     need(path.returncode == 0, "no lab kernel to install", "run: labkit kernel build")
-    # Not under /tmp: the lab VM mounts a /tmp of its own over the host's.
-    prefix = Path(tempfile.mkdtemp(prefix="skb-lab-hubtest-", dir="/var/tmp"))
+    # Not under /tmp or /var/tmp: a student's server has its own over the host's (labkit.hub.disk).
+    prefix = Path(tempfile.mkdtemp(prefix="skb-lab-hubtest-", dir="/opt"))
     os.chmod(prefix, 0o755)
     try:
         res = hubtools.setup(prefix)

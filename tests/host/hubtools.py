@@ -1,7 +1,8 @@
 """Drive a workshop hub as the instructor and the students do, for tests and benchmarks.
 
     hub = start_hub(prefix, code="...")          # labkit hub start, in the background
-    s = login(hub, "ana-x1")                     # over HTTP, as a browser: /hub/login, the form
+    s = login(hub, "ana-x1")                     # over HTTP, as a browser: /hub/login, the form (a new
+                                                 # name: its password, hub.password(name), and the code)
     spawn(hub, s)                                # the student's server, through the REST API
     with kernel(hub, s) as k: k.execute("...")   # code in their own kernel (labkit.hub.drive)
     stop(hub, s)                                 # their server, through the REST API
@@ -62,9 +63,17 @@ class Hub:
     code: str
     proc: subprocess.Popen
     out: Path
-    admin: str = ""       # the instructor's name as typed (--admin)
-    admin_code: str = ""
+    admin: str = ""       # the instructor's name as typed (--instructor)
     users: list = field(default_factory=list)   # the unix names it made for this test
+    secret: str = field(default_factory=lambda: secrets.token_hex(6))
+
+    def password(self, name) -> str:
+        """The password a test student picks for a name (the instructor's: from its 0600 file)."""
+        from labkit.hub.auth import unix_name
+
+        if self.admin and unix_name(name) == unix_name(self.admin):
+            return (self.state / f"instructor-{unix_name(self.admin)}.txt").read_text().strip()
+        return f"pw-{unix_name(name)}-{self.secret}"
 
     @property
     def url(self):
@@ -93,7 +102,7 @@ class Hub:
 
 
 def start_hub(prefix, *, state=None, code=None, admin=None, idle_timeout=3600, memory="2G", cpus=1.0,
-              max_vms=None, extra=()) -> Hub:
+              max_vms=None, disk="256M", extra=()) -> Hub:
     """labkit hub start from the install, on 127.0.0.1 and a free port; returns once it serves."""
     prefix = Path(prefix)
     state = Path(state or prefix / "state")
@@ -101,7 +110,7 @@ def start_hub(prefix, *, state=None, code=None, admin=None, idle_timeout=3600, m
     code = code or f"code-{secrets.token_hex(4)}"
     argv = [str(prefix / "venv" / "bin" / "labkit"), "hub", "start", "--prefix", str(prefix), "--state", str(state),
             "--port", str(port), "--code", code, "--idle-timeout", str(idle_timeout), "--memory", memory,
-            "--cpus", str(cpus), *(["--admin", admin] if admin else []),
+            "--cpus", str(cpus), "--disk", disk, *(["--instructor", admin] if admin else []),
             *(["--max-vms", str(max_vms)] if max_vms else []), *extra]
     out = Path(f"{state}.out")
     state.parent.mkdir(parents=True, exist_ok=True)
@@ -117,8 +126,6 @@ def start_hub(prefix, *, state=None, code=None, admin=None, idle_timeout=3600, m
     while time.monotonic() < deadline:
         text = out.read_text(errors="replace")
         if "is ready" in text:
-            m = re.search(r"admin code (\S+)", text)
-            hub.admin_code = m.group(1) if m else ""
             return hub
         if proc.poll() is not None:
             raise AssertionError(f"labkit hub start exited {proc.returncode}\n{hub.log()}")
@@ -138,18 +145,21 @@ class Student(requests.Session):
                             headers={"Authorization": f"token {self.token}"}, **kw)
 
 
-def login(hub: Hub, name: str, code=None) -> Student:
-    """Log in through the login form, as a browser does; the session holds the hub's cookies."""
+def login(hub: Hub, name: str, password=None, code=None) -> Student:
+    """Log in through the login form, as a browser does; the session holds the hub's cookies.
+    password: the name's (default hub.password(name)); code: the workshop code field (default the room's)."""
     s = Student()
     s.hub = hub
     r = s.get(hub.url + "/hub/login", timeout=30)
     r.raise_for_status()
     xsrf = s.cookies.get("_xsrf")
     r = s.post(hub.url + "/hub/login?next=", data={"_xsrf": xsrf, "username": name,
-                                                  "password": hub.code if code is None else code},
+                                                  "password": hub.password(name) if password is None else password,
+                                                  "otp": hub.code if code is None else code},
                allow_redirects=False, timeout=60)
     if r.status_code != 302:
-        raise PermissionError(f"login of {name!r} refused: HTTP {r.status_code}")
+        error = re.search(r'class="login_error">([^<]*)<', r.text)
+        raise PermissionError(f"login of {name!r} refused: HTTP {r.status_code}: {error and error.group(1)}")
     r = s.get(hub.url + "/hub/api/user", headers={"X-XSRFToken": s.cookies.get("_xsrf", path="/hub/")},
               timeout=30)
     r.raise_for_status()

@@ -102,25 +102,30 @@ def test_install_is_read_only_for_students(install):
 def test_login_needs_the_code_and_a_workshop_name(hub):
     import requests
 
-    assert "workshop code" in requests.get(hub.url + "/hub/login", timeout=30).text
+    page = requests.get(hub.url + "/hub/login", timeout=30).text
+    assert "workshop code" in page and 'name="otp"' in page
     name = ht.test_names(1, "login")[0]
-    with pytest.raises(PermissionError):
+    with pytest.raises(PermissionError):  # a new name needs the room's code
         ht.login(hub, name, code="wrong-code")
     with pytest.raises(PermissionError):
-        ht.login(hub, "../etc", code=hub.code)
+        ht.login(hub, "../etc")
     with pytest.raises(PermissionError):
         ht.login(hub, "9starts-with-a-digit")
-    with pytest.raises(PermissionError):  # the room's code does not make anyone an admin
-        ht.login(hub, hub.admin, code=hub.code)
+    with pytest.raises(PermissionError):  # nor a password under 8 characters
+        ht.login(hub, name, password="short")
+    with pytest.raises(PermissionError):  # the room's code does not open the instructor's name
+        ht.login(hub, hub.admin, password=hub.code)
     s = ht.login(hub, name.upper())
     assert s.name == f"lab-{name}"
     entry = __import__("pwd").getpwnam(s.name)
     assert entry.pw_gecos.startswith("skb-lab-hub") and entry.pw_uid != 0
     assert (os.stat(entry.pw_dir).st_mode & 0o777) == 0o700
-    again = ht.login(hub, name)  # the same name comes back to the same account
+    again = ht.login(hub, name, code="")  # the same name and password come back, no code needed
     assert again.name == s.name
-    teacher = ht.login(hub, hub.admin, code=hub.admin_code)
-    assert teacher.api("GET", f"/users/{teacher.name}").json()["admin"] is True
+    teacher = ht.login(hub, hub.admin, code="")
+    me = teacher.api("GET", f"/users/{teacher.name}").json()
+    assert me["admin"] is False and "skb-lab-instructor" in me["roles"], me
+    assert teacher.api("GET", "/users").status_code == 200  # the instructor lists the students
 
 
 # -- servers -----------------------------------------------------------------------------------
