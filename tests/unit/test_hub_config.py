@@ -54,6 +54,12 @@ def test_the_written_config_wires_the_hub_together(tmp_path):
     assert set(role["scopes"]) == set(CULLER_SCOPES)
 
 
+def test_each_server_on_its_own_origin_with_a_subdomain_host(tmp_path):
+    assert not load(Settings(prefix="/opt/skb-lab", state=str(tmp_path))).JupyterHub.get("subdomain_host")
+    c = load(Settings(prefix="/opt/skb-lab", state=str(tmp_path), subdomain_host="https://lab.example.org"))
+    assert c.JupyterHub.subdomain_host == "https://lab.example.org"
+
+
 def test_the_instructor_view_is_registered_with_its_roles(tmp_path):
     c = load(Settings(prefix="/opt/skb-lab", state=str(tmp_path)))
     names = [svc["name"] for svc in c.JupyterHub.services]
