@@ -174,8 +174,9 @@ def stop_orphan(state: Path, say, timeout=STOP_TIMEOUT):
         os.kill(pid, signal.SIGKILL)
 
 
-def start_broker(st: Path, running: int, booting: int):
-    """The machine-wide VM cap for this hub's students: a slot broker (root's) on a socket of its own."""
+def make_broker(st: Path, running: int, booting: int):
+    """The machine-wide VM cap for this hub's students: a slot broker (root's) on a socket of its own,
+    started once JupyterHub is forked (no thread of ours runs while it forks)."""
     import hashlib
 
     from labkit.vm.slotbroker import Broker
@@ -184,7 +185,7 @@ def start_broker(st: Path, running: int, booting: int):
     os.chown(RUN_DIR, 0, 0)
     os.chmod(RUN_DIR, 0o755)
     tag = hashlib.sha256(str(st).encode()).hexdigest()[:12]
-    return Broker(Path(RUN_DIR) / f"slots-{tag}.sock", running, booting).start()
+    return Broker(Path(RUN_DIR) / f"slots-{tag}.sock", running, booting)
 
 
 def _terminated(*_):
@@ -252,7 +253,7 @@ def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, instructors=
         for line in demote_admins(st):
             say(line)
         running, booting = (max_vms, max(1, min(max_vms, default_vm_slots()[1]))) if max_vms else default_vm_slots()
-        broker = start_broker(st, running, booting)
+        broker = make_broker(st, running, booting)
         slots = str(broker.path)
         cap = capacity(mem_bytes, float(cpus), disk_bytes, free_disk=shutil.disk_usage(st).free)
         instructors = [unix_name(a) for a in instructors]
@@ -284,6 +285,7 @@ def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, instructors=
                                     env=hub_env(str(prefix)), stdin=subprocess.DEVNULL, stdout=fh,
                                     stderr=subprocess.STDOUT, start_new_session=True,
                                     preexec_fn=_term_with_parent)
+        broker.start()  # before any student can log in: JupyterHub is not ready yet
         t0 = time.monotonic()
         wait_ready(proc, f"http://127.0.0.1:{s.port}/hub/health" if ip in ("0.0.0.0", "127.0.0.1", "")
                    else f"{s.url}hub/health", log, timeout=READY_TIMEOUT, what="JupyterHub")

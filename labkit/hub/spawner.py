@@ -75,7 +75,7 @@ def layout():
 class LabSpawner(LocalProcessSpawner):
     prefix = Unicode("/opt/skb-lab", help="The install (labkit hub setup --prefix).").tag(config=True)
     kernel_dir = Unicode("", help="LABKIT_KERNEL_DIR for the students (the imported lab kernel).").tag(config=True)
-    vm_slots = Unicode("", help="LABKIT_VM_SLOTS for the students: <dir>:<max running>:<max booting>.").tag(
+    vm_slots = Unicode("", help="LABKIT_VM_SLOTS for the students: the slot broker's socket.").tag(
         config=True)
     cleanup_timeout = Float(60.0, help="Seconds `labkit cleanup` may take after a stop.").tag(config=True)
     state = Unicode("", help="The hub's state directory (the home images are in it).").tag(config=True)

@@ -6,7 +6,8 @@
 ``channel``    the host's end of the control channel (JSON lines to the guest agent)
 ``guestenv``   what the guest is given: the host's Python, environment and folders
 ``persistent`` the lab VM that stays up (``labkit vm start|run|stop``)
-``slots``      a machine-wide cap on lab VMs (``$LABKIT_VM_SLOTS``)
+``slots``      a machine-wide cap on lab VMs (``$LABKIT_VM_SLOTS``): the client
+``slotbroker`` the root-owned broker that keeps the cap (the hub runs it)
 ``cleanup``    ``labkit cleanup``: this user's leftovers and nothing else
 ``preflight``  what this machine can do (``labkit doctor``, the tests' skip reasons)
 """

@@ -315,10 +315,12 @@ class Broker:
             self._sel.modify(c.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if c.out else 0), c)
 
     def _reap(self, clients):
-        """Drop those of clients that hung up (or sent more) but whose event is not served yet."""
+        """Drop those of clients that hung up (or sent more than their request) but whose event is not
+        served yet. Data from a client that has not asked yet is its request: it stays."""
         for c in clients:
             try:
-                c.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # b"" (hung up) or data: done either way
+                if c.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) and not c.kind:
+                    continue
             except BlockingIOError:
                 continue  # still there, quiet
             except OSError:

@@ -374,6 +374,22 @@ def test_garbage_and_too_many_connections_do_not_stop_the_broker(broker):
         assert (run.index, boot.index) == (0, 0)
 
 
+def test_at_the_connection_cap_a_request_not_read_yet_is_not_taken_for_a_hang_up(broker):
+    idle = [socket.socket(socket.AF_UNIX) for _ in range(7)]
+    for s in idle:
+        s.connect(str(broker.path))
+    settle(broker, lambda st: st["connections"].get(os.getuid()) == 7)
+    eighth, ninth = socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX)
+    with broker._lock:  # the broker sees both at once: the eighth's request still unread when the ninth comes
+        for s in (eighth, ninth):
+            s.connect(str(broker.path))
+            s.sendall(b"run\n")
+    eighth.settimeout(5), ninth.settimeout(5)
+    assert eighth.recv(64) == b"ok 0\n" and ninth.recv(64) == b"error too many connections of this user\n"
+    for s in (*idle, eighth, ninth):
+        s.close()
+
+
 @needs_root
 def test_a_client_that_never_reads_is_dropped(sockdir):
     with Broker(sockdir / "tiny.sock", 1, 1, sndbuf=1, max_out=16) as broker:
