@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,13 +34,8 @@ def _archive_one(user: str, state: Path, dest: Path) -> str:
     os.close(fd)
     img = disk.image(state, user)
     if img.exists():
-        with tempfile.TemporaryDirectory(prefix="skb-lab-end-") as mnt:
-            subprocess.run(["mount", "-o", "loop,ro,nosuid,nodev,noexec", str(img), mnt], check=True,
-                           capture_output=True)
-            try:
-                res = subprocess.run(["tar", "-czf", str(out), "-C", mnt, "."], capture_output=True, text=True)
-            finally:
-                subprocess.run(["umount", mnt], capture_output=True)
+        with disk.mounted(img, "ro,nosuid,nodev,noexec") as mnt:
+            res = subprocess.run(["tar", "-czf", str(out), "-C", mnt, "."], capture_output=True, text=True)
     else:
         res = subprocess.run(["tar", "-czf", str(out), "-C", pwd.getpwnam(user).pw_dir, "."],
                              capture_output=True, text=True)

@@ -119,17 +119,6 @@ def has_password(dbm_path: str, name: str) -> bool:
         return False
 
 
-def forget(dbm_path: str, names):
-    """Remove these names' passwords (their accounts are gone: the names are free again)."""
-    try:
-        with dbm.open(dbm_path, "w") as db:
-            for name in names:
-                if name.encode() in db:
-                    del db[name.encode()]
-    except dbm.error:
-        pass
-
-
 class WorkshopAuthenticator(FirstUseAuthenticator):
     """A password per name, set at first login; a new name needs the workshop code."""
 

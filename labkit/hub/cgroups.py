@@ -135,40 +135,16 @@ class StudentCgroup:
 
     def create(self, memory_bytes: int, cpus: float):
         """Make the directories and set the limits (idempotent)."""
-        for root in sorted(set(self.layout.dirs.values())):
-            parent = os.path.join(root, PARENT)
-            os.makedirs(parent, exist_ok=True)
-            if self.layout.version == "v2":
-                # Controllers must be enabled on the way down for the leaf to have them.
-                want = " ".join(f"+{c}" for c in ("memory", "cpu", "pids") if c in self.layout.dirs)
-                for d in (root, parent):
-                    try:
-                        _write(os.path.join(d, "cgroup.subtree_control"), want)
-                    except OSError as exc:
-                        # EBUSY: d holds processes (a container's own root cgroup), and cgroup v2
-                        # enables controllers only below a cgroup without processes of its own.
-                        raise OSError(exc.errno, f"cannot enable {want} in {d}/cgroup.subtree_control "
-                                                 f"({exc.strerror}): its processes must move to a child "
-                                                 f"cgroup first") from None
+        _make_parent(self.layout)
         for path in self._unique():
             os.makedirs(path, exist_ok=True)
-        quota = max(1000, int(cpus * CPU_PERIOD))
+        _set_limits(self.layout, self.paths, memory_bytes, cpus, PIDS_MAX)
+        m = self.paths["memory"]  # no swap: the limit is the student's memory
         if self.layout.version == "v2":
-            p = self.paths["memory"]
-            _write(os.path.join(p, "memory.max"), memory_bytes)
-            if os.path.exists(os.path.join(p, "memory.swap.max")):
-                _write(os.path.join(p, "memory.swap.max"), 0)
-            _write(os.path.join(p, "cpu.max"), f"{quota} {CPU_PERIOD}")
-        else:
-            m = self.paths["memory"]
-            _write(os.path.join(m, "memory.limit_in_bytes"), memory_bytes)
-            if os.path.exists(os.path.join(m, "memory.memsw.limit_in_bytes")):
-                _write(os.path.join(m, "memory.memsw.limit_in_bytes"), memory_bytes)
-            c = self.paths["cpu"]
-            _write(os.path.join(c, "cpu.cfs_period_us"), CPU_PERIOD)
-            _write(os.path.join(c, "cpu.cfs_quota_us"), quota)
-        if "pids" in self.paths:
-            _write(os.path.join(self.paths["pids"], "pids.max"), PIDS_MAX)
+            if os.path.exists(os.path.join(m, "memory.swap.max")):
+                _write(os.path.join(m, "memory.swap.max"), 0)
+        elif os.path.exists(os.path.join(m, "memory.memsw.limit_in_bytes")):
+            _write(os.path.join(m, "memory.memsw.limit_in_bytes"), memory_bytes)
 
     def procs_files(self) -> list[str]:
         """The cgroup.procs files a new member must be written to (one per hierarchy)."""
@@ -233,27 +209,53 @@ class StudentCgroup:
             time.sleep(0.05)
 
 
+def _make_parent(layout: Layout):
+    """skb-lab-hub in every hierarchy; on v2 with the controllers enabled on the way down."""
+    for root in sorted(set(layout.dirs.values())):
+        parent = os.path.join(root, PARENT)
+        os.makedirs(parent, exist_ok=True)
+        if layout.version == "v2":
+            # Controllers must be enabled on the way down for the leaf to have them.
+            want = " ".join(f"+{c}" for c in ("memory", "cpu", "pids") if c in layout.dirs)
+            for d in (root, parent):
+                try:
+                    _write(os.path.join(d, "cgroup.subtree_control"), want)
+                except OSError as exc:
+                    # EBUSY: d holds processes (a container's own root cgroup), and cgroup v2
+                    # enables controllers only below a cgroup without processes of its own.
+                    raise OSError(exc.errno, f"cannot enable {want} in {d}/cgroup.subtree_control "
+                                             f"({exc.strerror}): its processes must move to a child "
+                                             f"cgroup first") from None
+
+
+def _set_limits(layout: Layout, paths: dict, memory_bytes: int, cpus: float, pids: int):
+    """Memory, CPU and pids limits into the cgroup whose directory per role is ``paths``."""
+    quota = max(1000, int(cpus * CPU_PERIOD))
+    if layout.version == "v2":
+        _write(os.path.join(paths["memory"], "memory.max"), memory_bytes)
+        _write(os.path.join(paths["cpu"], "cpu.max"), f"{quota} {CPU_PERIOD}")
+    else:
+        _write(os.path.join(paths["memory"], "memory.limit_in_bytes"), memory_bytes)
+        _write(os.path.join(paths["cpu"], "cpu.cfs_period_us"), CPU_PERIOD)
+        _write(os.path.join(paths["cpu"], "cpu.cfs_quota_us"), quota)
+    if "pids" in paths:
+        _write(os.path.join(paths["pids"], "pids.max"), pids)
+
+
+def _parent_paths(layout: Layout) -> dict:
+    return {role: os.path.join(root, PARENT) for role, root in layout.dirs.items()}
+
+
 def limit_parent(layout: Layout, memory_bytes: int, cpus: float, pids: int):
     """Limits on every student together (the skb-lab-hub cgroup): what no number of students
     can take from the hub and the system, however many servers they start."""
-    for root in sorted(set(layout.dirs.values())):
-        os.makedirs(os.path.join(root, PARENT), exist_ok=True)
-    parent = {role: os.path.join(root, PARENT) for role, root in layout.dirs.items()}
-    quota = max(1000, int(cpus * CPU_PERIOD))
-    if layout.version == "v2":
-        _write(os.path.join(parent["memory"], "memory.max"), memory_bytes)
-        _write(os.path.join(parent["cpu"], "cpu.max"), f"{quota} {CPU_PERIOD}")
-    else:
-        _write(os.path.join(parent["memory"], "memory.limit_in_bytes"), memory_bytes)
-        _write(os.path.join(parent["cpu"], "cpu.cfs_period_us"), CPU_PERIOD)
-        _write(os.path.join(parent["cpu"], "cpu.cfs_quota_us"), quota)
-    if "pids" in parent:
-        _write(os.path.join(parent["pids"], "pids.max"), pids)
+    _make_parent(layout)
+    _set_limits(layout, _parent_paths(layout), memory_bytes, cpus, pids)
 
 
 def parent_limits(layout: Layout) -> dict:
     """The skb-lab-hub cgroup's limits as its files say (memory bytes, CPUs, pids); None where unset."""
-    parent = {role: os.path.join(root, PARENT) for role, root in layout.dirs.items()}
+    parent = _parent_paths(layout)
     if layout.version == "v2":
         mem = _read(os.path.join(parent["memory"], "memory.max"))
         quota, _, period = _read(os.path.join(parent["cpu"], "cpu.max")).partition(" ")

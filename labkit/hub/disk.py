@@ -22,6 +22,7 @@ under those directories (``labkit hub setup`` refuses it).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -40,17 +41,20 @@ def image(state, user: str) -> Path:
     return Path(state) / HOMES / f"{user}.img"
 
 
-def mount_source(point) -> str | None:
-    """The device mounted on exactly this path (the last mount there), or None."""
-    point = os.path.realpath(point)
-    found = None
+def mounts() -> list[tuple[str, str]]:
+    """(mount point, source) of every mount this process sees, in mount order."""
+    out = []
     with open("/proc/self/mountinfo") as fh:
         for line in fh:
             parts = line.split()
-            mnt = parts[4].encode().decode("unicode_escape")
-            if mnt == point:
-                found = parts[parts.index("-") + 2]
-    return found
+            out.append((parts[4].encode().decode("unicode_escape"), parts[parts.index("-") + 2]))
+    return out
+
+
+def mount_source(point) -> str | None:
+    """The device mounted on exactly this path (the last mount there), or None."""
+    point = os.path.realpath(point)
+    return next((src for mnt, src in reversed(mounts()) if mnt == point), None)
 
 
 def backing_file(dev: str) -> str:
@@ -98,27 +102,31 @@ def ensure_home(state, pw, size: int, log=print) -> Path:
     return img
 
 
+@contextlib.contextmanager
+def mounted(img: Path, options: str):
+    """A home image mounted on a temporary directory (with ``options``) for the with-block."""
+    with tempfile.TemporaryDirectory(prefix="skb-lab-home-") as mnt:
+        _run(["mount", "-o", f"loop,{options}", str(img), mnt], f"mounting the home image {img}")
+        try:
+            yield mnt
+        finally:
+            _run(["umount", mnt], f"unmounting the home image {img}")
+
+
 def _copy_in(img: Path, home: str):
     """What the home held before it had an image (useradd's skeleton, an older hub's work): copied in."""
     if not os.path.isdir(home) or not os.listdir(home):
         return
-    with tempfile.TemporaryDirectory(prefix="skb-lab-home-") as mnt:
-        _run(["mount", "-o", "loop,nosuid,nodev", str(img), mnt], "mounting a new home image")
-        try:
-            # -a copies symlinks as symlinks: nothing the student planted is followed.
-            _run(["cp", "-a", "--", f"{home}/.", mnt], "copying the home into its image")
-        finally:
-            _run(["umount", mnt], "unmounting a new home image")
+    with mounted(img, "nosuid,nodev") as mnt:
+        # -a copies symlinks as symlinks: nothing the student planted is followed.
+        _run(["cp", "-a", "--", f"{home}/.", mnt], "copying the home into its image")
 
 
 def unmount_homes(state) -> list[str]:
     """Unmount every home image of this state directory (at the hub's stop, or after a crash)."""
     done = []
     base = str(Path(state) / HOMES) + "/"
-    with open("/proc/self/mountinfo") as fh:
-        mounts = [(ln.split()[4].encode().decode("unicode_escape"), ln.split()[ln.split().index("-") + 2])
-                  for ln in fh]
-    for point, dev in reversed(mounts):
+    for point, dev in reversed(mounts()):
         if backing_file(dev).startswith(base):
             res = subprocess.run(["umount", point], capture_output=True, text=True)
             if res.returncode != 0:  # still open in a student's namespace: detach it

@@ -347,8 +347,8 @@ def running_pid(st: Path) -> int | None:
 def stop(prefix, state=None, timeout=STOP_TIMEOUT) -> bool:
     """Stop a hub started by `labkit hub start` (SIGTERM to it); False if none ran."""
     st = Path(state or os.path.join(prefix, "state")).absolute()
-    pid = _read_pid(st / PID_FILE)
-    if not pid or not _alive(pid):
+    pid = running_pid(st)
+    if not pid:
         return False
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -365,9 +365,8 @@ def status(prefix, state=None) -> str:
         info = json.loads((st / "hub.json").read_text())
     except (OSError, ValueError):
         return f"no hub has run from {st}"
-    pid = _read_pid(st / PID_FILE)
-    up = bool(pid and _alive(pid))
-    lines = [f"hub: {'running, pid ' + str(pid) if up else 'stopped'}; {info['url']} (state {st})",
+    pid = running_pid(st)
+    lines = [f"hub: {'running, pid ' + str(pid) if pid else 'stopped'}; {info['url']} (state {st})",
              f"limits: {info['memory']} memory, {info['cpus']:g} CPU per student; cgroup {info['cgroup']}: "
              f"{info['cgroup_why']}", f"lab VM slot broker: {info['vm_slots']}"]
     layout = cgroups.detect()
