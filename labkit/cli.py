@@ -9,6 +9,7 @@
     labkit bpf load OBJ           (in the VM) load an object, show verifier errors
     labkit vm run -- CMD ...      run CMD as root in the lab VM, in this directory
     labkit vm start|stop|status   keep one lab VM running for `vm run` to reuse
+    labkit vm snapshot            make (or check) the warm snapshot lab VMs restore
     labkit scenario list|describe NAME   the scenario library, without a VM
     labkit record NAME [--param k=v] [--design D] -o FILE   run a scenario in the lab VM, save its event log
     labkit show FILE [--packet N]  a recorded event log as a text timeline
@@ -81,14 +82,9 @@ def _parser():
     bl.add_argument("--prog", action="append", help="load only this program (repeatable)")
     bl.set_defaults(func=cmd_bpf_load)
 
-    v = sub.add_parser("vm", help="the lab VM").add_subparsers()
-    vr = v.add_parser("run", help="run a command as root in the lab VM")
-    vr.add_argument("--timeout", type=float, default=600.0, help="seconds before the VM is stopped (default 600)")
-    vr.add_argument("cmd", nargs=argparse.REMAINDER)
-    vr.set_defaults(func=cmd_vm_run)
-    v.add_parser("start", help="boot a lab VM that stays up").set_defaults(func=cmd_vm_start)
-    v.add_parser("stop", help="stop the lab VM that stays up").set_defaults(func=cmd_vm_stop)
-    v.add_parser("status", help="is a lab VM up").set_defaults(func=cmd_vm_status)
+    from labkit.vm import cli as vm_cli
+
+    vm_cli.add_commands(sub)  # labkit vm run|start|stop|status|snapshot
 
     sc = sub.add_parser("scenario", help="the scenario library").add_subparsers()
     sc.add_parser("list", help="list scenarios and their parameters").set_defaults(func=cmd_scenario_list)
@@ -215,59 +211,6 @@ def cmd_bpf_load(args):
         for name, prog in obj.programs.items():
             if prog.fd >= 0:
                 print(f"loaded {name} ({prog.section})")
-
-
-def cmd_vm_run(args):
-    from labkit.vm import persistent
-
-    cmd = list(args.cmd)
-    if cmd and cmd[0] == "--":
-        cmd = cmd[1:]
-    if not cmd:
-        raise LabError("no command given", fix="usage: labkit vm run -- CMD [ARGS...]")
-    from labkit import paths
-
-    if paths.in_guest():
-        raise LabError("this is already the lab VM", fix=f"run the command directly: {' '.join(cmd)}")
-    with persistent.persistent_lock():
-        lab, reused = persistent.open_lab()
-        if not reused:
-            lab.start()
-        try:
-            res = lab.run(cmd, timeout=args.timeout, stream=True)
-        finally:
-            if reused:
-                if lab.chan:
-                    lab.chan.close()
-            else:
-                lab.close()
-    return res.code
-
-
-def cmd_vm_start(args):
-    from labkit.vm import persistent
-
-    with persistent.persistent_lock():
-        state = persistent.start_persistent()
-    print(f"lab VM up: pid {state['pid']}, kernel {state['release']}, accel {state['accel']} "
-          f"({state.get('accel_why') or 'reused'}); stop it with: labkit vm stop")
-
-
-def cmd_vm_stop(args):
-    from labkit.vm import persistent
-
-    print("lab VM stopped" if persistent.stop_persistent() else "no lab VM was running")
-
-
-def cmd_vm_status(args):
-    from labkit.vm import persistent
-
-    state = persistent.persistent_state()
-    if state:
-        print(f"running: pid {state['pid']}, kernel {state['release']}, accel {state['accel']}")
-        return 0
-    print("no lab VM running")
-    return 1
 
 
 def cmd_open(args):

@@ -4,10 +4,12 @@
    ``pyproject.toml``), in a second.
 1. ``tests/unit`` and ``tests/host`` on the host: pure logic, the CLI's
    errors, and the lab VM driven from outside (each of those boots its own).
-2. ``tests/lab`` inside one lab VM, as root on the lab kernel.
+2. ``tests/lab`` inside one lab VM, as root on the lab kernel, restored
+   from its warm snapshot (``labkit.vm.snapshot``).
 3. The lifetime and finding tests (``DEBUG_TESTS``) again, on the debug
    kernel (KASAN, lockdep, kmemleak: ``kernel/debug.config``), where a
-   kernel splat fails the test that caused it. The debug kernel is built
+   kernel splat fails the test that caused it. This VM boots cold, so the
+   lab's tests run on a booted guest as well as on a restored one. The debug kernel is built
    in the background (``labkit kernel build --debug``, niced, cached like
    the other) from the end of the host tier, whose interrupt and workshop
    tests are timing-sensitive, while the lab tier runs.
@@ -78,13 +80,16 @@ def start_debug_build(log_path):
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=paths.PROJECT)
 
 
-def run_lab_tier(name, tests, xml, argv, kernel_dir=None) -> int:
+def run_lab_tier(name, tests, xml, argv, kernel_dir=None, snapshot=True) -> int:
+    """tests in one lab VM: restored from its warm snapshot, or booted cold (snapshot=False)."""
     from labkit.vm.lab import Lab
 
     try:
-        with Lab(kernel_dir, workdir=paths.PROJECT) as lab:  # the guest's pytest writes artifacts/ there
+        # The guest's pytest writes artifacts/ in the working folder.
+        with Lab(kernel_dir, workdir=paths.PROJECT, snapshot=snapshot) as lab:
+            how = f"restored from {lab.warm.dir.name}" if lab.warm else "booted cold"
             print(f"lab VM: kernel {lab.release}, accel {lab.accel} ({lab.accel_why}), "
-                  f"booted in {lab.boot_seconds:.1f}s", flush=True)
+                  f"{how} in {lab.boot_seconds:.1f}s", flush=True)
             res = lab.run([sys.executable, "-m", "pytest", *tests, "-v", f"--junitxml={xml}", *argv],
                           cwd=str(paths.PROJECT), stream=True, timeout=2400)
             return res.code
@@ -139,7 +144,7 @@ def main(argv=None) -> int:
             debug_dir = kernel.kernel_path()
         finally:
             os.environ.pop("LABKIT_KERNEL_FLAVOUR", None)
-        debug_rc = run_lab_tier("debug", DEBUG_TESTS, debug_xml, argv, kernel_dir=debug_dir)
+        debug_rc = run_lab_tier("debug", DEBUG_TESTS, debug_xml, argv, kernel_dir=debug_dir, snapshot=False)
     else:
         print(debug_log.read_text(errors="replace")[-3000:], file=sys.stderr)
         debug_rc = 2

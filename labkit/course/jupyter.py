@@ -120,10 +120,11 @@ def open_lab(port=None, ip="127.0.0.1", probe_vm=True, workdir=None) -> int:
     if ok and probe_vm:
         from labkit.vm.lab import Lab
 
-        print("booting the lab VM once to prove it works ...", flush=True)
+        print("starting the lab VM once to prove it works ...", flush=True)
         with Lab() as lab:
-            print(f"lab VM ready: kernel {lab.release}, {lab.accel} ({lab.accel_why}), booted in "
-                  f"{lab.boot_seconds:.1f} s; each notebook boots its own", flush=True)
+            how = "restored from its warm snapshot" if lab.warm else "booted"
+            print(f"lab VM ready: kernel {lab.release}, {lab.accel} ({lab.accel_why}), {how} in "
+                  f"{lab.boot_seconds:.1f} s; each notebook starts its own", flush=True)
     elif not ok:
         print(f"no lab VM here ({why}): the notebooks replay the recordings in notebooks/data/", flush=True)
     proc, url = start(port, ip, root=root)

@@ -13,10 +13,17 @@ host -> guest
     ``{"op": "signal", "id": N, "sig": S}``     send signal S to the command
     ``{"op": "ping"}``               answered with ``{"ev": "pong"}``
     ``{"op": "reboot"}``             sync and stop the VM (QEMU runs with -no-reboot)
+  a warm snapshot's (``--warm``, ``labkit/guest/warm.py``):
+    ``{"op": "zygote", "argv": [...], "cwd": ..., "env": {...}}``  start the warm Python
+    ``{"op": "settle"}``             unmount the old root, zero free memory: ready to save
+    ``{"op": "resume", "time": ns, "seed": base64, "work": path, "bind": [...]}``  after a restore
+    a ``run`` with ``"module": name`` (argv: python -u -m name ...) is forked by the warm
+    Python when there is one
 guest -> host
     ``{"ev": "ready", "release": ..., "uptime": ...}`` once, when the agent is up
     ``{"ev": "out", "id": N, "fd": 1|2, "data": base64}``
     ``{"ev": "exit", "id": N, "code": C}``   C is the exit status, 128+signal if killed
+    ``{"ev": "done", "op": ..., "ok": bool, "error": ..., ...}``  after zygote, settle, resume
 
 Guest Python is slow to start under TCG, so this file imports only what
 CPython has built in and starts with ``python -S``.
@@ -74,12 +81,15 @@ def boot_binds():
 
 
 class Agent:
-    def __init__(self, port):
+    def __init__(self, port, warm=None):
         self.fd = os.open(port, os.O_RDWR)
         self.inbuf = b""
         self.procs = {}  # id -> {"pid": pid, "fds": {fd: stream}}
         self.fd_owner = {}  # child fd -> id
-        self.bound = boot_binds()  # what init already mounted
+        self.early = {}  # pid -> wait status of a child reaped before it was known (a warm fork)
+        self.warm = warm  # labkit/guest/warm.py in a snapshot VM, else None
+        self.zygote = None
+        self.bound = [] if warm else boot_binds()  # what init already mounted
 
     # -- channel ------------------------------------------------------------
 
@@ -120,6 +130,8 @@ class Agent:
                     os.kill(proc["pid"], int(msg.get("sig", signal.SIGINT)))
                 except ProcessLookupError:
                     pass
+        elif op in ("zygote", "settle", "resume") and self.warm:
+            self.warm_op(op, msg)
         elif op == "ping":
             self.send({"ev": "pong", "id": msg.get("id")})
         elif op == "reboot":
@@ -128,6 +140,21 @@ class Agent:
             import ctypes
 
             ctypes.CDLL(None).reboot(0x01234567)
+
+    def warm_op(self, op, msg):
+        done = {"ev": "done", "op": op, "ok": True}
+        try:
+            if op == "zygote":
+                self.zygote = self.warm.Zygote(msg["argv"], msg["cwd"], msg["env"])
+                done["modules"] = self.zygote.modules
+            elif op == "settle":
+                done.update(self.warm.settle())
+            else:
+                seed = binascii.a2b_base64(msg["seed"])
+                self.bound = self.warm.resume(msg["time"], seed, msg.get("work"), msg.get("bind", []))
+        except Exception as exc:  # noqa: BLE001 - the host reports it
+            done.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+        self.send(done)
 
     # -- commands -------------------------------------------------------------
 
@@ -164,6 +191,9 @@ class Agent:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         in_r, in_w = os.pipe() if msg.get("stdin") else (None, None)
+        if msg.get("module") and self.zygote:
+            self.start_warm(msg, (out_r, out_w, err_r, err_w, in_r, in_w))
+            return
         pid = os.fork()
         if pid == 0:  # child
             try:
@@ -183,6 +213,29 @@ class Agent:
                     os.write(2, f"labkit: cannot run {msg['argv'][0]!r} in the guest: {exc}\n".encode())
                 finally:
                     os._exit(127)
+        self.started(cid, pid, (out_r, out_w, err_r, err_w, in_r, in_w))
+
+    def start_warm(self, msg, pipes):
+        """Have the warm Python fork ``python -m module``: it starts with its imports done."""
+        out_r, out_w, err_r, err_w, in_r, in_w = pipes
+        argv = msg["argv"]
+        args = argv[argv.index(msg["module"]) + 1:] if msg["module"] in argv else []
+        null = os.open("/dev/null", os.O_RDONLY) if in_r is None else None
+        try:
+            pid = self.zygote.spawn(msg["module"], args, msg.get("cwd") or "/", dict(msg.get("env") or {}),
+                                    (in_r if in_r is not None else null, out_w, err_w))
+        except (OSError, RuntimeError) as exc:
+            os.write(err_w, f"labkit: the warm Python could not start {msg['module']}: {exc}\n".encode())
+            pid = None
+        finally:
+            if null is not None:
+                os.close(null)
+        self.started(msg["id"], pid, pipes)
+        if pid is None:
+            self.procs[msg["id"]]["status"] = 127 << 8
+
+    def started(self, cid, pid, pipes):
+        out_r, out_w, err_r, err_w, in_r, in_w = pipes
         os.close(out_w)
         os.close(err_w)
         if in_r is not None:
@@ -190,6 +243,8 @@ class Agent:
         self.procs[cid] = {"pid": pid, "fds": {out_r: 1, err_r: 2}, "stdin": in_w}
         self.fd_owner[out_r] = cid
         self.fd_owner[err_r] = cid
+        if pid in self.early:  # a warm fork that exited before its pid came back
+            self.procs[cid]["status"] = self.early.pop(pid)
 
     def child_output(self, fd):
         cid = self.fd_owner[fd]
@@ -271,12 +326,21 @@ class Agent:
                     if proc["pid"] == pid:
                         proc["status"] = status
                         self.finish(cid)
+                        break
+                else:
+                    if self.zygote:  # maybe a warm fork whose pid is not known yet
+                        self.early[pid] = status
+                        while len(self.early) > 64:
+                            self.early.pop(next(iter(self.early)))
         except ChildProcessError:
             pass
 
 
 def main():
-    agent = Agent(find_port())
+    warm = None
+    if "--warm" in sys.argv[1:]:
+        import warm  # labkit/guest/warm.py, next to this file
+    agent = Agent(find_port(), warm)
     try:
         agent.serve()
     except BaseException as exc:  # noqa: BLE001

@@ -73,6 +73,7 @@ class Settings:
     idle_timeout: int = 3600
     vm_slots: str = ""               # LABKIT_VM_SLOTS
     kernel_dir: str = ""             # LABKIT_KERNEL_DIR
+    snapshots: str = ""              # LABKIT_SNAPSHOTS: the shared warm snapshot ("": the VMs boot cold)
     hub_port: int = 0
     proxy_api_port: int = 0
     poll_interval: int = 10          # s between checks that a server still lives
@@ -200,6 +201,7 @@ def apply(c, s: Settings):
     c.LabSpawner.prefix = s.prefix
     c.LabSpawner.kernel_dir = s.kernel_dir
     c.LabSpawner.vm_slots = s.vm_slots
+    c.LabSpawner.snapshots = s.snapshots
     c.LabSpawner.state = state
     c.LabSpawner.disk = s.disk
     c.LabSpawner.total_memory = int(s.total_memory)

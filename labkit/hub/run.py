@@ -34,7 +34,7 @@ from labkit.errors import LabError
 from labkit.hub import cgroups, disk
 from labkit.hub.auth import set_password, unix_name
 from labkit.hub.config import Settings, capacity, default_vm_slots, free_port, hub_env, render
-from labkit.hub.setup import installed
+from labkit.hub.setup import installed, warm_snapshot
 
 RUN_DIR = "/run/skb-lab-hub"  # root's, 0755: the slot brokers' sockets
 PID_FILE = "labkit-hub.pid"
@@ -255,6 +255,7 @@ def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, instructors=
         running, booting = (max_vms, max(1, min(max_vms, default_vm_slots()[1]))) if max_vms else default_vm_slots()
         broker = make_broker(st, running, booting)
         slots = str(broker.path)
+        snapshots = warm_snapshot(prefix, info["kernel_dir"], say)
         cap = capacity(mem_bytes, float(cpus), disk_bytes, free_disk=shutil.disk_usage(st).free)
         instructors = [unix_name(a) for a in instructors]
         for name in instructors:
@@ -264,7 +265,7 @@ def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, instructors=
                      max_servers=int(max_servers or cap["max_servers"]),
                      max_students=int(max_students or cap["max_students"]), spawn_limit=cap["spawn_limit"],
                      total_memory=cap["total_memory"], total_cpus=cap["total_cpus"], subdomain_host=subdomain_host,
-                     idle_timeout=int(idle_timeout), vm_slots=slots, kernel_dir=info["kernel_dir"],
+                     idle_timeout=int(idle_timeout), vm_slots=slots, kernel_dir=info["kernel_dir"], snapshots=snapshots,
                      ssl_key=ssl_key, ssl_cert=ssl_cert)
         s.hub_port = free_port()
         s.proxy_api_port = free_port(avoid={s.hub_port, s.port})

@@ -77,6 +77,8 @@ class LabSpawner(LocalProcessSpawner):
     kernel_dir = Unicode("", help="LABKIT_KERNEL_DIR for the students (the imported lab kernel).").tag(config=True)
     vm_slots = Unicode("", help="LABKIT_VM_SLOTS for the students: the slot broker's socket.").tag(
         config=True)
+    snapshots = Unicode("", help="LABKIT_SNAPSHOTS for the students: the warm snapshot their VMs restore "
+                        "(root's, read-only to them).").tag(config=True)
     cleanup_timeout = Float(60.0, help="Seconds `labkit cleanup` may take after a stop.").tag(config=True)
     state = Unicode("", help="The hub's state directory (the home images are in it).").tag(config=True)
     disk = Unicode("2G", help="Each student's home: the size of its filesystem image.").tag(config=True)
@@ -150,6 +152,8 @@ class LabSpawner(LocalProcessSpawner):
             env["LABKIT_KERNEL_DIR"] = self.kernel_dir
         if self.vm_slots:
             env["LABKIT_VM_SLOTS"] = self.vm_slots
+        if self.snapshots:
+            env["LABKIT_SNAPSHOTS"] = self.snapshots
         for key in ("VIRTUAL_ENV", "PYTHONPATH", "CONDA_ROOT", "CONDA_DEFAULT_ENV"):
             env.pop(key, None)
         return env

@@ -12,6 +12,7 @@
 ``events``    ``EventLog``: what the kernel did to every skb of a run, saved as JSON lines
 ``run``       one scenario run in the guest: topology, programs, traffic, log
 ``worker``    the guest's long-lived scenario worker
+``zygote``    a warm snapshot's warm Python: workers forked with their imports done
 ``session``   ``Session``: scenarios run from the host through one warm worker in a lab VM
 ``basic``     the first storage program end to end (``labkit demo``)
 """

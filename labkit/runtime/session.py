@@ -81,7 +81,8 @@ class Session:
 
     def _spawn(self):
         self.out, self.err = b"", b""
-        self.cid = self.lab.spawn([guest_python(), "-u", "-m", "labkit.runtime.worker"], cwd=paths.PROJECT, stdin=True)
+        self.cid = self.lab.spawn([guest_python(), "-u", "-m", "labkit.runtime.worker"], cwd=paths.PROJECT, stdin=True,
+                                  module="labkit.runtime.worker")
         self.ready = self._reply(lambda m: m.get("ready"), self.start_timeout, "starting the scenario worker")
 
     def close(self):

@@ -22,7 +22,6 @@ for reuse by ``labkit vm run`` (``labkit.vm.persistent``). What the guest is
 given (its environment, the host folders it sees) is ``labkit.vm.guestenv``.
 """
 
-import base64
 import os
 import shutil
 import signal
@@ -30,36 +29,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from labkit import paths, tools
-from labkit.errors import GuestTimeout, LabError, VMError
+from labkit.errors import LabError, VMError
 from labkit.vm import accel as vm_accel
+from labkit.vm import restore
 from labkit.vm.channel import Channel, connect
-from labkit.vm.guestenv import guest_env, guest_python, guest_visible
+from labkit.vm.commands import Commands
+from labkit.vm.guestenv import guest_python, guest_visible
 from labkit.vm.qemu import Guard, check_workdir, clock_config, console_tail, die_with_parent, qemu_argv
+from labkit.vm.warmbuild import resume_message
 
 BOOT_TIMEOUT = float(os.environ.get("LABKIT_BOOT_TIMEOUT", "90"))
-DEFAULT_TIMEOUT = 600.0
-
-
-@dataclass
-class Result:
-    """What a guest command did: its exit code and its output."""
-
-    code: int
-    stdout: bytes
-    stderr: bytes
-    interrupted: bool = False  # a Ctrl-C stopped it with SIGINT and it exited within the grace time
-
-    @property
-    def out(self) -> str:
-        return self.stdout.decode(errors="replace")
-
-    @property
-    def err(self) -> str:
-        return self.stderr.decode(errors="replace")
 
 
 def choose_accel(kernel_dir=None, probe=True):
@@ -81,7 +63,7 @@ def choose_accel(kernel_dir=None, probe=True):
 # ---- the VM ------------------------------------------------------------------------
 
 
-class Lab:
+class Lab(Commands):
     """One lab VM: boot on enter, power off on exit. Not thread-safe.
 
     kernel_dir: the directory ``labkit kernel path`` prints (default: the
@@ -92,10 +74,14 @@ class Lab:
     clock: "wall" (default) or "icount": one vCPU (whatever cpus says) under
     single-threaded TCG whose clocks count guest instructions, 1 ns each
     (``labkit.vm.qemu.clock_config``; refused with accel="kvm").
+    snapshot: restore the warm snapshot of this kernel and machine, made
+    first if there is none (``labkit.vm.snapshot``); False boots cold.
+    ``warm`` says which was restored, ``warm_why`` why none was.
     """
 
     def __init__(self, kernel_dir=None, *, accel=None, cpus=2, memory="1G",
-                 boot_timeout=BOOT_TIMEOUT, persistent=False, rundir=None, workdir=None, clock="wall"):
+                 boot_timeout=BOOT_TIMEOUT, persistent=False, rundir=None, workdir=None, clock="wall",
+                 snapshot=True):
         self.kernel_dir = Path(kernel_dir) if kernel_dir else None
         self.clock = clock or "wall"
         self.accel, self.cpus, self.accel_why = clock_config(self.clock, accel, cpus)
@@ -110,6 +96,9 @@ class Lab:
         self.chan = None
         self.boot_seconds = None
         self.release = None
+        self.snapshot = snapshot
+        self.warm = None
+        self.warm_why = "" if snapshot else "snapshot=False"
         # Ids unique across clients: a persistent VM may still send output
         # of an earlier client's command.
         self._ids = int.from_bytes(os.urandom(4), "little") << 8
@@ -142,7 +131,24 @@ class Lab:
             self.workdir = check_workdir(self.workdir)
         if self.accel is None:
             self.accel, self.accel_why = choose_accel(self.kernel_dir)
-        if self.rundir is None:
+        warm = None
+        if self.snapshot:
+            warm, self.warm_why = restore.choose(self.kernel_dir, vmlinux, accel=self.accel, cpus=self.cpus,
+                                                 memory=self.memory, clock=self.clock)
+            if self.warm_why and self.clock == "wall":
+                print(f"labkit: booting the lab VM cold: {self.warm_why}", file=sys.stderr)
+        if warm is not None:
+            try:
+                self._boot(vmlinux, warm)
+                return
+            except VMError as exc:
+                self.warm_why = f"the warm snapshot did not restore ({exc.message})"
+                print(f"labkit: {self.warm_why}; booting cold", file=sys.stderr)
+        self._boot(vmlinux, None)
+
+    def _boot(self, vmlinux, warm):
+        """Boot (warm None) or restore warm; on any failure nothing is left."""
+        if self.rundir is None or (self._own_rundir and not self.rundir.exists()):
             self.rundir = Path(tempfile.mkdtemp(prefix="run-", dir=paths.run_dir()))
             self._own_rundir = True
         try:
@@ -154,9 +160,13 @@ class Lab:
                     # of its own; the current directory stays read-only.
                     self.workdir = self.rundir / "work"
                     self.workdir.mkdir(exist_ok=True)
-            argv = qemu_argv(vmlinux, self.rundir, accel=self.accel, cpus=self.cpus,
-                             memory=self.memory, python=guest_python(), workdir=self.workdir,
-                             visible=guest_visible(), clock=self.clock)
+            if warm is not None:
+                argv = restore.restore_argv(vmlinux, self.rundir, warm, accel=self.accel, cpus=self.cpus,
+                                            memory=self.memory, python=guest_python(), workdir=self.workdir)
+            else:
+                argv = qemu_argv(vmlinux, self.rundir, accel=self.accel, cpus=self.cpus,
+                                 memory=self.memory, python=guest_python(), workdir=self.workdir,
+                                 visible=guest_visible(), clock=self.clock)
             t0 = time.monotonic()
             with open(self.rundir / "qemu.log", "wb") as log:
                 # Its own session: a signal to this process group (a terminal's
@@ -173,17 +183,20 @@ class Lab:
             self.pid = self.proc.pid
             if self._own_rundir and not self.persistent:
                 self.guard = Guard(self.pid, self.rundir)
-            self._await_ready(t0)
+            self._await_ready(t0, warm)
         except BaseException:
             self.kill()  # QEMU, if it started, and the run directory
             raise
 
-    def _await_ready(self, t0):
+    def _await_ready(self, t0, warm=None):
+        """Until the agent says it is ready (booted), or has mounted the host's folders (restored)."""
         deadline = t0 + self.boot_timeout
         sock = connect(self.rundir / "ctl.sock", deadline, self.alive)
         if sock is None:
             self._fail_boot("QEMU did not open its control socket")
         self.chan = Channel(sock)
+        if warm is not None:
+            self.chan.send(resume_message(self.workdir, guest_visible()))
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not self.alive():
@@ -192,9 +205,12 @@ class Lab:
                 msg = self.chan.recv(min(left, 0.5))
             except EOFError:
                 break
-            if msg and msg.get("ev") == "ready":
+            if msg and msg.get("ev") == ("done" if warm is not None else "ready"):
+                if warm is not None and not msg.get("ok"):
+                    self._fail_boot(f"the restored lab VM could not mount the host's folders: {msg.get('error')}")
                 self.boot_seconds = time.monotonic() - t0
-                self.release = msg.get("release")
+                self.release = warm.manifest.get("release") if warm is not None else msg.get("release")
+                self.warm = warm
                 return
         if self.proc is not None:
             try:
@@ -259,129 +275,3 @@ class Lab:
             except (OSError, subprocess.TimeoutExpired):
                 pass
         self.kill()
-
-    # -- commands --
-
-    def spawn(self, argv, *, cwd, env=None, stdin=False) -> int:
-        """Start argv as root in the guest without waiting: its id on the channel
-        (``out``/``exit`` events carry it; ``input``, ``signal`` and ``kill`` take it).
-        cwd and the project are visible at their own paths (writable only inside the workdir)."""
-        self._ids += 1
-        msg = {"op": "run", "id": self._ids, "argv": [str(a) for a in argv], "cwd": str(cwd),
-               "env": guest_env(env), "bind": sorted({str(cwd), str(paths.PROJECT)})}
-        if stdin:
-            msg["stdin"] = True
-        self.chan.send(msg)
-        return self._ids
-
-    def run(self, argv, *, cwd=None, env=None, timeout=DEFAULT_TIMEOUT, stream=False, check=False,
-            input=None, interrupt_grace=0.0) -> Result:
-        """Run argv as root in the guest; return its exit code and output.
-
-        cwd defaults to the host's current directory (writable in the guest
-        when it is inside the VM's workdir, read-only otherwise); env adds to the guest's base environment; stream copies the
-        output to this process's stdout/stderr as it arrives ("stderr": only that). Past timeout
-        seconds the VM is killed and GuestTimeout raised. A Ctrl-C kills the command and is raised
-        again; with interrupt_grace the command gets SIGINT and that many seconds to clean up and
-        exit, and its Result comes back ``interrupted`` (killed past them, or at a second Ctrl-C).
-        """
-        if input is not None:
-            raise ValueError("guest commands have no stdin")
-        if isinstance(argv, str):
-            argv = ["/bin/sh", "-c", argv]
-        if not self.chan or not self.alive():
-            raise VMError("the lab VM is not running", fix="start it: labkit vm start, or use `with Lab()`")
-        cid = self.spawn(argv, cwd=os.path.abspath(cwd or os.getcwd()), env=env)
-        out, err = bytearray(), bytearray()
-        deadline = time.monotonic() + timeout
-        try:
-            try:
-                res = self._collect(cid, argv, out, err, deadline, timeout, stream)
-            except KeyboardInterrupt:
-                if interrupt_grace <= 0:
-                    raise
-                self.chan.send({"op": "signal", "id": cid, "sig": int(signal.SIGINT)})  # and wait
-                res = self._collect(cid, argv, out, err, deadline, timeout, stream, time.monotonic() + interrupt_grace)
-                if res is None:
-                    raise KeyboardInterrupt from None
-                res.interrupted = True
-                return res
-        except KeyboardInterrupt:
-            try:
-                self.chan.send({"op": "kill", "id": cid})
-            except OSError:
-                pass
-            raise
-        if check and res.code != 0:
-            raise LabError(f"{' '.join(map(str, argv))} failed in the guest with status {res.code}",
-                           details=(res.err or res.out)[-3000:])
-        return res
-
-    def _collect(self, cid, argv, out, err, deadline, timeout, stream, give_up=None):
-        """Command cid's output until it exits: its Result; None at give_up (a monotonic time)."""
-        while True:
-            now = time.monotonic()
-            if give_up is not None and now >= give_up:
-                return None
-            left = deadline - now
-            if left <= 0:
-                self._timeout(argv, timeout, out, err)
-            try:
-                msg = self.chan.recv(min(left, 0.5))
-            except EOFError:
-                msg = None
-                self._crashed(argv, out, err)
-            if msg is None:
-                if not self.alive():
-                    self._crashed(argv, out, err)
-                continue
-            if msg.get("id") != cid:
-                continue
-            if msg["ev"] == "out":
-                data = base64.b64decode(msg["data"])
-                (out if msg["fd"] == 1 else err).extend(data)
-                if stream is True or (stream == "stderr" and msg["fd"] == 2):
-                    target = sys.stdout if msg["fd"] == 1 else sys.stderr
-                    target.buffer.write(data)
-                    target.flush()
-            elif msg["ev"] == "exit":
-                return Result(msg["code"], bytes(out), bytes(err))
-
-    def _timeout(self, argv, timeout, out, err):
-        tail = console_tail(self.rundir)
-        last = (bytes(err) or bytes(out)).decode(errors="replace")[-1500:]
-        self.kill()
-        raise GuestTimeout(
-            f"`{' '.join(map(str, argv))}` did not finish within {timeout:g}s in the lab VM; the VM was stopped",
-            fix="look for a hang in the output below, or give it more time (--timeout)",
-            details="\n".join(x for x in ["last output:", last, "console:", tail] if x.strip()),
-        )
-
-    def _crashed(self, argv, out, err):
-        tail = console_tail(self.rundir)
-        self.kill()
-        raise VMError(
-            f"the lab VM stopped while running `{' '.join(map(str, argv))}`",
-            fix="the console below shows why (a kernel oops or panic); run it again to boot a fresh VM",
-            details="console:\n" + tail,
-        )
-
-    def exchange_dir(self) -> Path:
-        """A folder in the working folder where the guest writes files for the
-        host (the only place it can write)."""
-        d = self.workdir / ".labkit-vm"
-        d.mkdir(mode=0o700, exist_ok=True)
-        return d
-
-    def ping(self, timeout=5.0) -> bool:
-        self._ids += 1
-        try:
-            self.chan.send({"op": "ping", "id": self._ids})
-            end = time.monotonic() + timeout
-            while time.monotonic() < end:
-                msg = self.chan.recv(end - time.monotonic())
-                if msg and msg.get("ev") == "pong":
-                    return True
-        except (OSError, EOFError):
-            return False
-        return False

@@ -63,6 +63,7 @@ def host_checks(probe_kvm=True) -> list[Check]:
     checks.append(kernel_check)
     accel, why = choose_accel(kdir, probe=probe_kvm and kdir is not None)
     checks.append(Check("accel", True, f"{accel}: {why}"))
+    checks.append(_snapshot_check(kdir, vmlinux_of(kdir) if kdir else None, accel))
     state = persistent.persistent_state()
     checks.append(Check("persistent vm", True,
                         f"running (pid {state['pid']}, {state['accel']})" if state else "none (labkit vm start)"))
@@ -71,6 +72,35 @@ def host_checks(probe_kvm=True) -> list[Check]:
     checks.append(Check("bpf objects", bool(built), f"{len(built)} in {build_dir}" if built
                         else "none built", "run: labkit bpf build"))
     return checks
+
+
+def vmlinux_of(kdir):
+    """The image a lab VM boots from kdir (the debug kernel's bzImage)."""
+    return kdir / "bzImage" if (kdir / "bzImage").is_file() else kdir / "vmlinux"
+
+
+def _snapshot_check(kdir, vmlinux, accel) -> Check:
+    """Whether a lab VM of the default size restores a warm snapshot or boots cold."""
+    from labkit.errors import LabError
+    from labkit.vm import snapshot, warmbuild
+
+    if kdir is None or not vmlinux.is_file():
+        return Check("warm snapshot", True, "none: no lab kernel yet")
+    try:
+        key = warmbuild.key_for(kdir, vmlinux, accel=accel, cpus=2, memory="1G")
+    except LabError as exc:
+        return Check("warm snapshot", False, exc.message, exc.fix)
+    found, why = snapshot.load(key)
+    root = snapshot.snapshots_dir()
+    if found:
+        m = found.manifest
+        return Check("warm snapshot", True, f"ready: {found.dir} ({m.get('state_bytes', 0) >> 20} MiB, "
+                     f"made {m.get('built')} in {m.get('seconds')} s); lab VMs restore it")
+    if os.access(root if root.exists() else root.parent, os.W_OK):
+        return Check("warm snapshot", True, f"not ready ({why}): the next lab VM start makes it (~20 s), "
+                     "later ones restore it")
+    return Check("warm snapshot", False, f"{why}; {root} is read-only here, so lab VMs boot cold",
+                 "ask whoever runs the workshop to restart the hub (labkit hub start makes it)")
 
 
 def guest_checks() -> list[Check]:

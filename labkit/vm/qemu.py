@@ -124,38 +124,22 @@ def has_kasan(kernel: Path) -> bool:
 
 
 def qemu_argv(kernel: Path, rundir: Path, *, accel: str, cpus: int, memory: str, python: str,
-              workdir: Path, visible=(), clock="wall"):
+              workdir: Path, visible=(), clock="wall", init=None, append_extra=(), append=None,
+              tsc_khz=None, extra=()):
     """QEMU's argv. workdir: the one host folder the guest may write. visible:
     host folders the guest must see at their own path even where its own
     mounts (/tmp, /run) cover them (the checkout, the Python environment).
-    clock: "wall" or "icount" (see clock_config)."""
+    clock: "wall" or "icount" (see clock_config). A warm snapshot's build
+    (``labkit.vm.snapshot``) boots another init with words of its own
+    (append_extra); its restore passes the kernel command line it was built
+    with (append) and QEMU's -incoming (extra). tsc_khz: the host's TSC rate
+    (None: measure it; 0: leave it to the guest)."""
     icount = clock == "icount"
     if icount and (accel != "tcg" or cpus != 1):
         raise VMError(f"clock='icount' needs accel='tcg' and one vCPU, not accel={accel!r}, cpus={cpus}")
-    tsc_khz = ICOUNT_TSC_KHZ if icount else host_tsc_khz()
-    append = " ".join([
-        "console=ttyS0",
-        "root=root", "rootfstype=9p",
-        "rootflags=trans=virtio,version=9p2000.L,cache=loose,msize=262144", "ro",
-        f"init={paths.GUEST_DIR / 'init'}",
-        "panic=-1", "quiet", "loglevel=4",
-        # The guest has no HPET or PM timer (no ACPI), so the TSC is its only
-        # clocksource. Under a loaded TCG its calibration against the PIT can
-        # fail ("Marking TSC unstable due to could not calculate TSC khz") and
-        # the kernel falls back to jiffies: bpf_ktime_get_ns() then moves in 4 ms
-        # steps and per-packet times read 0. TCG's TSC is the host's, so give the
-        # guest the host's rate and skip the calibration; and trust the TSC.
-        # Under icount the TSC follows the virtual clock, one tick per guest
-        # instruction: the guest is told 1 GHz, so its nanoseconds are instructions.
-        *([f"tsc_early_khz={tsc_khz}"] if tsc_khz else []),
-        "tsc=reliable",
-        # KASAN reports only its first fault unless told otherwise: every test's own must show.
-        *(["kasan_multi_shot"] if has_kasan(kernel) else []),
-        *(["labkit.clock=icount"] if icount else []),  # for the guest's programs (labkit.bench.storage) to say so
-        f"labkit.python={cmdline_path(python)}",
-        f"labkit.bind={','.join(cmdline_path(p) for p in dict.fromkeys(map(str, visible)))}",
-        f"labkit.work={cmdline_path(workdir)}",
-    ])
+    if append is None:
+        append = kernel_append(kernel, python=python, workdir=workdir, visible=visible, clock=clock, init=init,
+                               extra=append_extra, tsc_khz=tsc_khz)
     accel_opt = "kvm" if accel == "kvm" else "tcg,thread=single" if icount else "tcg,thread=multi"
     return [
         tools.require("qemu-system-x86_64"),
@@ -182,7 +166,39 @@ def qemu_argv(kernel: Path, rundir: Path, *, accel: str, cpus: int, memory: str,
         "-device", "virtio-rng-pci",
         "-serial", f"file:{rundir / 'console.log'}",
         "-pidfile", str(rundir / "qemu.pid"),
+        *extra,
     ]
+
+
+def kernel_append(kernel: Path, *, python, workdir, visible=(), clock="wall", init=None, extra=(), tsc_khz=None):
+    """The guest kernel's command line (see qemu_argv)."""
+    icount = clock == "icount"
+    if tsc_khz is None:
+        tsc_khz = ICOUNT_TSC_KHZ if icount else host_tsc_khz()
+    return " ".join([
+        "console=ttyS0",
+        "root=root", "rootfstype=9p",
+        "rootflags=trans=virtio,version=9p2000.L,cache=loose,msize=262144", "ro",
+        f"init={init or paths.GUEST_DIR / 'init'}",
+        "panic=-1", "quiet", "loglevel=4",
+        # The guest has no HPET or PM timer (no ACPI), so the TSC is its only
+        # clocksource. Under a loaded TCG its calibration against the PIT can
+        # fail ("Marking TSC unstable due to could not calculate TSC khz") and
+        # the kernel falls back to jiffies: bpf_ktime_get_ns() then moves in 4 ms
+        # steps and per-packet times read 0. TCG's TSC is the host's, so give the
+        # guest the host's rate and skip the calibration; and trust the TSC.
+        # Under icount the TSC follows the virtual clock, one tick per guest
+        # instruction: the guest is told 1 GHz, so its nanoseconds are instructions.
+        *([f"tsc_early_khz={tsc_khz}"] if tsc_khz else []),
+        "tsc=reliable",
+        # KASAN reports only its first fault unless told otherwise: every test's own must show.
+        *(["kasan_multi_shot"] if has_kasan(kernel) else []),
+        *(["labkit.clock=icount"] if icount else []),  # for the guest's programs (labkit.bench.storage) to say so
+        f"labkit.python={cmdline_path(python)}",
+        f"labkit.bind={','.join(cmdline_path(p) for p in dict.fromkeys(map(str, visible)))}",
+        f"labkit.work={cmdline_path(workdir)}",
+        *extra,
+    ])
 
 
 def die_with_parent():
@@ -208,7 +224,7 @@ def console_tail(rundir, lines=30) -> str:
 # cleanup), then makes sure QEMU is gone and removes the run folder.
 _GUARD = r"""
 import os, select, shutil, signal, sys
-fd, rundir = int(sys.argv[1]), sys.argv[2]
+fd, dirs = int(sys.argv[1]), sys.argv[2:]
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 while True:
     try:
@@ -221,16 +237,18 @@ try:
 except OSError:
     pass
 select.select([fd], [], [], 10)
-shutil.rmtree(rundir, ignore_errors=True)
+for d in dirs:
+    shutil.rmtree(d, ignore_errors=True)
 """
 
 
 class Guard:
     """A small process that outlives the VM's owner by the moment it takes to
     kill QEMU and remove its run folder: nothing is left whatever kills the
-    owner (Jupyter's kernel restart, the OOM killer, SIGKILL)."""
+    owner (Jupyter's kernel restart, the OOM killer, SIGKILL). more: other
+    folders to remove with it (a snapshot's half-written build)."""
 
-    def __init__(self, qemu_pid: int, rundir: Path):
+    def __init__(self, qemu_pid: int, rundir: Path, *more: Path):
         self.proc = None
         self.pipe = None
         try:
@@ -239,7 +257,7 @@ class Guard:
             return  # QEMU already gone, or no pidfd: the owner's own cleanup must do
         r, w = os.pipe()
         try:
-            self.proc = subprocess.Popen([sys.executable, "-S", "-c", _GUARD, str(pidfd), str(rundir)],
+            self.proc = subprocess.Popen([sys.executable, "-S", "-c", _GUARD, str(pidfd), str(rundir), *map(str, more)],
                                          stdin=r, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                          pass_fds=(pidfd,), start_new_session=True)
             self.pipe = w

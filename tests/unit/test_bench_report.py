@@ -8,7 +8,7 @@ import pytest
 from labkit.bench import run as benchrun
 from labkit.bench.designs import BenchError
 from labkit.runtime.session import Interrupted
-from labkit.vm.lab import Result
+from labkit.vm.commands import Result
 
 
 class FakeLab:
