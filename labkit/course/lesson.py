@@ -149,7 +149,8 @@ class Lesson(CostMixin):
             self._atexit = True
         try:
             with slots.boot_slot(progress=say, timeout=BOOT_WAIT):
-                say("Booting the lab VM and starting the scenario worker (about 10-15 s under TCG) ...")
+                say("Starting the lab VM and its scenario worker (about a second from the warm snapshot; "
+                    "10-15 s under TCG when it boots cold) ...")
                 self.session = Session(clock=self.clock)
                 self.session.start()
         except BaseException:

@@ -154,6 +154,8 @@ class LabSpawner(LocalProcessSpawner):
             env["LABKIT_VM_SLOTS"] = self.vm_slots
         if self.snapshots:
             env["LABKIT_SNAPSHOTS"] = self.snapshots
+            # A VM restored as the server starts, for the first lesson to take (labkit.vm.spare).
+            env["LABKIT_SPARE"] = os.path.join(pwd.getpwnam(self.user.name).pw_dir, "lab")
         for key in ("VIRTUAL_ENV", "PYTHONPATH", "CONDA_ROOT", "CONDA_DEFAULT_ENV"):
             env.pop(key, None)
         return env

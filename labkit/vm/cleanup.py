@@ -57,9 +57,10 @@ def host_sweep() -> list[str]:
             done.append(f"killed lab QEMU pid {pid}")
         except ProcessLookupError:
             pass
-    for d in base.glob("run-*"):
-        shutil.rmtree(d, ignore_errors=True)
-        done.append(f"removed {d}")
+    for pattern in ("run-*", "spare", "spare-new-*", "build-*"):  # VMs, the spare, warm snapshot builds
+        for d in base.glob(pattern):
+            shutil.rmtree(d, ignore_errors=True)
+            done.append(f"removed {d}")
     return done or ["nothing to clean"]
 
 

@@ -22,6 +22,7 @@ for reuse by ``labkit vm run`` (``labkit.vm.persistent``). What the guest is
 given (its environment, the host folders it sees) is ``labkit.vm.guestenv``.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -34,7 +35,7 @@ from pathlib import Path
 from labkit import paths, tools
 from labkit.errors import LabError, VMError
 from labkit.vm import accel as vm_accel
-from labkit.vm import restore
+from labkit.vm import restore, snapshot
 from labkit.vm.channel import Channel, connect
 from labkit.vm.commands import Commands
 from labkit.vm.guestenv import guest_python, guest_visible
@@ -58,6 +59,47 @@ def choose_accel(kernel_dir=None, probe=True):
     except LabError as exc:
         accel, why = "tcg", f"a probe boot under KVM failed ({exc.message})"
     return vm_accel.remember(kernel_dir, accel, why)
+
+
+SPARE = "spare"  # this user's spare VM's run folder, in their run folder
+
+
+def qemu_alive(pid) -> bool:
+    """Whether pid is a QEMU process (a pid file can outlive its VM)."""
+    try:
+        return b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def claim_spare(kernel_dir, accel, cpus, memory, workdir):
+    """(run folder, state) of this user's spare VM (``labkit.vm.spare``) if it fits, now the caller's; else None."""
+    base = paths.run_dir()
+    if not (base / SPARE / "state.json").exists():
+        return None
+    mine = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+    try:
+        os.rename(base / SPARE, mine)  # atomic: one claimer wins
+    except OSError:
+        mine.rmdir()
+        return None
+    try:
+        state = json.loads((mine / "state.json").read_text())
+    except (OSError, ValueError):
+        state = {}
+    wanted = {"kernel": str(kernel_dir), "accel": accel, "cpus": cpus, "memory": memory, "workdir": str(workdir)}
+    if qemu_alive(state.get("pid")) and all(state.get(k) == v for k, v in wanted.items()):
+        return mine, state
+    # Not ours to use (another kernel, folder or size): put it back for its own Lab, or clear a dead one.
+    if qemu_alive(state.get("pid")):
+        try:
+            os.rename(mine, base / SPARE)
+            return None
+        except OSError:
+            os.kill(state["pid"], signal.SIGKILL)
+    shutil.rmtree(mine, ignore_errors=True)
+    return None
+
 
 
 # ---- the VM ------------------------------------------------------------------------
@@ -98,6 +140,7 @@ class Lab(Commands):
         self.release = None
         self.snapshot = snapshot
         self.warm = None
+        self.spare = False  # taken over from this user's spare VM (labkit.vm.spare)
         self.warm_why = "" if snapshot else "snapshot=False"
         # Ids unique across clients: a persistent VM may still send output
         # of an earlier client's command.
@@ -131,6 +174,9 @@ class Lab(Commands):
             self.workdir = check_workdir(self.workdir)
         if self.accel is None:
             self.accel, self.accel_why = choose_accel(self.kernel_dir)
+        if self.snapshot and not self.persistent and self.rundir is None and self.clock == "wall" \
+                and self._take_spare():
+            return
         warm = None
         if self.snapshot:
             warm, self.warm_why = restore.choose(self.kernel_dir, vmlinux, accel=self.accel, cpus=self.cpus,
@@ -145,6 +191,32 @@ class Lab(Commands):
                 self.warm_why = f"the warm snapshot did not restore ({exc.message})"
                 print(f"labkit: {self.warm_why}; booting cold", file=sys.stderr)
         self._boot(vmlinux, None)
+
+    def _take_spare(self) -> bool:
+        """This user's spare VM (``labkit.vm.spare``), if one is up and fits this one."""
+        try:
+            workdir = self.workdir or check_workdir(os.getcwd())
+        except VMError:
+            return False
+        t0 = time.monotonic()
+        taken = claim_spare(self.kernel_dir, self.accel, self.cpus, self.memory, workdir)
+        if taken is None:
+            return False
+        self.rundir, state = taken
+        self._own_rundir, self.workdir, self.pid = True, workdir, state["pid"]
+        self.guard = Guard(self.pid, self.rundir)
+        sock = connect(self.rundir / "ctl.sock", time.monotonic() + 10, self.alive)
+        if sock is not None:
+            self.chan = Channel(sock)
+            if self.ping():
+                self.release, self.accel_why = state.get("release"), state.get("accel_why", self.accel_why)
+                self.warm = snapshot.read(state.get("snapshot"))
+                self.spare = True
+                self.boot_seconds = time.monotonic() - t0
+                return True
+        self.kill()
+        self.rundir, self.pid, self._own_rundir = None, None, False
+        return False
 
     def _boot(self, vmlinux, warm):
         """Boot (warm None) or restore warm; on any failure nothing is left."""

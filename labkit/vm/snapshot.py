@@ -169,6 +169,16 @@ def load(key: str):
     return Snapshot(d, manifest), ""
 
 
+def read(folder):
+    """The snapshot in folder as it is (fresh or not), or None."""
+    if not folder:
+        return None
+    try:
+        return Snapshot(Path(folder), json.loads((Path(folder) / "manifest.json").read_text()))
+    except (OSError, ValueError):
+        return None
+
+
 def tsc_fits(snap: Snapshot, tsc_khz) -> bool:
     """The guest was told the host's TSC rate when it booted: it must still hold."""
     saved = snap.manifest.get("tsc_khz")

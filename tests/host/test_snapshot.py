@@ -184,3 +184,32 @@ def tempfile_dir():
     d = tempfile.mkdtemp(prefix="labkit-snapshot-test-", dir="/var/tmp")
     os.chmod(d, 0o755)
     return d
+
+
+def test_a_spare_vm_is_taken_over_by_the_first_lab_that_fits(vm_ready, tmp_path):
+    """As a hub does when a student's server starts: a VM restored ahead, taken by
+    the first Lab() with the same working folder, left alone by any other."""
+    from labkit import paths
+    from labkit.vm.lab import Lab
+
+    work, other = tmp_path / "work", tmp_path / "other"
+    work.mkdir()
+    other.mkdir()
+    res = subprocess.run([sys.executable, "-m", "labkit.vm.spare", str(work)], cwd=PROJECT, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0 and "spare lab VM up" in res.stdout, res.stdout + res.stderr
+    spare_pid = json.loads((paths.run_dir() / "spare" / "state.json").read_text())["pid"]
+    try:
+        with Lab(workdir=other) as lab:
+            assert not lab.spare and lab.pid != spare_pid
+        assert (paths.run_dir() / "spare").is_dir(), "a Lab that does not fit took the spare"
+        with Lab(workdir=work) as lab:
+            assert lab.spare and lab.pid == spare_pid
+            assert lab.run(["sh", "-c", "echo taken > t.txt"], cwd=work).code == 0
+        assert (work / "t.txt").read_text() == "taken\n"
+        assert not (paths.run_dir() / "spare").exists()
+        assert not os.path.exists(f"/proc/{spare_pid}"), "the spare's QEMU outlived the Lab that took it"
+    finally:
+        if os.path.exists(f"/proc/{spare_pid}"):
+            os.kill(spare_pid, signal.SIGKILL)
+        shutil.rmtree(paths.run_dir() / "spare", ignore_errors=True)
