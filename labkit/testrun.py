@@ -90,7 +90,7 @@ def run_lab_tier(name, tests, xml, argv, kernel_dir=None, snapshot=True) -> int:
             how = f"restored from {lab.warm.dir.name}" if lab.warm else "booted cold"
             print(f"lab VM: kernel {lab.release}, accel {lab.accel} ({lab.accel_why}), "
                   f"{how} in {lab.boot_seconds:.1f}s", flush=True)
-            res = lab.run([sys.executable, "-m", "pytest", *tests, "-v", f"--junitxml={xml}", *argv],
+            res = lab.run([sys.executable, "-m", "pytest", *tests, "-v", "--durations=15", f"--junitxml={xml}", *argv],
                           cwd=str(paths.PROJECT), stream=True, timeout=2400)
             return res.code
     except LabError as exc:
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
                               cwd=paths.PROJECT)
 
     print("\n== host tier: tests/unit tests/host", flush=True)
-    host_rc = subprocess.call([sys.executable, "-m", "pytest", "tests/unit", "tests/host",
+    host_rc = subprocess.call([sys.executable, "-m", "pytest", "tests/unit", "tests/host", "--durations=25",
                                f"--junitxml={host_xml}", *argv], cwd=paths.PROJECT)
 
     debug_log = out / "kernel-debug-build.log"
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     def lessons_tier():
         print("\n== lessons tier: tests/notebooks tests/browser", flush=True)
         return subprocess.call([sys.executable, "-m", "pytest", "tests/notebooks", "tests/browser", "-v",
-                                f"--junitxml={nb_xml}", *argv], cwd=paths.PROJECT)
+                                "--durations=25", f"--junitxml={nb_xml}", *argv], cwd=paths.PROJECT)
 
     nb_rc = None
     if debug_build.poll() is None:
