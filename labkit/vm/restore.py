@@ -42,6 +42,10 @@ def choose(kernel_dir: Path, vmlinux: Path, *, accel, cpus, memory, clock, progr
     writable = os.access(root, os.W_OK) if root.exists() else os.access(root.parent, os.W_OK) or not root.parent.exists()
     if not writable:
         return None, f"{why} (the snapshots in {root} are read-only here)"
+    failed = snapshot.failure(key)
+    if failed:
+        return None, f"the warm snapshot could not be made lately ({failed}); it is tried again when a file " \
+                     "it loads changes, or in an hour"
     try:
         return warmbuild.build(kernel_dir, vmlinux, accel=accel, cpus=cpus, memory=memory,
                                release=_release(kernel_dir), progress=progress), ""

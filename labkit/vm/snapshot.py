@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sysconfig
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,6 +168,31 @@ def load(key: str):
     if fingerprint(manifest.get("files", [])) != manifest.get("fingerprint"):
         return None, "the warm snapshot is stale: a file the guest loaded before the save has changed since"
     return Snapshot(d, manifest), ""
+
+
+FAILURE_TTL = 3600.0  # a failed build is tried again after this long, or as soon as a file it listed changes
+
+
+def failure(key: str) -> str:
+    """Why the last build for key failed, if it did lately and nothing it loaded changed since; else ""."""
+    path = snapshots_dir() / f"{key}.failed"
+    try:
+        record = json.loads(path.read_text())
+        fresh = time.time() - path.stat().st_mtime < FAILURE_TTL
+    except (OSError, ValueError):
+        return ""
+    if fresh and fingerprint(record.get("files", [])) == record.get("fingerprint"):
+        return record.get("why", "")
+    return ""
+
+
+def record_failure(key: str, why: str, files=()):
+    """Remember a failed build, so that the next starts boot cold at once instead of trying again."""
+    try:
+        (snapshots_dir() / f"{key}.failed").write_text(json.dumps(
+            {"why": why, "files": list(files), "fingerprint": fingerprint(files)}))
+    except OSError:
+        pass
 
 
 def read(folder):

@@ -113,6 +113,7 @@ def _sweep(root: Path, key: str):
     and the snapshots of other machines that are stale (a file they loaded changed)."""
     for d in root.glob(f"{key}.tmp-*"):
         shutil.rmtree(d, ignore_errors=True)
+    (root / f"{key}.failed").unlink(missing_ok=True)
     for manifest in root.glob("*/manifest.json"):
         other = manifest.parent.name
         if other != key and "." not in other and snap.load(other)[0] is None:
@@ -142,6 +143,7 @@ def build(kernel_dir: Path, vmlinux: Path, *, accel, cpus, memory, release=None,
         tmp = Path(tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=root))
         rundir = Path(tempfile.mkdtemp(prefix="build-", dir=paths.run_dir()))
         proc = guard = None
+        files = []
         try:
             python, env = guest_python(), guest_env()
             files = snap.warm_files(python, env, vmlinux)
@@ -195,6 +197,7 @@ def build(kernel_dir: Path, vmlinux: Path, *, accel, cpus, memory, release=None,
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(exc, VMError):
                 exc.details = "\n".join(x for x in [exc.details, "console:", details] if x)
+                snap.record_failure(key, exc.message, files)
             raise
         finally:
             if guard is not None:

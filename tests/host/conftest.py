@@ -43,10 +43,32 @@ def vm_prerequisites() -> Path:
     return Path(kdir)
 
 
+_WARM = []
+
+
+def warm_snapshot(kdir):
+    """Make (or find) the default lab VM's warm snapshot once per run, before the
+    first VM test: a test that reads the first line a command prints must not
+    get the snapshot's progress instead."""
+    if _WARM:
+        return
+    from labkit.progress import Progress
+    from labkit.vm import restore
+    from labkit.vm.lab import choose_accel
+    from labkit.vm.preflight import vmlinux_of
+
+    accel, _ = choose_accel(kdir)
+    found, why = restore.choose(kdir, vmlinux_of(kdir), accel=accel, cpus=2, memory="1G", clock="wall",
+                                progress=Progress(quiet=True))
+    assert found is not None or os.environ.get("CI") != "true", f"no warm snapshot: {why}"
+    _WARM.append(found)
+
+
 @pytest.fixture
 def vm_ready():
     """Skip (fail in CI) unless QEMU, the lab kernel and the BPF objects are there."""
     kdir = vm_prerequisites()
+    warm_snapshot(kdir)
     before = set(lab_qemus())
     yield kdir
     left = set(lab_qemus()) - before

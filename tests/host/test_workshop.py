@@ -85,7 +85,8 @@ def run_in_browser(hub, name, result):
                 page.wait_for_url(f"**/user/{unix_name(name)}/**", timeout=240_000)
                 page.goto(f"{hub.url}/user/{unix_name(name)}/lab/tree/01_first_storage.ipynb?reset")
                 page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell", timeout=120_000)
-                page.wait_for_timeout(2000)  # the kernel connects
+                # Run All before the kernel is up runs nothing: wait for it (a busy machine takes longer).
+                page.wait_for_selector("text=Python 3 (ipykernel) | Idle", timeout=240_000)
                 page.click("li.lm-MenuBar-item:has-text('Run')")
                 page.click("li.lm-Menu-item[data-command='runmenu:run-all']")
                 page.wait_for_selector(".labkit-check", timeout=900_000)
