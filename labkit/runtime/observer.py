@@ -33,6 +33,11 @@ def observer(st: ExitStack, path, map_flags=None):
     ident = (str(path), tuple(sorted(map_flags.items())))
     if KEEP_LOADED and _warm and _warm[0] == ident:
         _, obj, ring = _warm
+        if ring is None:  # loaded by preload(), not attached yet
+            ring = obj.own(RingBuffer(obj.map("events")))
+            for prog in lifecycle_programs():
+                obj.own(obj.program(prog).attach())
+            _warm = (ident, obj, ring)
         del ring.records[:]
         ring.overflow = False
         ring.drain(0)
@@ -57,6 +62,18 @@ def observer(st: ExitStack, path, map_flags=None):
     else:
         st.enter_context(obj)
     return obj, ring
+
+
+def preload(path):
+    """Load and verify the observer with default map flags, attaching nothing: a
+    snapshot VM's warm Python does it before the snapshot, so that the workers
+    forked from it find it loaded (its first ``observer()`` attaches it). Nothing
+    runs until then: the programs are loaded, not attached."""
+    global _warm
+    from labkit.bpf.libbpf import BpfObject
+
+    obj = BpfObject(path, programs=list(HOOK_PROGRAMS + lifecycle_programs()), map_flags={})
+    _warm = ((str(path), ()), obj, None)
 
 
 def clear_maps(m):

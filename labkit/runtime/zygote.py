@@ -22,10 +22,15 @@ import sys
 import traceback
 
 
-def preload():
-    from labkit.runtime import worker
+def preload(load_observer=True):
+    """The worker's imports; and, in the lab VM, the observer loaded and verified
+    (the slowest step of a first run), which every forked worker inherits."""
+    from labkit.bpf.build import obj_path
+    from labkit.runtime import observer, worker
 
     worker.preload()
+    if load_observer:
+        observer.preload(obj_path("observe"))
 
 
 def run_child(sock, req, fds):
@@ -144,7 +149,11 @@ def loaded_files() -> list:
 def list_files():
     """``--list``: preload as the snapshot's warm Python does, also import what
     the agent uses there (labkit/guest/warm.py), print every file loaded."""
-    preload()
+    preload(load_observer=False)  # the host's kernel has no skb storage: only the files are listed
+    from labkit.bpf import attach, libbpf  # noqa: F401 - what loading and attaching the observer imports
+    from labkit.bpf.build import obj_path
+
+    print(obj_path("observe"))
     import binascii  # noqa: F401 - the agent's
     import ctypes  # noqa: F401
     import fcntl  # noqa: F401

@@ -222,7 +222,8 @@ def _prepare(proc, rundir, python, env, progress) -> dict:
         _wait(chan, proc, deadline, lambda m: m.get("ev") == "ready", "booting")
         progress.note("loading the warm Python (the scenario worker's imports)")
         # Only what shapes its imports: every restore of a shared snapshot carries this environment.
-        keep = ("PATH", "HOME", "LANG", "LABKIT_GUEST", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH", "VIRTUAL_ENV")
+        keep = ("PATH", "HOME", "LANG", "LABKIT_GUEST", "LABKIT_BPF_BUILD", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH",
+                "VIRTUAL_ENV")
         chan.send({"op": "zygote", "argv": [python, "-u", "-m", "labkit.runtime.zygote"], "cwd": str(paths.PROJECT),
                    "env": {k: v for k, v in env.items() if k in keep}})
         done = _wait(chan, proc, deadline, lambda m: m.get("op") == "zygote", "loading the warm Python")
