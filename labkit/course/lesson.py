@@ -99,6 +99,20 @@ def measure_clock(live: bool) -> str:
     return "wall" if accel == "kvm" else "icount"
 
 
+def running_slot():
+    """This notebook's running slot (``labkit.vm.slots``): a free one, or the one the keeper of
+    this user's spare VM holds (``labkit.vm.spare``), whose VM this notebook's Lab() then takes."""
+    from labkit.vm import slots, spare
+
+    try:
+        return slots.running_slot()
+    except slots.SlotsFull as exc:
+        taken = spare.take_slot() if exc.kind == "mine" else None
+        if taken is None:
+            raise
+        return taken
+
+
 class Lesson(CostMixin):
     """The lab as one notebook sees it: ``run()`` a scenario, ``show()`` its log. clock: the lab VM's
     ("wall", "icount" to count guest instructions: ``labkit.vm.lab.Lab``; "measure": ``measure_clock``)."""
@@ -113,10 +127,8 @@ class Lesson(CostMixin):
         self.fallback = None  # why live fell back to replay, for the banner
         self._atexit = False
         if self.live:
-            from labkit.vm import slots
-
             try:
-                self.slot = slots.running_slot()
+                self.slot = running_slot()
             except LabError as exc:  # SlotsFull, or a cap the hub set up wrong
                 self.fall_back(exc)
 
@@ -143,7 +155,7 @@ class Lesson(CostMixin):
 
         t0 = time.monotonic()
         if self.slot is None:  # closed before: take a running slot again
-            self.slot = slots.running_slot()
+            self.slot = running_slot()
         if not self._atexit:
             atexit.register(self.close)
             self._atexit = True

@@ -74,6 +74,16 @@ class Slot:
     def held(self) -> bool:
         return self._sock is not None or not self.capped
 
+    def fileno(self) -> int:
+        """The broker connection's fd (to pass to another process that takes the slot over)."""
+        return self._sock.fileno()
+
+    def let_go(self):
+        """Close this process's copy of the connection without ending it: another process holds it now."""
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+
     def release(self):
         sock, self._sock = self._sock, None
         if sock is not None:

@@ -154,6 +154,21 @@ def test_each_server_runs_as_its_student_in_its_cgroup(hub, students):
         assert os.stat(lab / "01_first_storage.ipynb").st_uid == uid
 
 
+def test_a_server_start_restores_a_spare_vm_that_the_first_lab_takes(hub, students):
+    """The hub starts a student's lab VM with their server (labkit.vm.spare): their
+    first lesson's Lab() takes that one, and it goes with the kernel."""
+    a = students[0]
+    uid = ht.uid_of(a.name)
+    ht.wait_until(lambda: len(ht.qemus_of(uid)) == 1, 180, "a spare VM restored as the server started")
+    spare = ht.qemus_of(uid)[0]
+    k, qemu = start_vm(hub, a)
+    try:
+        assert qemu == spare and ht.qemus_of(uid) == [spare], "the first Lab() did not take the spare VM"
+    finally:
+        k.shutdown()
+    ht.wait_until(lambda: not ht.qemus_of(uid), 60, "the spare VM gone with the kernel that took it")
+
+
 def test_a_student_cannot_read_another_students_notebooks(hub, students):
     a, b = students
     b_nb = Path(__import__("pwd").getpwnam(b.name).pw_dir) / "lab" / "01_first_storage.ipynb"
