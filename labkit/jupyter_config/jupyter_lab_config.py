@@ -14,6 +14,8 @@ if os.environ.get("LABKIT_SPARE") and not os.environ.get("LABKIT_SPARE_STARTED")
     import sys
 
     os.environ["LABKIT_SPARE_STARTED"] = "1"
-    subprocess.Popen([sys.executable, "-m", "labkit.vm.spare", os.environ["LABKIT_SPARE"]],
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                     start_new_session=True)
+    _log = os.path.join(os.path.expanduser("~"), ".cache", "labkit")
+    os.makedirs(_log, exist_ok=True)
+    with open(os.path.join(_log, "spare.log"), "ab") as _out:  # what went wrong, if it did
+        subprocess.Popen([sys.executable, "-m", "labkit.vm.spare", os.environ["LABKIT_SPARE"]],
+                         stdin=subprocess.DEVNULL, stdout=_out, stderr=_out, start_new_session=True)

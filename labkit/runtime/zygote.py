@@ -25,12 +25,24 @@ import traceback
 def preload(load_observer=True):
     """The worker's imports; and, in the lab VM, the observer loaded and verified
     (the slowest step of a first run), which every forked worker inherits."""
-    from labkit.bpf.build import obj_path
     from labkit.runtime import observer, worker
 
     worker.preload()
-    if load_observer:
-        observer.preload(obj_path("observe"))
+    path = observer_object()
+    if load_observer and path:
+        observer.preload(path)
+
+
+def observer_object():
+    """The observer's object file, or None where the BPF objects are not built (a
+    workshop install: each student builds their own, and their workers load it)."""
+    from labkit.bpf.build import obj_path
+    from labkit.errors import BpfBuildError
+
+    try:
+        return obj_path("observe")
+    except BpfBuildError:
+        return None
 
 
 def run_child(sock, req, fds):
@@ -151,9 +163,9 @@ def list_files():
     the agent uses there (labkit/guest/warm.py), print every file loaded."""
     preload(load_observer=False)  # the host's kernel has no skb storage: only the files are listed
     from labkit.bpf import attach, libbpf  # noqa: F401 - what loading and attaching the observer imports
-    from labkit.bpf.build import obj_path
 
-    print(obj_path("observe"))
+    if observer_object():
+        print(observer_object())
     import binascii  # noqa: F401 - the agent's
     import ctypes  # noqa: F401
     import fcntl  # noqa: F401
