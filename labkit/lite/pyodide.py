@@ -12,10 +12,18 @@ lock that names only those:
 - the course: labkit (a wheel of this checkout, recordings inside), graphviz,
   ipywidgets and what it needs, at the versions this lab runs with. Being in
   the lock, ``import labkit`` loads them (the kernel loads a cell's imports
-  from the lock) with no ``%pip``.
+  from the lock) with no ``%pip``;
+- the Pyodide kernel's own wheels (piplite, pyodide-kernel, its ipykernel
+  stand-in: ``KERNEL_OWN``), so that the kernel's start-up packages
+  (``PRELOAD``) load from the lock in one go, given to ``loadPyodide``, where
+  the kernel would otherwise install them one by one with micropip.
 
 Every other entry is dropped: a package the site does not hold must fail to
-import, never go to the internet.
+import, never go to the internet. The standard library and the wheels go in
+compiled to bytecode (``labkit.lite.bytecode``), less what the course never
+loads (``TRIM``, ``SOURCE_ONLY``). The folder's ``boot.mjs`` is the kernel's
+entry point to Pyodide: it imports the kernel's modules as soon as Pyodide is
+up (why: in boot.mjs).
 """
 
 from __future__ import annotations
@@ -23,14 +31,15 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
-import tarfile
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
 from labkit import paths
 from labkit.errors import LabError
+from labkit.lite.bytecode import compile_zips
+from labkit.lite.registry import cache, npm_package, pypi_wheels, run
 
 PYODIDE = "314.0.6"  # what jupyterlite-pyodide-kernel 0.8.6 is made for (its PYODIDE_VERSION)
 PYTHON = "3.14"      # Pyodide 314's Python, for pip to pick wheels
@@ -45,61 +54,32 @@ COURSE = {
     "comm": (["comm"], ["traitlets"]),
     "jupyterlab-widgets": (["jupyterlab_widgets"], []),
 }
-CORE_FILES = ("pyodide.mjs", "pyodide.js", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip",
-              "package.json")
-
-
-def run(argv, what, *, cwd=None, timeout=600):
-    """Run a build step; a failure says which step and what it printed."""
-    try:
-        r = subprocess.run([str(a) for a in argv], capture_output=True, text=True, cwd=cwd, timeout=timeout)
-    except FileNotFoundError:
-        raise LabError(f"{what}: {argv[0]} is not installed", fix="./lab setup (npm: sudo apt-get install npm)") from None
-    except subprocess.TimeoutExpired:
-        raise LabError(f"{what}: no answer in {timeout} s", fix="check the network to the package registries") from None
-    if r.returncode != 0:
-        raise LabError(f"{what} failed: {(r.stderr or r.stdout).strip()[-1500:]}",
-                       fix="check the network to the package registries (npm, PyPI)")
-    return r.stdout
-
-
-def cache() -> Path:
-    return paths.private_dir(paths.private_dir(paths.cache_dir()) / "lite")
-
-
-def npm_package(spec: str) -> Path:
-    """npm's package spec ("pyodide@314.0.6"), unpacked once into the cache; its folder."""
-    dest = cache() / "npm" / spec.replace("/", "_")
-    if (dest / "package.json").exists():
-        return dest
-    tmp = dest.with_name(dest.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    name = run(["npm", "pack", "--silent", "--pack-destination", tmp, spec], f"npm pack {spec}",
-               cwd=tmp).strip().splitlines()[-1]
-    with tarfile.open(tmp / name) as tar:
-        tar.extractall(tmp, filter="data")
-    shutil.rmtree(dest, ignore_errors=True)
-    (tmp / "package").rename(dest)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
-def pypi_wheels(specs, python=PYTHON) -> list[Path]:
-    """Pure-Python wheels for specs ("name==version"), from PyPI once into the cache."""
-    dest = cache() / "wheels"
-    dest.mkdir(parents=True, exist_ok=True)
-    run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-         "--python-version", python, "-d", dest, *specs], "pip download")
-    found = []
-    for spec in specs:
-        name, _, version = spec.partition("==")
-        stem = name.replace("-", "_").lower()
-        hits = [p for p in dest.glob("*.whl") if p.name.lower().startswith(f"{stem}-{version}-")]
-        if not hits:
-            raise LabError(f"pip download gave no wheel for {spec}")
-        found.append(hits[0])
-    return found
+# The Pyodide kernel's own wheels, which JupyterLite ships for piplite to install: in the lock too
+KERNEL_OWN = {
+    "piplite": (["piplite"], ["micropip"]),
+    "pyodide-kernel": (["pyodide_kernel"], ["comm", "ipython"]),
+    "ipykernel": (["ipykernel"], ["pyodide-kernel"]),  # the kernel's stand-in for ipykernel
+}
+KERNEL_OWN_DIR = "@jupyterlite/pyodide-kernel-extension/static/pypi"
+# What the kernel's worker loads at start, by the names it checks in loadPyodideOptions.packages
+# (it installs each one it does not find there with micropip and piplite, one after the other).
+# Given to loadPyodide, the lock's packages and their dependencies load in one go.
+PRELOAD = ("micropip", "piplite", "ipykernel", "comm", "pyodide-kernel", "jedi", "ipython")
+# Folders of a wheel the course never loads, left out (each kept, empty, where its package lists it):
+# jedi's type stubs for third-party packages and Django, 1126 of its 1964 files, for completions of
+# packages the site does not hold. Every file is one more to unpack at each kernel start.
+TRIM = {"jedi": ("jedi/third_party/django-stubs/", "jedi/third_party/typeshed/third_party/")}
+# Left as source (compiled in the browser if ever imported): pygments' 260 lexers and 48 styles,
+# which the kernel and the lessons do not import (IPython: the Python lexer, the styles' mapping and
+# a few styles), so that their bytecode is not unpacked at every kernel start.
+SOURCE_ONLY = {"pygments": (("pygments/lexers/", "pygments/styles/"),
+                            ("pygments/lexers/__init__.py", "pygments/lexers/_mapping.py", "pygments/lexers/python.py",
+                             "pygments/styles/__init__.py", "pygments/styles/_mapping.py"))}
+# The kernel's pyodideUrl (boot.mjs beside this module): Pyodide's loadPyodide, then the kernel's
+# start-up imports before the kernel mounts its drive (see there)
+BOOT = "boot.mjs"
+CORE_FILES = ("pyodide.mjs", "pyodide.js", "pyodide.asm.mjs", "pyodide.asm.wasm", "package.json")
+STDLIB = "python_stdlib.zip"
 
 
 def labkit_wheel(dest: Path) -> Path:
@@ -109,6 +89,39 @@ def labkit_wheel(dest: Path) -> Path:
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, paths.PROJECT], "building labkit's wheel")
     (whl,) = out.glob("labkit-*.whl")
     return whl
+
+
+def kernel_own_wheels() -> dict[str, Path]:
+    """The Pyodide kernel's own wheels (KERNEL_OWN), from jupyterlite-pyodide-kernel's labextension."""
+    from jupyter_core.paths import jupyter_path
+
+    for folder in (Path(p) / KERNEL_OWN_DIR for p in jupyter_path("labextensions")):
+        found = {name: sorted(folder.glob(f"{name.replace('-', '_')}-*-py3-none-any.whl")) for name in KERNEL_OWN}
+        if all(found.values()):
+            return {name: wheels[-1] for name, wheels in found.items()}
+    raise LabError("jupyterlite-pyodide-kernel's wheels (piplite, pyodide-kernel) are not installed",
+                   fix="pip install -e '.[lite]'")
+
+
+def trimmed(wheel: Path, drop: tuple[str, ...]) -> Path:
+    """wheel without the files under the folders in drop (each left as an empty folder, its RECORD
+    lines gone), once into the cache."""
+    out = cache() / "trimmed" / _sha256(wheel)[:20] / wheel.name  # the wheel's own name: the lock's
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gone = lambda name: name.startswith(drop)  # noqa: E731
+    with zipfile.ZipFile(wheel) as zin, zipfile.ZipFile(f"{out}.part", "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename.endswith(".dist-info/RECORD"):
+                data = b"".join(line for line in data.splitlines(keepends=True) if not gone(line.decode()))
+            if not gone(info.filename):
+                zout.writestr(info, data)
+        for folder in drop:
+            zout.writestr(zipfile.ZipInfo(folder), b"")
+    Path(f"{out}.part").rename(out)
+    return out
 
 
 def _sha256(path: Path) -> str:
@@ -121,14 +134,15 @@ def _version(wheel: Path) -> str:
 
 def lock(core: dict, kernel: dict, course: dict) -> dict:
     """The site's pyodide-lock.json: the core's entries for the kernel's packages (kernel: lock name ->
-    wheel), with the wheels' names and hashes, and an entry per course package (course: name -> wheel)."""
+    wheel), with the wheels' names and hashes, and an entry per course package or kernel's own wheel
+    (course: name -> wheel, as COURSE and KERNEL_OWN say)."""
     packages = {}
     for name, wheel in kernel.items():
         entry = dict(core["packages"][name])
         entry.update(file_name=wheel.name, sha256=_sha256(wheel), version=_version(wheel), unvendored_tests=False)
         packages[name] = entry
     for name, wheel in course.items():
-        imports, depends = COURSE[name]
+        imports, depends = {**COURSE, **KERNEL_OWN}[name]
         packages[name] = {"name": name, "version": _version(wheel), "file_name": wheel.name, "install_dir": "site",
                           "sha256": _sha256(wheel), "package_type": "package", "imports": imports,
                           "depends": depends, "unvendored_tests": False}
@@ -147,15 +161,24 @@ def pyodide_folder(dest: Path, work: Path, say=print) -> dict:
     if not core["info"]["python"].startswith(PYTHON):
         raise LabError(f"pyodide@{PYODIDE} is Python {core['info']['python']}, not {PYTHON}")
     say(f"the kernel's {len(KERNEL_PACKAGES)} packages from PyPI, at the lock's versions")
-    kernel = dict(zip(KERNEL_PACKAGES, pypi_wheels([f"{n}=={core['packages'][n]['version']}" for n in KERNEL_PACKAGES])))
+    specs = [f"{n}=={core['packages'][n]['version']}" for n in KERNEL_PACKAGES]
+    kernel = dict(zip(KERNEL_PACKAGES, pypi_wheels(specs, PYTHON)))
+    kernel.update({name: trimmed(kernel[name], drop) for name, drop in TRIM.items()})
     say("the course: labkit's wheel, graphviz, ipywidgets")
     course = {"labkit": labkit_wheel(work)}
     others = [n for n in COURSE if n != "labkit"]
-    course.update(zip(others, pypi_wheels([f"{n}=={metadata.version(n)}" for n in others])))
+    course.update(zip(others, pypi_wheels([f"{n}=={metadata.version(n)}" for n in others], PYTHON)))
+    course.update(kernel_own_wheels())
+    say("compiling the standard library and the wheels to bytecode (cached)")
+    compiled = compile_zips(core_dir, [core_dir / STDLIB, *kernel.values(), *course.values()], work,
+                            {kernel[name].name: how for name, how in SOURCE_ONLY.items()})
     dest.mkdir(parents=True, exist_ok=True)
     for f in CORE_FILES:
         shutil.copy2(core_dir / f, dest / f)
-    for wheel in [*kernel.values(), *course.values()]:
-        shutil.copy2(wheel, dest / wheel.name)
+    shutil.copy2(Path(__file__).with_name(BOOT), dest / BOOT)
+    for src, pyc in compiled.items():
+        shutil.copy2(pyc, dest / src.name)
+    kernel = {name: dest / w.name for name, w in kernel.items()}
+    course = {name: dest / w.name for name, w in course.items()}
     (dest / "pyodide-lock.json").write_text(json.dumps(lock(core, kernel, course), indent=1))
     return {"pyodide": PYODIDE, "wheels": sorted(w.name for w in [*kernel.values(), *course.values()])}

@@ -8,6 +8,12 @@ stick at a workshop, ``python3 -m http.server``) serves the whole course and
 nothing is fetched from anywhere else. It must be served over HTTP: a
 ``file://`` page cannot start the kernel's workers.
 
+A lesson's kernel starts in seconds, not the 18 s it took (benchmarks/lite_site.py):
+Pyodide loads the kernel's packages from the lock in one go (``PRELOAD``), their
+modules and the standard library come compiled (``labkit.lite.bytecode``), the
+kernel's modules are imported before its drive is mounted (``boot.mjs``), and a
+service worker keeps the site for the next visit (``labkit.lite.serviceworker``).
+
     labkit lite build [-o DIR]                 # default: artifacts/lite
     python3 -m http.server -d DIR 8000         # then open http://127.0.0.1:8000/lab/
 """
@@ -27,7 +33,9 @@ from pathlib import Path
 
 from labkit import paths
 from labkit.errors import LabError
-from labkit.lite.pyodide import PYODIDE, npm_package, pyodide_folder, run
+from labkit.lite.pyodide import BOOT, PRELOAD, PYODIDE, pyodide_folder
+from labkit.lite.registry import npm_package, run
+from labkit.lite.serviceworker import add_service_worker
 
 VIZ = "@viz-js/viz@3.31.0"  # Graphviz compiled to WebAssembly: one ES module (dist/viz.js), the wasm inside
 VIZ_DIR = "static/labkit"    # where the site serves it (labkit.viz.wasm loads it from there)
@@ -57,10 +65,11 @@ def _tools():
 
 
 def _lite_dir(work: Path, lessons: Path) -> Path:
-    """The JupyterLite input: settings (no PyPI, the lock's packages only) and the lessons."""
+    """The JupyterLite input: settings (no PyPI, the lock's packages only, the kernel's own loaded
+    with Pyodide in one go) and the lessons."""
     lite = work / "lite"
     lite.mkdir()
-    settings = {"disablePyPIFallback": True}
+    settings = {"disablePyPIFallback": True, "loadPyodideOptions": {"packages": list(PRELOAD)}}
     (lite / "jupyter-lite.json").write_text(json.dumps({
         "jupyter-lite-schema-version": 0,
         "jupyter-config-data": {"appName": "skb storage lab", "litePluginSettings": {KERNEL_PLUGIN: settings}},
@@ -70,6 +79,19 @@ def _lite_dir(work: Path, lessons: Path) -> Path:
     if not any(lessons.glob("*.ipynb")):
         raise LabError("no lessons to put in the site", fix="is this the lab's checkout? (git status)")
     return lite
+
+
+def use_boot(site: Path):
+    """The kernel's pyodideUrl: labkit's boot.mjs in the site's Pyodide folder (labkit.lite.pyodide).
+    Set in the built site's settings: jupyter lite build writes its own, the folder's pyodide.mjs,
+    over the input's."""
+    config = site / "jupyter-lite.json"
+    data = json.loads(config.read_text())
+    settings = data["jupyter-config-data"]["litePluginSettings"][KERNEL_PLUGIN]
+    if not (site / settings["pyodideUrl"]).with_name(BOOT).exists():
+        raise LabError(f"the site's Pyodide ({settings['pyodideUrl']}) has no {BOOT} beside it")
+    settings["pyodideUrl"] = settings["pyodideUrl"].rsplit("/", 1)[0] + "/" + BOOT
+    config.write_text(json.dumps(data, indent=2))
 
 
 def build(out=None, say=print) -> dict:
@@ -94,6 +116,8 @@ def build(out=None, say=print) -> dict:
             "jupyter lite build", cwd=work, timeout=900)
         (tmp_out / VIZ_DIR).mkdir(parents=True, exist_ok=True)
         shutil.copy2(viz / "dist" / "viz.js", tmp_out / VIZ_DIR / "viz.js")
+        use_boot(tmp_out)
+        report.update(add_service_worker(tmp_out))
         if out.exists():
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)
