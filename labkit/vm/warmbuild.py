@@ -147,6 +147,13 @@ def build(kernel_dir: Path, vmlinux: Path, *, accel, cpus, memory, release=None,
         try:
             python, env = guest_python(), guest_env()
             files = snap.warm_files(python, env, vmlinux)
+            if os.environ.get("LABKIT_SNAPSHOTS"):  # shared: every user who restores it gets these files' bytes
+                private = [f for f in files if os.path.isfile(f) and not os.stat(f).st_mode & 0o004]
+                if private:
+                    raise VMError(f"a shared warm snapshot would hold {len(private)} file(s) not every user may "
+                                  f"read, e.g. {private[0]}", fix="use a Python environment every user can read "
+                                  "(labkit hub setup makes one), or a snapshots folder of your own",
+                                  details="\n".join(private[:50]))
             (tmp / "files.list").write_text("".join(f.lstrip("/") + "\n" for f in files if f != str(vmlinux)))
             (tmp / "work").mkdir()
             tsc = host_tsc_khz() if accel != "kvm" else 0
