@@ -10,6 +10,8 @@
 ``channel``    the host's end of the control channel (JSON lines to the guest agent)
 ``guestenv``   what the guest is given: the host's Python, environment and folders
 ``persistent`` the lab VM that stays up (``labkit vm start|run|stop``)
+``spare``      a VM restored ahead (a hub student's server starts one), taken by their first ``Lab()``
+``cli``        the ``labkit vm`` subcommands
 ``slots``      a machine-wide cap on lab VMs (``$LABKIT_VM_SLOTS``): the client
 ``slotbroker`` the root-owned broker that keeps the cap (the hub runs it)
 ``cleanup``    ``labkit cleanup``: this user's leftovers and nothing else
