@@ -13,8 +13,8 @@ Per student (a user the hub knows, from its REST API with the service's token):
 
 - server: running, starting, stopping or stopped (the hub says);
 - lab VMs: the pids of QEMU processes owned by the student's unix uid whose
-  command line names labkit's guest init (``MARKER``, as ``labkit cleanup``
-  finds them);
+  command line names labkit's guest init, booted or restored from a warm
+  snapshot (``MARKER``);
 - exercises: the latest verdict per exercise of the course from the student's own
   ``~/.cache/labkit/progress.jsonl`` (``labkit.course.checking.record``), read as
   ``labkit.hub.progressfile`` reads a file the student controls: not through a symlink, only
@@ -47,7 +47,8 @@ from labkit.hub.progressfile import course_exercises, latest, load
 
 NAME = "instructor"
 PROGRESS = "{home}/.cache/labkit/progress.jsonl"  # where a student's checks are recorded; {home} {name} {uid}
-MARKER = f"init={paths.GUEST_DIR / 'init'}".encode()  # in every lab VM's QEMU command line
+# In every lab VM's QEMU command line: its guest init (labkit/guest/init booted, warm-init restored).
+MARKER = f"init={paths.GUEST_DIR}/".encode()
 SCOPES = ["list:users", "read:users", "read:servers"]
 
 
