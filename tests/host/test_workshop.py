@@ -237,8 +237,14 @@ def student_cannot_see(student, url) -> bool:
 
 
 def _pidfile(pid) -> str:
+    """The VM's pid file where it is now: a spare VM's run folder was renamed by the Lab that took
+    it over (labkit.vm.spare), so the path on QEMU's command line names the folder it started in."""
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    return os.fsdecode(argv[argv.index(b"-pidfile") + 1])
+    started = Path(os.fsdecode(argv[argv.index(b"-pidfile") + 1]))
+    for f in [started, *started.parent.parent.glob("*/qemu.pid")]:
+        if f.exists() and f.read_text().strip() == str(pid):
+            return str(f)
+    return str(started)
 
 
 def _progress(name) -> list:
