@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -28,16 +27,13 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
+from runtime import spread  # noqa: E402 - benchmarks/runtime.py's summary of repeated timings
+
 from labkit import kernel, scenarios  # noqa: E402
 from labkit.progress import Progress  # noqa: E402
 from labkit.runtime.session import Session  # noqa: E402
 from labkit.vm import warmbuild  # noqa: E402
 from labkit.vm.lab import Lab, choose_accel  # noqa: E402
-
-
-def spread(values):
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-            "max": round(max(values), 3), "runs": len(values)}
 
 
 def one(snapshot: bool) -> dict:

@@ -82,11 +82,11 @@ def cmd_vm_snapshot(args):
     from labkit import kernel
     from labkit.vm import restore
     from labkit.vm.lab import choose_accel
-    from labkit.vm.preflight import vmlinux_of
+    from labkit.vm.qemu import boot_image
 
     kdir = kernel.kernel_path()
     accel, _ = choose_accel(kdir)
-    found, why = restore.choose(kdir, vmlinux_of(kdir), accel=accel, cpus=args.cpus, memory=args.memory,
+    found, why = restore.choose(kdir, boot_image(kdir), accel=accel, cpus=args.cpus, memory=args.memory,
                                 clock="wall")
     if found is None:
         raise LabError(f"no warm snapshot: {why}", fix="check `labkit doctor`; lab VMs boot cold meanwhile")

@@ -39,7 +39,7 @@ from labkit.vm import restore, snapshot
 from labkit.vm.channel import Channel, connect
 from labkit.vm.commands import Commands
 from labkit.vm.guestenv import guest_python, guest_visible
-from labkit.vm.qemu import Guard, check_workdir, clock_config, console_tail, die_with_parent, qemu_argv
+from labkit.vm.qemu import Guard, boot_image, check_workdir, clock_config, console_tail, die_with_parent, qemu_argv
 from labkit.vm.warmbuild import resume_message
 
 BOOT_TIMEOUT = float(os.environ.get("LABKIT_BOOT_TIMEOUT", "90"))
@@ -65,10 +65,11 @@ SPARE = "spare"  # this user's spare VM's run folder, in their run folder
 
 
 def qemu_alive(pid) -> bool:
-    """Whether pid is a QEMU process (a pid file can outlive its VM)."""
+    """Whether pid is a QEMU process this user may signal (a pid file can outlive its VM, and its pid be reused)."""
     try:
+        os.kill(pid, 0)
         return b"qemu-system" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+    except (OSError, TypeError):
         return False
 
 
@@ -99,7 +100,6 @@ def claim_spare(kernel_dir, accel, cpus, memory, workdir):
             os.kill(state["pid"], signal.SIGKILL)
     shutil.rmtree(mine, ignore_errors=True)
     return None
-
 
 
 # ---- the VM ------------------------------------------------------------------------
@@ -162,13 +162,9 @@ class Lab(Commands):
 
         if self.kernel_dir is None:
             self.kernel_dir = kernel.kernel_path()
-        vmlinux = self.kernel_dir / "vmlinux"
-        if not vmlinux.is_file():
+        if not (self.kernel_dir / "vmlinux").is_file():
             raise VMError(f"no vmlinux in {self.kernel_dir}", fix="run: labkit kernel build")
-        # The debug kernel boots through the decompressor: its KASAN needs
-        # the early setup that the PVH entry skips.
-        if (self.kernel_dir / "bzImage").is_file():
-            vmlinux = self.kernel_dir / "bzImage"
+        vmlinux = boot_image(self.kernel_dir)
         tools.require("qemu-system-x86_64")  # before anything is created on disk
         if self.workdir is not None:
             self.workdir = check_workdir(self.workdir)

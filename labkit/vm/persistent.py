@@ -8,7 +8,6 @@ write is the one ``labkit vm start`` ran in.
 
 import fcntl
 import json
-import os
 import time
 from pathlib import Path
 
@@ -27,12 +26,9 @@ def persistent_state():
         state = json.loads((d / "state.json").read_text())
     except (OSError, ValueError):
         return None
-    try:
-        os.kill(state["pid"], 0)
-        alive = Path(f"/proc/{state['pid']}/cmdline").read_bytes().find(b"qemu-system") >= 0
-    except (ProcessLookupError, PermissionError, KeyError, OSError):
-        alive = False
-    if not alive:
+    from labkit.vm.lab import qemu_alive
+
+    if not qemu_alive(state.get("pid")):
         (d / "state.json").unlink(missing_ok=True)
         return None
     return state

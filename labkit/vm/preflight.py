@@ -32,6 +32,7 @@ def host_checks(probe_kvm=True) -> list[Check]:
     from labkit.errors import LabError
     from labkit.vm import persistent
     from labkit.vm.lab import choose_accel
+    from labkit.vm.qemu import boot_image
 
     checks = [Check("python", sys.version_info >= (3, 11), f"{sys.version.split()[0]} at {sys.executable}",
                     "use Python 3.11 or newer")]
@@ -63,7 +64,7 @@ def host_checks(probe_kvm=True) -> list[Check]:
     checks.append(kernel_check)
     accel, why = choose_accel(kdir, probe=probe_kvm and kdir is not None)
     checks.append(Check("accel", True, f"{accel}: {why}"))
-    checks.append(_snapshot_check(kdir, vmlinux_of(kdir) if kdir else None, accel))
+    checks.append(_snapshot_check(kdir, boot_image(kdir) if kdir else None, accel))
     state = persistent.persistent_state()
     checks.append(Check("persistent vm", True,
                         f"running (pid {state['pid']}, {state['accel']})" if state else "none (labkit vm start)"))
@@ -72,11 +73,6 @@ def host_checks(probe_kvm=True) -> list[Check]:
     checks.append(Check("bpf objects", bool(built), f"{len(built)} in {build_dir}" if built
                         else "none built", "run: labkit bpf build"))
     return checks
-
-
-def vmlinux_of(kdir):
-    """The image a lab VM boots from kdir (the debug kernel's bzImage)."""
-    return kdir / "bzImage" if (kdir / "bzImage").is_file() else kdir / "vmlinux"
 
 
 def _snapshot_check(kdir, vmlinux, accel) -> Check:
@@ -96,7 +92,7 @@ def _snapshot_check(kdir, vmlinux, accel) -> Check:
         m = found.manifest
         return Check("warm snapshot", True, f"ready: {found.dir} ({m.get('state_bytes', 0) >> 20} MiB, "
                      f"made {m.get('built')} in {m.get('seconds')} s); lab VMs restore it")
-    if os.access(root if root.exists() else root.parent, os.W_OK):
+    if snapshot.writable():
         return Check("warm snapshot", True, f"not ready ({why}): the next lab VM start makes it (~20 s), "
                      "later ones restore it")
     return Check("warm snapshot", False, f"{why}; {root} is read-only here, so lab VMs boot cold",

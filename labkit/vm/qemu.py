@@ -115,6 +115,13 @@ def clock_config(clock, accel, cpus):
 # ---- the command line ---------------------------------------------------------------
 
 
+def boot_image(kernel_dir: Path) -> Path:
+    """What a lab VM boots from kernel_dir: vmlinux through its PVH entry, but the debug
+    kernel's bzImage through the decompressor (its KASAN needs the early setup PVH skips)."""
+    bz = Path(kernel_dir) / "bzImage"
+    return bz if bz.is_file() else Path(kernel_dir) / "vmlinux"
+
+
 def has_kasan(kernel: Path) -> bool:
     """Whether the kernel next to its build's ``config`` was built with KASAN (the debug flavour)."""
     try:

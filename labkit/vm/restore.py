@@ -8,8 +8,6 @@ read-only shared folder whose snapshot is missing or stale, a build that
 failed.
 """
 
-import json
-import os
 import shlex
 from pathlib import Path
 
@@ -22,8 +20,10 @@ ICOUNT_COLD = ("clock='icount' boots cold: the warm snapshot is saved without in
 
 
 def _release(kernel_dir: Path):
+    from labkit import kernel
+
     try:
-        return json.loads((kernel_dir / "build.json").read_text()).get("release")
+        return kernel.info(kernel_dir).get("release")
     except (OSError, ValueError):
         return None
 
@@ -38,10 +38,8 @@ def choose(kernel_dir: Path, vmlinux: Path, *, accel, cpus, memory, clock, progr
         found, why = None, "the host's TSC rate is not the one the warm snapshot's guest was told"
     if found:
         return found, ""
-    root = snapshot.snapshots_dir()
-    writable = os.access(root, os.W_OK) if root.exists() else os.access(root.parent, os.W_OK) or not root.parent.exists()
-    if not writable:
-        return None, f"{why} (the snapshots in {root} are read-only here)"
+    if not snapshot.writable():
+        return None, f"{why} (the snapshots in {snapshot.snapshots_dir()} are read-only here)"
     failed = snapshot.failure(key)
     if failed:
         return None, f"the warm snapshot could not be made lately ({failed}); it is tried again when a file " \

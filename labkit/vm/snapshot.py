@@ -44,6 +44,14 @@ def snapshots_dir() -> Path:
     return paths.cache_dir() / "snapshots"
 
 
+def writable() -> bool:
+    """Whether this user may make snapshots in snapshots_dir() (or the nearest folder of it that exists)."""
+    d = snapshots_dir()
+    while not d.exists() and d != d.parent:
+        d = d.parent
+    return os.access(d, os.W_OK)
+
+
 def _stat_words(path) -> str:
     try:
         st = os.stat(path)

@@ -19,7 +19,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -71,18 +70,10 @@ def locked(path: Path, on_wait=None):
 class _Qmp:
     """Just enough of QEMU's monitor protocol to save the machine."""
 
-    def __init__(self, path, deadline):
-        self.sock = None
-        while self.sock is None:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(str(path))
-                self.sock = s
-            except OSError:
-                s.close()
-                if time.monotonic() > deadline:
-                    raise VMError("QEMU's monitor did not open") from None
-                time.sleep(0.05)
+    def __init__(self, path, deadline, alive):
+        self.sock = connect(path, deadline, alive)
+        if self.sock is None:
+            raise VMError("QEMU's monitor did not open")
         self.file = self.sock.makefile("rwb")
         self._read()  # the greeting
         self.execute("qmp_capabilities")
@@ -168,7 +159,7 @@ def build(kernel_dir: Path, vmlinux: Path, *, accel, cpus, memory, release=None,
             info = _prepare(proc, rundir, python, env, progress)
             progress.note("saving the machine")
             state = tmp / "state"
-            qmp = _Qmp(rundir / "qmp.sock", time.monotonic() + 30)
+            qmp = _Qmp(rundir / "qmp.sock", time.monotonic() + 30, lambda: proc.poll() is None)
             try:
                 qmp.execute("migrate", uri=f"exec:cat > {shlex.quote(str(state))}")
                 while True:

@@ -55,10 +55,10 @@ def warm_snapshot(kdir):
     from labkit.progress import Progress
     from labkit.vm import restore
     from labkit.vm.lab import choose_accel
-    from labkit.vm.preflight import vmlinux_of
+    from labkit.vm.qemu import boot_image
 
     accel, _ = choose_accel(kdir)
-    found, why = restore.choose(kdir, vmlinux_of(kdir), accel=accel, cpus=2, memory="1G", clock="wall",
+    found, why = restore.choose(kdir, boot_image(kdir), accel=accel, cpus=2, memory="1G", clock="wall",
                                 progress=Progress(quiet=True))
     assert found is not None or os.environ.get("CI") != "true", f"no warm snapshot: {why}"
     _WARM.append(found)
