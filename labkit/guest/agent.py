@@ -151,7 +151,12 @@ class Agent:
                 done.update(self.warm.settle())
             else:
                 seed = binascii.a2b_base64(msg["seed"])
-                self.bound = self.warm.resume(msg["time"], seed, msg.get("work"), msg.get("bind", []))
+                self.warm.resume(msg["time"], seed)
+                for path in msg.get("bind", []):  # as a cold init does: the binds, then the working folder
+                    self.ensure_visible(path)
+                self.warm.mount_work(msg.get("work"))
+                if msg.get("work"):
+                    self.bound.append(msg["work"])
         except Exception as exc:  # noqa: BLE001 - the host reports it
             done.update(ok=False, error=f"{type(exc).__name__}: {exc}")
         self.send(done)

@@ -130,9 +130,10 @@ def reseed(seed: bytes):
         os.close(fd)
 
 
-def resume(now_ns: int, seed: bytes, work: str, binds) -> list:
-    """After a restore: the clock, the random generator, the host's folders.
-    What is bound at its own path (for the agent's ensure_visible)."""
+def resume(now_ns: int, seed: bytes):
+    """After a restore: the clock, the random generator, the host's root read-only
+    over every top-level folder (the agent then binds what the guest's own /tmp and
+    /run hide, and calls ``mount_work``)."""
     time.clock_settime_ns(time.CLOCK_REALTIME, now_ns)
     reseed(seed)
     os.makedirs(HOST_RO, exist_ok=True)
@@ -150,16 +151,11 @@ def resume(now_ns: int, seed: bytes, work: str, binds) -> list:
         elif os.path.isfile(src) and not os.path.lexists(dst):
             open(dst, "w").close()
             mount(src, dst, flags=MS_BIND)
-    bound = []
-    for path in binds:  # folders the guest's own /tmp and /run would hide
-        if path.startswith(tuple(f"/{d}/" for d in OWN)) and os.path.isdir(HOST_RO + path):
-            os.makedirs(path, exist_ok=True)
-            mount(HOST_RO + path, path, flags=MS_BIND)
-            bound.append(path)
+
+
+def mount_work(work: str):
+    """The working folder, writable, then (as a booted guest's) a root nothing can write."""
     if work:
         os.makedirs(work, exist_ok=True)
         mount_9p("work", work, readonly=False, cache="none")
-        bound.append(work)
-    # As a booted guest's: a root nothing can write.
     mount(None, "/", None, MS_REMOUNT | MS_RDONLY)
-    return bound
