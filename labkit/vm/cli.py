@@ -80,16 +80,9 @@ def cmd_vm_status(args):
 
 def cmd_vm_snapshot(args):
     from labkit import kernel
-    from labkit.vm import restore
-    from labkit.vm.lab import choose_accel
-    from labkit.vm.qemu import boot_image
+    from labkit.vm.lab import default_snapshot
 
-    kdir = kernel.kernel_path()
-    accel, _ = choose_accel(kdir)
-    found, why = restore.choose(kdir, boot_image(kdir), accel=accel, cpus=args.cpus, memory=args.memory,
-                                clock="wall")
+    found, why = default_snapshot(kernel.kernel_path(), cpus=args.cpus, memory=args.memory)
     if found is None:
         raise LabError(f"no warm snapshot: {why}", fix="check `labkit doctor`; lab VMs boot cold meanwhile")
-    m = found.manifest
-    print(f"warm snapshot ready: {found.dir} ({m.get('state_bytes', 0) >> 20} MiB, kernel {m.get('release')}, "
-          f"{m.get('cpus')} vCPUs, {m.get('memory')}, made {m.get('built')})")
+    print(f"warm snapshot ready: {found.summary()}")

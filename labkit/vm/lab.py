@@ -61,6 +61,14 @@ def choose_accel(kernel_dir=None, probe=True):
     return vm_accel.remember(kernel_dir, accel, why)
 
 
+def default_snapshot(kernel_dir, *, cpus=2, memory="1G", progress=None):
+    """(Snapshot | None, why): the warm snapshot a wall-clock Lab() of that size restores, made
+    now if it is missing or stale (``labkit vm snapshot``, the tests before their first VM)."""
+    accel, _ = choose_accel(kernel_dir)
+    return restore.choose(kernel_dir, boot_image(kernel_dir), accel=accel, cpus=cpus, memory=memory, clock="wall",
+                          progress=progress)
+
+
 SPARE = "spare"  # this user's spare VM's run folder, in their run folder
 
 

@@ -89,9 +89,7 @@ def _snapshot_check(kdir, vmlinux, accel) -> Check:
     found, why = snapshot.load(key)
     root = snapshot.snapshots_dir()
     if found:
-        m = found.manifest
-        return Check("warm snapshot", True, f"ready: {found.dir} ({m.get('state_bytes', 0) >> 20} MiB, "
-                     f"made {m.get('built')} in {m.get('seconds')} s); lab VMs restore it")
+        return Check("warm snapshot", True, f"ready: {found.summary()}; lab VMs restore it")
     if snapshot.writable():
         return Check("warm snapshot", True, f"not ready ({why}): the next lab VM start makes it (~20 s), "
                      "later ones restore it")

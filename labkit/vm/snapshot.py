@@ -159,6 +159,12 @@ class Snapshot:
     def append(self) -> str:
         return self.manifest["append"]
 
+    def summary(self) -> str:
+        """One line: where, how big, for which kernel and machine, when made."""
+        m = self.manifest
+        return (f"{self.dir} ({m.get('state_bytes', 0) >> 20} MiB, kernel {m.get('release')}, {m.get('cpus')} vCPUs, "
+                f"{m.get('memory')}, made {m.get('built')} in {m.get('seconds')} s)")
+
 
 def load(key: str):
     """(Snapshot, "") if a fresh snapshot for key is on disk, else (None, why not)."""

@@ -53,13 +53,9 @@ def warm_snapshot(kdir):
     if _WARM:
         return
     from labkit.progress import Progress
-    from labkit.vm import restore
-    from labkit.vm.lab import choose_accel
-    from labkit.vm.qemu import boot_image
+    from labkit.vm.lab import default_snapshot
 
-    accel, _ = choose_accel(kdir)
-    found, why = restore.choose(kdir, boot_image(kdir), accel=accel, cpus=2, memory="1G", clock="wall",
-                                progress=Progress(quiet=True))
+    found, why = default_snapshot(kdir, progress=Progress(quiet=True))
     assert found is not None or os.environ.get("CI") != "true", f"no warm snapshot: {why}"
     _WARM.append(found)
 
