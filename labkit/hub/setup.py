@@ -3,14 +3,16 @@
 Layout under the prefix (default /opt/skb-lab), all root-owned, readable by
 everyone, writable by no student:
 
-    src/      this checkout's tracked files (git ls-files); no bpf/build: each
-              student compiles the BPF objects into their own cache
+    src/      this checkout's tracked files (git ls-files), without bpf/build
     venv/     a venv of Debian's /usr/bin/python3 (a Python under /root is out
               of the students' reach) with src[live,lab,hub] installed in editable
               mode, so labkit finds its notebooks, bpf/ and kernel/ in src/
     node/     configurable-http-proxy from npm, the version pinned below
     kernel/   the lab kernel, imported from an export (``labkit kernel export``):
               the hub builds none
+    bpf-build/  the lab's BPF objects, compiled here for that kernel: every
+              student's lessons load these (LABKIT_BPF_BUILD), and the warm
+              snapshot's guest has the observer loaded from them already
     setup.json  what was installed, from which commit, and the kernel's path
 
 Re-running it refreshes src/ and reinstalls only what changed (pyproject.toml,
@@ -151,6 +153,20 @@ def install_kernel(prefix: Path, artifact: str | None) -> str:
     return kdir
 
 
+def bpf_dir(prefix) -> Path:
+    return Path(prefix) / "bpf-build"
+
+
+def build_bpf(prefix: Path, kdir: str):
+    """The lab's BPF objects for every student, compiled once (students would each compile them
+    into their own cache, and the shared warm snapshot could preload none of them)."""
+    say(f"BPF programs: compiling them for the lab kernel into {bpf_dir(prefix)}")
+    env = {"PATH": f"{prefix}/venv/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root"),
+           "LABKIT_KERNEL_DIR": kdir, "LABKIT_BPF_BUILD": str(bpf_dir(prefix))}
+    run([str(prefix / "venv" / "bin" / "labkit"), "bpf", "build"], "compiling the lab's BPF programs",
+        cwd=str(prefix / "src"), env=env, fix="install clang and llvm (./lab setup installs them), then run again")
+
+
 def seal(prefix: Path):
     """Root-owned, world-readable, writable by root alone (state/ is the hub's own business)."""
     for root, dirs, files in os.walk(prefix):
@@ -178,7 +194,7 @@ def warm_snapshot(prefix: Path, kernel_dir: str, say) -> str:
     students' VMs then boot cold, and ``labkit doctor`` says so."""
     d = prefix / "snapshots"
     env = {"PATH": f"{prefix}/venv/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/root"),
-           "LABKIT_KERNEL_DIR": kernel_dir, "LABKIT_SNAPSHOTS": str(d)}
+           "LABKIT_KERNEL_DIR": kernel_dir, "LABKIT_SNAPSHOTS": str(d), "LABKIT_BPF_BUILD": str(bpf_dir(prefix))}
     say("the students' warm lab VM snapshot (made once per kernel and install; about 20 s) ...")
     res = subprocess.run([str(prefix / "venv" / "bin" / "labkit"), "vm", "snapshot"], env=env, cwd=str(prefix),
                          capture_output=True, text=True, timeout=900)
@@ -223,6 +239,7 @@ def setup(prefix=DEFAULT_PREFIX, kernel=None) -> dict:
         "compiling labkit")
     install_proxy(prefix)
     kdir = install_kernel(prefix, kernel)
+    build_bpf(prefix, kdir)
     commit = subprocess.run(["git", "-C", str(paths.PROJECT), "rev-parse", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
     info = {"prefix": str(prefix), "kernel_dir": kdir, "commit": commit, "proxy": CHP_VERSION,

@@ -28,8 +28,8 @@ What a spawn does, as root in the hub, before the server runs:
   the student's own tmpfs on /tmp, /var/tmp and /dev/shm (gone with the
   server), then the student's uid;
 - the environment: the install's venv first on PATH, ``LABKIT_KERNEL_DIR``
-  (the imported lab kernel), ``LABKIT_VM_SLOTS`` (the machine-wide VM cap),
-  the lab's JupyterLab settings.
+  (the imported lab kernel), ``LABKIT_BPF_BUILD`` (the setup's BPF objects),
+  ``LABKIT_VM_SLOTS`` (the machine-wide VM cap), the lab's JupyterLab settings.
 
 Whenever the server stops (from the hub, the idle culler, the hub shutting
 down, or found dead by ``poll()``, e.g. OOM-killed) JupyterHub calls
@@ -53,6 +53,7 @@ from traitlets import Float, Integer, Unicode, default
 
 from labkit.hub import cgroups, disk
 from labkit.hub.auth import create_account, expire_account, is_hub_account
+from labkit.hub.setup import bpf_dir
 
 SEED = r'''set -e
 [ -e "$HOME/lab" ] && exit 0
@@ -152,6 +153,8 @@ class LabSpawner(LocalProcessSpawner):
             env["LABKIT_KERNEL_DIR"] = self.kernel_dir
         if self.vm_slots:
             env["LABKIT_VM_SLOTS"] = self.vm_slots
+        if (bpf_dir(self.prefix) / "observe.bpf.o").exists():
+            env["LABKIT_BPF_BUILD"] = str(bpf_dir(self.prefix))  # compiled by the setup, for everyone
         if self.snapshots:
             env["LABKIT_SNAPSHOTS"] = self.snapshots
             # A VM restored as the server starts, for the first lesson to take (labkit.vm.spare).

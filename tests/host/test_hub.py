@@ -85,6 +85,7 @@ def test_install_is_read_only_for_students(install):
             assert os.path.islink(p) or not st.st_mode & 0o022, f"{p} is writable by others ({st.st_mode:o})"
     assert os.path.realpath(install / "venv" / "bin" / "python").startswith("/usr/bin/python3")
     assert not (install / "src" / "bpf" / "build").exists()
+    assert (install / "bpf-build" / "observe.bpf.o").is_file(), "the setup compiled no BPF objects for the students"
     assert (install / "src" / "notebooks" / "01_first_storage.ipynb").is_file()
     nobody = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                              str(install / "venv" / "bin" / "python"), "-c",
@@ -164,6 +165,15 @@ def test_a_server_start_restores_a_spare_vm_that_the_first_lab_takes(hub, studen
     k, qemu = start_vm(hub, a)
     try:
         assert qemu == spare and ht.qemus_of(uid) == [spare], "the first Lab() did not take the spare VM"
+        # The shared snapshot's warm Python holds the observer, loaded from the setup's objects, which
+        # the student's lessons use: before any scenario, the guest already has its programs.
+        res = k.execute("import os\n"
+                        "print('BPF', os.environ.get('LABKIT_BPF_BUILD'))\n"
+                        "print('PROGS', lab.run(['sh', '-c', 'ls -l /proc/[0-9]*/fd 2>/dev/null'], timeout=60)"
+                        ".out.count('anon_inode:bpf-prog'))\n")
+        text = "".join(o.get("text", "") for o in res["outputs"])
+        assert f"BPF {install / 'bpf-build'}" in text, text
+        assert int(text.split("PROGS ")[1].split()[0]) > 0, f"no observer program preloaded in the warm guest: {text}"
     finally:
         k.shutdown()
     ht.wait_until(lambda: not ht.qemus_of(uid), 60, "the spare VM gone with the kernel that took it")
