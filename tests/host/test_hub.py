@@ -172,7 +172,7 @@ def test_a_server_start_restores_a_spare_vm_that_the_first_lab_takes(hub, studen
                         "print('PROGS', lab.run(['sh', '-c', 'ls -l /proc/[0-9]*/fd 2>/dev/null'], timeout=60)"
                         ".out.count('anon_inode:bpf-prog'))\n")
         text = "".join(o.get("text", "") for o in res["outputs"])
-        assert f"BPF {install / 'bpf-build'}" in text, text
+        assert f"BPF {hub.prefix / 'bpf-build'}" in text, text
         assert int(text.split("PROGS ")[1].split()[0]) > 0, f"no observer program preloaded in the warm guest: {text}"
     finally:
         k.shutdown()
