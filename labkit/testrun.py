@@ -3,9 +3,12 @@
 0. ``lint-imports``: the architecture (the layers and no-cycle contracts in
    ``pyproject.toml``), in a second.
 1. ``tests/unit`` and ``tests/host`` on the host: pure logic, the CLI's
-   errors, and the lab VM driven from outside (each of those boots its own).
-2. ``tests/lab`` inside one lab VM, as root on the lab kernel, restored
-   from its warm snapshot (``labkit.vm.snapshot``).
+   errors, and the lab VM driven from outside (each of those boots its own),
+   in two pytest-xdist workers (``workers()``; a module's tests stay in one).
+2. ``tests/lab`` inside two lab VMs at once, as root on the lab kernel,
+   restored from their warm snapshot (``labkit.vm.snapshot``): each VM runs
+   half of the files (``split``), so no test shares a kernel with one that
+   runs at the same time.
 3. The lifetime and finding tests (``DEBUG_TESTS``) again, on the debug
    kernel (KASAN, lockdep, kmemleak: ``kernel/debug.config``), where a
    kernel splat fails the test that caused it. This VM boots cold, so the
@@ -15,7 +18,8 @@
    tests are timing-sensitive, while the lab tier runs.
 4. ``tests/notebooks`` and ``tests/browser`` on the host: every lesson
    live (each boots its VM) and in replay as an unprivileged user, and
-   JupyterLab in headless Chromium. When the debug kernel is still
+   JupyterLab in headless Chromium, in two workers; then, alone, the test
+   that the tier left the checkout clean. When the debug kernel is still
    building as the lab tier ends (a first run), this tier runs before the
    debug tier rather than waiting for it.
 
@@ -26,6 +30,7 @@ Extra arguments go to both pytest runs. The closing line counts all tiers:
 import os
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -73,6 +78,21 @@ DEBUG_TESTS = ["tests/lab/test_findings.py", "tests/lab/test_second_read.py", "t
                "tests/lab/test_zz_splat_scan.py"]
 
 
+# The lab tier's files and their seconds in one restored VM under TCG (a CI rehearsal's report),
+# to split them between LABKIT_LAB_VMS VMs (default 2).
+LAB_SECONDS = {}
+# The lessons tier's last test, run after the tier's workers.
+LAST = "tests/browser/test_zz_clean_checkout.py"
+
+
+def workers() -> list[str]:
+    """pytest-xdist's options for a host-side tier: ``$LABKIT_TEST_WORKERS`` processes (default 2),
+    a module's tests in one of them (tests/conftest.py's groups). Most of those tiers' time is
+    waiting on a VM, a hub or a timer, so two share two cores well; 1: no workers."""
+    n = int(os.environ.get("LABKIT_TEST_WORKERS", "2"))
+    return ["-n", str(n), "--dist", "loadgroup"] if n > 1 else []
+
+
 def start_debug_build(log_path):
     """``labkit kernel build --debug`` in the background, at low priority."""
     log = open(log_path, "wb")
@@ -80,21 +100,82 @@ def start_debug_build(log_path):
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=paths.PROJECT)
 
 
-def run_lab_tier(name, tests, xml, argv, kernel_dir=None, snapshot=True) -> int:
-    """tests in one lab VM: restored from its warm snapshot, or booted cold (snapshot=False)."""
+def split(files, n, seconds) -> list[list[str]]:
+    """files into n groups of about equal time (seconds: a file's measured time; 5 s when unknown),
+    the longest first into the group with the least so far."""
+    groups = [[] for _ in range(max(1, n))]
+    load = [0.0] * len(groups)
+    for f in sorted(files, key=lambda f: (-seconds.get(f, 5.0), f)):
+        i = load.index(min(load))
+        groups[i].append(f)
+        load[i] += seconds.get(f, 5.0)
+    return [sorted(g) for g in groups if g]
+
+
+def lab_groups(n) -> list[list[str]]:
+    files = sorted(str(p.relative_to(paths.PROJECT)) for p in (paths.PROJECT / "tests" / "lab").glob("test_*.py"))
+    return split(files, n, LAB_SECONDS)
+
+
+def run_lab_tier(name, groups, xml, argv, kernel_dir=None, snapshot=True) -> int:
+    """Each group of tests in a lab VM of its own (restored from its warm snapshot, or booted cold:
+    snapshot=False), all at once; each group's report is xml-<i>.xml. The worst exit code."""
+    if len(groups) == 1:
+        return lab_group(name, groups[0], xml, argv, kernel_dir, snapshot, None)
+    lock = threading.Lock()
+    codes = [2] * len(groups)
+
+    def one(i):
+        codes[i] = lab_group(f"{name} {i + 1}", groups[i], report(xml, i), argv, kernel_dir, snapshot, lock)
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(len(groups))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return max(codes)
+
+
+def report(xml, i) -> Path:
+    return xml.with_name(f"{xml.stem}-{i + 1}{xml.suffix}")
+
+
+def lab_group(name, tests, xml, argv, kernel_dir, snapshot, lock) -> int:
+    """tests in one lab VM; with lock (groups at once), each line of output marked with the group's name."""
     from labkit.vm.lab import Lab
+
+    pending = {1: b"", 2: b""}
+
+    def say(fd, data):
+        pending[fd] += data
+        *lines, pending[fd] = pending[fd].split(b"\n")
+        target = sys.stdout if fd == 1 else sys.stderr
+        with lock:
+            for line in lines:
+                target.write(f"[{name}] {line.decode(errors='replace')}\n")
+            target.flush()
+
+    def tell(text):
+        if lock:
+            with lock:
+                print(f"[{name}] {text}", flush=True)
+        else:
+            print(text, flush=True)
 
     try:
         # The guest's pytest writes artifacts/ in the working folder.
         with Lab(kernel_dir, workdir=paths.PROJECT, snapshot=snapshot) as lab:
             how = f"restored from {lab.warm.dir.name}" if lab.warm else "booted cold"
-            print(f"lab VM: kernel {lab.release}, accel {lab.accel} ({lab.accel_why}), "
-                  f"{how} in {lab.boot_seconds:.1f}s", flush=True)
+            tell(f"lab VM: kernel {lab.release}, accel {lab.accel} ({lab.accel_why}), "
+                 f"{how} in {lab.boot_seconds:.1f}s")
             res = lab.run([sys.executable, "-m", "pytest", *tests, "-v", "--durations=15", f"--junitxml={xml}", *argv],
-                          cwd=str(paths.PROJECT), stream=True, timeout=2400)
+                          cwd=str(paths.PROJECT), stream=say if lock else True, timeout=2400)
+            for fd, rest in pending.items():
+                if rest:
+                    say(fd, b"\n")
             return res.code
     except LabError as exc:
-        print(f"labkit: {name} tier: {exc.render()}", file=sys.stderr)
+        tell(f"labkit: {name} tier: {exc.render()}")
         return 2
 
 
@@ -104,16 +185,17 @@ def main(argv=None) -> int:
     out.mkdir(exist_ok=True)
     host_xml, lab_xml, nb_xml = out / "junit-host.xml", out / "junit-lab.xml", out / "junit-lessons.xml"
     debug_xml = out / "junit-debug.xml"
-    for f in (host_xml, lab_xml, nb_xml, debug_xml):
-        f.unlink(missing_ok=True)
+    for f in out.glob("junit-*.xml"):
+        f.unlink()
+    lab_n = int(os.environ.get("LABKIT_LAB_VMS", "2"))
 
     print("== architecture: lint-imports (the contracts in pyproject.toml)", flush=True)
     lint_rc = subprocess.call([str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
                               cwd=paths.PROJECT)
 
     print("\n== host tier: tests/unit tests/host", flush=True)
-    host_rc = subprocess.call([sys.executable, "-m", "pytest", "tests/unit", "tests/host", "--durations=25",
-                               f"--junitxml={host_xml}", *argv], cwd=paths.PROJECT)
+    host_rc = subprocess.call([sys.executable, "-m", "pytest", "tests/unit", "tests/host", *workers(),
+                               "--durations=25", f"--junitxml={host_xml}", *argv], cwd=paths.PROJECT)
 
     debug_log = out / "kernel-debug-build.log"
     print(f"\n== the debug kernel builds in the background (log: {debug_log})", flush=True)
@@ -121,12 +203,21 @@ def main(argv=None) -> int:
     debug_build = start_debug_build(debug_log)
 
     print("\n== lab tier: tests/lab inside the lab VM", flush=True)
-    lab_rc = run_lab_tier("lab", ["tests/lab"], lab_xml, argv)
+    lab_rc = run_lab_tier("lab", lab_groups(lab_n), lab_xml, argv)
 
     def lessons_tier():
         print("\n== lessons tier: tests/notebooks tests/browser", flush=True)
-        return subprocess.call([sys.executable, "-m", "pytest", "tests/notebooks", "tests/browser", "-v",
-                                "--durations=25", f"--junitxml={nb_xml}", *argv], cwd=paths.PROJECT)
+        # The clean-checkout test last, on its own, against the state before the tier (tests/checkout.py).
+        before = out / "checkout-before.json"
+        before.unlink(missing_ok=True)
+        env = {**os.environ, "LABKIT_CHECKOUT_BEFORE": str(before)}
+        rc = subprocess.call([sys.executable, "-m", "pytest", "tests/notebooks", "tests/browser", "-v", *workers(),
+                              f"--ignore={LAST}", "--durations=25", f"--junitxml={nb_xml}", *argv],
+                             cwd=paths.PROJECT, env=env)
+        last = subprocess.call([sys.executable, "-m", "pytest", LAST, "-v", f"--junitxml={report(nb_xml, 0)}", *argv],
+                               cwd=paths.PROJECT, env=env)
+        before.unlink(missing_ok=True)
+        return rc or last
 
     nb_rc = None
     if debug_build.poll() is None:
@@ -144,7 +235,7 @@ def main(argv=None) -> int:
             debug_dir = kernel.kernel_path()
         finally:
             os.environ.pop("LABKIT_KERNEL_FLAVOUR", None)
-        debug_rc = run_lab_tier("debug", DEBUG_TESTS, debug_xml, argv, kernel_dir=debug_dir, snapshot=False)
+        debug_rc = run_lab_tier("debug", [DEBUG_TESTS], debug_xml, argv, kernel_dir=debug_dir, snapshot=False)
     else:
         print(debug_log.read_text(errors="replace")[-3000:], file=sys.stderr)
         debug_rc = 2
@@ -154,15 +245,17 @@ def main(argv=None) -> int:
 
     passed, failed, skipped = (1, 0, 0) if lint_rc == 0 else (0, 1, 0)
     for name, xml in (("host", host_xml), ("lab", lab_xml), ("debug", debug_xml), ("lessons", nb_xml)):
-        c = counts(xml)
-        if c is None:
+        found = [x for x in (xml, *sorted(out.glob(f"{xml.stem}-*.xml"))) if x.exists()]
+        c = [counts(x) for x in found]
+        if not found or None in c:
             print(f"{name} tier left no report ({xml})", file=sys.stderr)
             failed += 1
             continue
-        f = c["failures"] + c["errors"]
-        passed += c["tests"] - f - c["skipped"]
-        failed += f
-        skipped += c["skipped"]
+        for one in c:
+            f = one["failures"] + one["errors"]
+            passed += one["tests"] - f - one["skipped"]
+            failed += f
+            skipped += one["skipped"]
     print(f"\ntests: {passed} passed, {failed} failed, {skipped} skipped")
     return 0 if lint_rc == host_rc == lab_rc == debug_rc == nb_rc == 0 and failed == 0 else 1
 

@@ -60,12 +60,13 @@ class Commands:
             input=None, interrupt_grace=0.0) -> Result:
         """Run argv as root in the guest; return its exit code and output.
 
-        cwd defaults to the host's current directory (writable in the guest
-        when it is inside the VM's workdir, read-only otherwise); env adds to the guest's base environment; stream copies the
-        output to this process's stdout/stderr as it arrives ("stderr": only that). Past timeout
-        seconds the VM is killed and GuestTimeout raised. A Ctrl-C kills the command and is raised
-        again; with interrupt_grace the command gets SIGINT and that many seconds to clean up and
-        exit, and its Result comes back ``interrupted`` (killed past them, or at a second Ctrl-C).
+        cwd defaults to the host's current directory (writable in the guest when it is inside the
+        VM's workdir, read-only otherwise); env adds to the guest's base environment; stream copies
+        the output to this process's stdout/stderr as it arrives ("stderr": only that; a function:
+        called with (fd, bytes) for each piece). Past timeout seconds the VM is killed and
+        GuestTimeout raised. A Ctrl-C kills the command and is raised again; with interrupt_grace
+        the command gets SIGINT and that many seconds to clean up and exit, and its Result comes
+        back ``interrupted`` (killed past them, or at a second Ctrl-C).
         """
         if input is not None:
             raise ValueError("guest commands have no stdin")
@@ -122,7 +123,9 @@ class Commands:
             if msg["ev"] == "out":
                 data = base64.b64decode(msg["data"])
                 (out if msg["fd"] == 1 else err).extend(data)
-                if stream is True or (stream == "stderr" and msg["fd"] == 2):
+                if callable(stream):
+                    stream(msg["fd"], data)
+                elif stream is True or (stream == "stderr" and msg["fd"] == 2):
                     target = sys.stdout if msg["fd"] == 1 else sys.stderr
                     target.buffer.write(data)
                     target.flush()

@@ -1,20 +1,20 @@
 """The lessons tier leaves the checkout as it found it (``git status``).
 
-Runs last in ``pytest tests/notebooks tests/browser`` (what ``./lab test``
-runs): the checkout's state is taken when this module is imported, at
-collection, before any test of the tier runs, and compared at the end. Every
+Runs last in ``pytest tests/notebooks tests/browser``: the checkout's state
+is taken when this module is imported, at collection, before any test of the
+tier runs, and compared at the end. ``./lab test`` runs the tier in two
+workers and this module after them, on its own: there the state was taken
+by the tier's first pytest, before its workers started (tests/checkout.py). Every
 run of a lesson writes somewhere (executed copies, compiled cells, the VM's
 files, checkpoints, bytecode); all of it must be outside the checkout or
 ignored. Run alone, the test runs exercise lessons in replay itself (as the
 notebook tier does, from notebooks/), so it still means something.
 """
 
-import hashlib
-import subprocess
-
 import pytest
 
 from labkit import paths
+from tests import checkout
 
 pytestmark = pytest.mark.skipif(not (paths.PROJECT / ".git").exists(), reason="not a git checkout")
 
@@ -28,28 +28,7 @@ BYPRODUCTS = ["notebooks/.ipynb_checkpoints/01_first_storage-checkpoint.ipynb",
               "artifacts/browser/hint-reset-01.png", "bpf/build/observe.bpf.o"]
 
 
-def git(*args):
-    return subprocess.run(["git", *args], cwd=paths.PROJECT, capture_output=True, text=True, check=True).stdout
-
-
-def state() -> dict:
-    """Every path git status lists: its status, and its content's hash."""
-    out = {}
-    entries = git("status", "--porcelain=v1", "-z", "--untracked-files=all").split("\0")
-    it = iter(entries)
-    for entry in it:
-        if not entry:
-            continue
-        code, path = entry[:2], entry[3:]
-        if code[0] in "RC":
-            next(it, None)  # the rename's source
-        p = paths.PROJECT / path
-        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
-        out[path] = (code, digest)
-    return out
-
-
-BEFORE = state()  # at collection: before the tier's first test
+BEFORE = checkout.before()  # before the tier's first test
 
 
 def dirt(before, after) -> list:
@@ -59,7 +38,7 @@ def dirt(before, after) -> list:
 
 
 def test_what_running_lessons_writes_is_ignored():
-    ignored = set(git("check-ignore", "--no-index", *BYPRODUCTS).split())
+    ignored = set(checkout.git("check-ignore", "--no-index", *BYPRODUCTS).split())
     assert ignored == set(BYPRODUCTS), f"not ignored: {sorted(set(BYPRODUCTS) - ignored)}"
 
 
@@ -71,5 +50,5 @@ def test_the_lessons_tier_leaves_the_checkout_clean():
     for path in lessons:
         r = execute(path, "replay", out_dir=paths.PROJECT / "artifacts" / "notebooks" / "clean-checkout")
         assert not r["errors"], r["errors"][:1]
-    left = dirt(BEFORE, state())
+    left = dirt(BEFORE, checkout.state())
     assert not left, "running the lessons left the checkout dirty (git status):\n" + "\n".join(left)
