@@ -48,17 +48,18 @@ _WARM = []
 
 
 def warm_snapshot(kdir):
-    """Make (or find) the default lab VM's warm snapshot once per run, before the
+    """Make (or find) the default lab VM's warm snapshot (returned) once per run, before the
     first VM test: a test that reads the first line a command prints must not
     get the snapshot's progress instead."""
     if _WARM:
-        return
+        return _WARM[0]
     from labkit.progress import Progress
     from labkit.vm.lab import default_snapshot
 
     found, why = default_snapshot(kdir, progress=Progress(quiet=True))
     assert found is not None or os.environ.get("CI") != "true", f"no warm snapshot: {why}"
     _WARM.append(found)
+    return found
 
 
 @pytest.fixture

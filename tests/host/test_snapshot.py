@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from labkit.vm import snapshot
-from tests.host.conftest import PROJECT, lab_qemus, need
+from tests.host.conftest import PROJECT, lab_qemus, need, warm_snapshot
 
 
 def _urandom_and_clock(lab):
@@ -77,6 +77,11 @@ def test_a_stale_snapshot_is_never_restored(vm_ready, own_snapshots, tmp_path):
     """A file the guest loaded before the save changes: the snapshot is not restored, a new one is made."""
     from labkit.vm.lab import Lab
 
+    # Not made again: the run's own snapshot, copied in (its state linked: no write reaches it).
+    made = warm_snapshot(vm_ready)
+    need(made is not None, "no warm snapshot could be made here", "run: labkit doctor")
+    shutil.copytree(made.dir, own_snapshots / made.dir.name,
+                    copy_function=lambda src, dst: (os.link if src.endswith("/state") else shutil.copy2)(src, dst))
     with Lab(workdir=tmp_path) as lab:
         first = lab.warm
     assert first is not None and first.dir.parent == own_snapshots
