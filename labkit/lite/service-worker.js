@@ -7,6 +7,9 @@
 // files do not change, the build's name can. Each page load asks for build.json first; when
 // it names another build (the site was built again), the other builds' caches are dropped and
 // the page loads from the server, filling a new one. Offline, the last build's cache serves.
+// (precache-worker.js, a second service worker, puts JupyterLab's scripts in the same cache
+// compiled, once a first visit's kernel is up; the lab page registers this one at once on a first
+// visit, so that the kernel's files, Pyodide's wasm with them, come through this cache: labkit.lite.early.)
 const LABKIT_PREFIX = "labkit-site-";
 const LABKIT_BUILD = new URL("static/labkit/build.json", self.registration.scope).href;
 let labkitCacheName = null;

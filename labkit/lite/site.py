@@ -11,8 +11,11 @@ nothing is fetched from anywhere else. It must be served over HTTP: a
 A lesson's kernel starts in seconds, not the 18 s it took (benchmarks/lite_site.py):
 Pyodide loads the kernel's packages from the lock in one go (``PRELOAD``), their
 modules and the standard library come compiled (``labkit.lite.bytecode``), the
-kernel's modules are imported before its drive is mounted (``boot.mjs``), and a
-service worker keeps the site for the next visit (``labkit.lite.serviceworker``).
+kernel's modules are imported before its drive is mounted (``boot.mjs``), the kernel
+starts with the lab page while JupyterLab starts (``labkit.lite.early``), JupyterLab
+leaves off the plugins the course does not use (``DISABLED``), and service workers
+keep the site, JupyterLab's scripts compiled, for the next visit
+(``labkit.lite.serviceworker``).
 
     labkit lite build [-o DIR]                 # default: artifacts/lite
     python3 -m http.server -d DIR 8000         # then open http://127.0.0.1:8000/lab/
@@ -33,13 +36,35 @@ from pathlib import Path
 
 from labkit import paths
 from labkit.errors import LabError
+from labkit.lite.early import add_early_kernel
 from labkit.lite.pyodide import BOOT, PRELOAD, PYODIDE, pyodide_folder
 from labkit.lite.registry import npm_package, run
 from labkit.lite.serviceworker import add_service_worker
 
 VIZ = "@viz-js/viz@3.31.0"  # Graphviz compiled to WebAssembly: one ES module (dist/viz.js), the wasm inside
 VIZ_DIR = "static/labkit"    # where the site serves it (labkit.viz.wasm loads it from there)
+PYODIDE_DIR = "static/pyodide"  # the site's Pyodide (labkit.lite.pyodide)
 KERNEL_PLUGIN = "@jupyterlite/pyodide-kernel-extension:kernel"
+# JupyterLab's plugins the course never uses, not started (page config's disabledExtensions): less
+# for the page to do before it opens the lesson. Viewers and renderers of files and outputs the
+# lessons do not have, terminals and language servers (none in the browser), consoles, the
+# cell and notebook metadata editors, the workspaces' and the help menu's web links.
+DISABLED = (
+    "@jupyterlab/terminal-extension", "@jupyterlab/services-extension:terminal-manager",
+    "@jupyterlab/lsp-extension", "@jupyterlab/notebook-extension:language-server",
+    "@jupyterlab/fileeditor-extension:language-server", "@jupyterlite/application-extension:lsp-connection-manager",
+    "@jupyterlab/console-extension", "@jupyterlab/notebook-extension:code-console",
+    "@jupyterlab/tooltip-extension:consoles", "@jupyterlab/inspector-extension", "@jupyterlab/logconsole-extension",
+    "@jupyterlab/csvviewer-extension", "@jupyterlab/htmlviewer-extension", "@jupyterlab/pdf-extension",
+    "@jupyterlab/vega5-extension", "@jupyterlab/mermaid-extension", "@jupyterlab/json-lines-extension",
+    "@jupyterlab/audio-extension", "@jupyterlab/video-extension", "@jupyterlab/javascript-extension",
+    "@jupyterlab/notebook-extension:metadata-editor", "@jupyterlab/metadataform-extension",
+    "@jupyterlab/notebook-extension:update-raw-mimetype", "@jupyterlab/celltags-extension",
+    "@jupyterlab/workspaces-extension", "@jupyterlab/theme-dark-high-contrast-extension",
+    "@jupyterlab/help-extension:jupyter-forum", "@jupyterlab/help-extension:open",
+    "@jupyterlab/help-extension:resources",
+    "@jupyterlab/running-extension:recently-closed", "@jupyterlab/running-extension:search-tabs",
+)
 LESSONS = "[0-9][0-9]_*.ipynb"
 
 
@@ -66,13 +91,14 @@ def _tools():
 
 def _lite_dir(work: Path, lessons: Path) -> Path:
     """The JupyterLite input: settings (no PyPI, the lock's packages only, the kernel's own loaded
-    with Pyodide in one go) and the lessons."""
+    with Pyodide in one go, the plugins the course does not use off) and the lessons."""
     lite = work / "lite"
     lite.mkdir()
     settings = {"disablePyPIFallback": True, "loadPyodideOptions": {"packages": list(PRELOAD)}}
     (lite / "jupyter-lite.json").write_text(json.dumps({
         "jupyter-lite-schema-version": 0,
-        "jupyter-config-data": {"appName": "skb storage lab", "litePluginSettings": {KERNEL_PLUGIN: settings}},
+        "jupyter-config-data": {"appName": "skb storage lab", "litePluginSettings": {KERNEL_PLUGIN: settings},
+                                "disabledExtensions": list(DISABLED)},
     }, indent=1))
     for nb in sorted((paths.shipped("notebooks")).glob(LESSONS)):
         shutil.copy2(nb, lessons / nb.name)
@@ -106,7 +132,7 @@ def build(out=None, say=print) -> dict:
         lessons = work / "lessons"
         lessons.mkdir()
         lite = _lite_dir(work, lessons)
-        report = pyodide_folder(lite / "static" / "pyodide", work, say)
+        report = pyodide_folder(lite / PYODIDE_DIR, work, say)
         say(f"Graphviz in WebAssembly ({VIZ})")
         viz = npm_package(VIZ)
         say(f"jupyter lite build (jupyterlite-core {core}, pyodide kernel {kernel})")
@@ -117,6 +143,7 @@ def build(out=None, say=print) -> dict:
         (tmp_out / VIZ_DIR).mkdir(parents=True, exist_ok=True)
         shutil.copy2(viz / "dist" / "viz.js", tmp_out / VIZ_DIR / "viz.js")
         use_boot(tmp_out)
+        report.update(add_early_kernel(tmp_out, PYODIDE_DIR, BOOT, PRELOAD))
         report.update(add_service_worker(tmp_out))
         if out.exists():
             shutil.rmtree(out)

@@ -1,13 +1,16 @@
 """The static site's parts that make a kernel start fast, without a browser (the browser test,
 tests/browser/test_lite.py, runs the built site): the lock that lets Pyodide load the kernel's
-packages in one go, the trimmed and compiled wheels, the kernel's boot.mjs in the site's settings,
-and the service worker that keeps the site for a second visit.
+packages in one go, the trimmed and compiled wheels, the kernel's boot.mjs in the site's settings
+and its early start with the lab page, the plugins left off, and the service workers that keep
+the site (and JupyterLab's scripts compiled) for a second visit.
 """
 
 import base64
 import hashlib
 import json
+import re
 import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import pytest
 
 from labkit import paths
 from labkit.errors import LabError
-from labkit.lite import bytecode, pyodide, serviceworker, site
+from labkit.lite import bytecode, early, pyodide, serviceworker, site
 
 BOOT = Path(pyodide.__file__).with_name(pyodide.BOOT)
 # npm's Pyodide in the user's cache, where a site build has fetched it (no registry is asked here)
@@ -147,3 +150,111 @@ def test_wheels_and_the_standard_library_are_compiled_by_the_sites_own_python(tm
         assert {"json/__init__.py", "json/__init__.pyc"} <= set(z.namelist())  # zipimport reads it beside the source
     assert bytecode.compile_zips(pyodide_npm, [src], work, {src.name: (("pkg/lexers/",), ("pkg/lexers/used.py",))}) \
         == {src: done[src]}  # cached
+
+
+def kernel_site(tmp_path, workers=("comlink.worker.abc123.js",)):
+    """A built site's parts the early kernel touches: the kernel's worker(s) and the lab page."""
+    static = tmp_path / early.KERNEL_STATIC
+    static.mkdir(parents=True)
+    for name in workers:
+        (static / name).write_text("export class PyodideComlinkKernel {}")
+    (tmp_path / "lab").mkdir()
+    (tmp_path / early.PAGE).write_text('<!DOCTYPE html><html>\n<head>\n    <title>JupyterLite</title>\n'
+                                       '    <meta charset="utf-8">\n    <script>config()</script>\n</head></html>')
+    return tmp_path
+
+
+def test_the_kernels_worker_starts_first_in_the_lab_page(tmp_path):
+    """The lab page creates the early worker before any of JupyterLab's scripts (after the charset,
+    which must stay in the first 1024 bytes), and the early worker is the kernel's own worker script
+    with boot.mjs's prestart of the packages the kernel preloads."""
+    site_dir = kernel_site(tmp_path)
+    report = early.add_early_kernel(site_dir, site.PYODIDE_DIR, pyodide.BOOT, pyodide.PRELOAD)
+    worker = (site_dir / report["early_kernel"]).read_text()
+    assert report["early_kernel"] == f"{early.KERNEL_STATIC}/{early.EARLY_WORKER}"
+    assert 'import { prestart } from "../../../../static/pyodide/boot.mjs";' in worker
+    assert 'import "./comlink.worker.abc123.js";' in worker
+    assert 'new URL("../../../../static/pyodide/", import.meta.url)' in worker
+    assert f"packages: {json.dumps(list(pyodide.PRELOAD))}" in worker
+    page = (site_dir / early.PAGE).read_text()
+    assert page.index('<meta charset="utf-8">') < page.index(early.MARK) < page.index("config()")
+    assert page.index(early.MARK) < 1024 or page.index('<meta charset="utf-8">') < 1024
+    for url in ("../extensions/@jupyterlite/pyodide-kernel-extension/static/comlink.worker.abc123.js",
+                f"../{report['early_kernel']}", "../service-worker.js?enableCache=false",
+                f"../{serviceworker.PRECACHE}", f"../{serviceworker.PRECACHE_SCOPE}"):
+        assert f'"{url}"' in page
+    assert not re.search(r"__[A-Z][A-Z_]*__", page + worker)  # every placeholder filled
+    with pytest.raises(LabError, match="already"):
+        early.add_early_kernel(site_dir, site.PYODIDE_DIR, pyodide.BOOT, pyodide.PRELOAD)
+
+
+@pytest.mark.parametrize("workers", [(), ("comlink.worker.a.js", "comlink.worker.b.js")])
+def test_the_early_kernel_needs_the_one_kernel_worker(tmp_path, workers):
+    with pytest.raises(LabError, match="comlink.worker"):
+        early.add_early_kernel(kernel_site(tmp_path, workers), site.PYODIDE_DIR, pyodide.BOOT, pyodide.PRELOAD)
+
+
+def test_relative_urls_between_the_sites_files():
+    boot = early.relative("static/pyodide/boot.mjs", f"{early.KERNEL_STATIC}/x.mjs")
+    assert boot == "../../../../static/pyodide/boot.mjs"
+    assert early.relative("service-worker.js", "lab/index.html") == "../service-worker.js"
+    assert early.relative("a.js", "index.html") == "./a.js"
+    with pytest.raises(LabError, match="__B__"):
+        early.fill('"__A__" "__B__"', {"A": "x"})
+
+
+def test_the_precaching_worker_is_written_for_the_build_and_left_out_of_its_name(tmp_path):
+    """precache-worker.js names the build's cache as service-worker.js does; being written after the
+    build's name is, it is not part of it (nor is a new one a new build)."""
+    (tmp_path / "service-worker.js").write_text('"use strict";')
+    (tmp_path / "a.js").write_text("1")
+    report = serviceworker.add_service_worker(tmp_path)
+    precache = (tmp_path / serviceworker.PRECACHE).read_text()
+    assert f'const PRECACHE_BUILD = "{report["build"]}";' in precache
+    assert 'const PRECACHE_SITE_CACHE = "labkit-site-" + PRECACHE_BUILD;' in precache
+    assert 'const LABKIT_PREFIX = "labkit-site-";' in (tmp_path / "service-worker.js").read_text()
+    assert 'addEventListener("install"' in precache and "cache.add(" in precache
+    assert serviceworker.PRECACHE_SCOPE.startswith(serviceworker.PRECACHE.rsplit("/", 1)[0] + "/")  # its folder
+    assert serviceworker.build_id(tmp_path) == report["build"]
+
+
+def disabled(plugin):
+    """Whether page config's disabledExtensions (site.DISABLED) turns plugin off, as JupyterLab
+    reads it: the plugin's id, or its package's name."""
+    return plugin in site.DISABLED or plugin.split(":")[0] in site.DISABLED
+
+
+def test_the_plugins_the_lessons_need_stay_on():
+    for plugin in ("@jupyterlab/notebook-extension:tracker", "@jupyterlab/notebook-extension:widget-factory",
+                   "@jupyterlab/mainmenu-extension:plugin", "@jupyterlab/shortcuts-extension:shortcuts",
+                   "@jupyterlab/rendermime-extension:plugin", "@jupyterlab/markedparser-extension:plugin",
+                   "@jupyterlab/codemirror-extension:languages", "@jupyterlab/completer-extension:manager",
+                   "@jupyterlab/tooltip-extension:notebooks", "@jupyterlab/filebrowser-extension:browser",
+                   "@jupyterlab/documentsearch-extension:plugin", "@jupyterlab/help-extension:licenses-commands",
+                   "@jupyterlab/theme-dark-extension:plugin", "@jupyterlab/running-extension:sidebar",
+                   "@jupyter-widgets/jupyterlab-manager:plugin", site.KERNEL_PLUGIN, "jupyterlab_pygments:plugin"):
+        assert not disabled(plugin), plugin
+    # a plugin that needs a disabled one's service is disabled with it
+    assert disabled("@jupyterlab/notebook-extension:update-raw-mimetype")  # needs the metadata forms
+    assert disabled("@jupyterlab/tooltip-extension:consoles")              # needs the consoles
+
+
+def test_boot_hands_the_prestarted_pyodide_to_the_kernel(tmp_path, pyodide_npm):
+    """boot.mjs in Node: prestart loads Pyodide; the kernel's loadPyodide with the same folder and
+    packages gets that one, with its own stdout; asked for another, it loads another."""
+    for f in pyodide.CORE_FILES + ("pyodide-lock.json", pyodide.STDLIB):
+        (tmp_path / f).symlink_to(pyodide_npm / f)
+    shutil.copy2(BOOT, tmp_path / pyodide.BOOT)
+    script = tmp_path / "run.mjs"
+    script.write_text("""
+const { prestart, loadPyodide } = await import(process.argv[2] + "/boot.mjs");
+const options = { indexURL: process.argv[2] + "/", packages: [] };
+const early = await prestart(options);
+const lines = [];
+const py = await loadPyodide({ ...options, stdout: (line) => lines.push(line) });
+py.runPython("print('to the kernel')");
+const other = await loadPyodide({ ...options, packages: [] });
+console.log(JSON.stringify({ same: py === early, lines, again: other === py }));
+""")
+    out = subprocess.run(["node", script, tmp_path], capture_output=True, text=True, timeout=300, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"same": True, "lines": ["to the kernel"], "again": False}
