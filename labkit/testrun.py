@@ -80,14 +80,14 @@ DEBUG_TESTS = ["tests/lab/test_findings.py", "tests/lab/test_second_read.py", "t
                "tests/lab/test_gated.py", DEBUG_ONLY]
 
 
-# The lab tier's files and their seconds (two restored VMs at once under TCG, on 2 busy cores:
-# the junit reports), to split them between LABKIT_LAB_VMS VMs (default 2).
-LAB_SECONDS = {"tests/lab/test_api.py": 5, "tests/lab/test_basic.py": 3, "tests/lab/test_bench.py": 18,
-               "tests/lab/test_cleanup.py": 9, "tests/lab/test_clock.py": 1, "tests/lab/test_designs.py": 111,
-               "tests/lab/test_findings.py": 43, "tests/lab/test_flags.py": 61, "tests/lab/test_gated.py": 11,
-               "tests/lab/test_inline.py": 54, "tests/lab/test_later_hooks.py": 2, "tests/lab/test_lifetime.py": 28,
-               "tests/lab/test_prog_types.py": 3, "tests/lab/test_scenarios.py": 95,
-               "tests/lab/test_second_read.py": 17, "tests/lab/test_skb_ext.py": 21, "tests/lab/test_tracepoints.py": 34}
+# The lab tier's files and their seconds (two restored VMs at once under TCG, on 2 cores: a CI
+# rehearsal's junit reports), to split them between LABKIT_LAB_VMS VMs (default 2).
+LAB_SECONDS = {"tests/lab/test_api.py": 3, "tests/lab/test_basic.py": 2, "tests/lab/test_bench.py": 11,
+               "tests/lab/test_cleanup.py": 4, "tests/lab/test_clock.py": 1, "tests/lab/test_designs.py": 65,
+               "tests/lab/test_findings.py": 23, "tests/lab/test_flags.py": 64, "tests/lab/test_gated.py": 9,
+               "tests/lab/test_inline.py": 46, "tests/lab/test_later_hooks.py": 1, "tests/lab/test_lifetime.py": 26,
+               "tests/lab/test_prog_types.py": 2, "tests/lab/test_scenarios.py": 106,
+               "tests/lab/test_second_read.py": 13, "tests/lab/test_skb_ext.py": 25, "tests/lab/test_tracepoints.py": 13}
 # The lessons tier's last test, run after the tier's workers.
 LAST = "tests/browser/test_zz_clean_checkout.py"
 
