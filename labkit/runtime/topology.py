@@ -56,9 +56,21 @@ def remove_netns(name):
         pass
 
 
+def patient_netns():
+    """Give pyroute2's namespace helper (a child process it waits for, 2 s each try, 10 s in all) a
+    minute. Under clock="icount" the guest's clock jumps to its next timer whenever the guest
+    waits on the host (the helper's Python read over 9p from a busy host), so those deadlines can
+    pass in almost no real time; and a namespace that does come up never waits that long."""
+    from pyroute2 import config
+
+    config.default_communicate_timeout = max(config.default_communicate_timeout, 20)
+    config.default_create_socket_timeout = max(config.default_create_socket_timeout, 60)
+
+
 def build_topology(st: ExitStack, topo: Topology) -> Built:
     from pyroute2 import IPRoute
 
+    patient_netns()
     b = Built()
     for ns in topo.netns:
         name = ns_name(ns)

@@ -5,6 +5,8 @@ committed starter back in its editor, even though the learner's copy of the
 notebook had a different one. Screenshot in artifacts/browser/.
 """
 
+import time
+
 import nbformat
 import pytest
 
@@ -84,6 +86,10 @@ def test_hint_and_reset_in_the_browser(server, page):  # noqa: F811
         page.wait_for_function(
             "el => el.textContent.includes('TODO: create this packet')",
             arg=exercise.locator(".cm-content").element_handle(), timeout=20_000)
-        assert squash(editor_text(exercise)) == squash(coach.starter("01"))
+        # The editor fills in its lines as it lays them out (later on a busy machine): wait for all of them.
+        want, deadline = squash(coach.starter("01")), time.monotonic() + 20
+        while squash(editor_text(exercise)) != want and time.monotonic() < deadline:
+            page.wait_for_timeout(200)
+        assert squash(editor_text(exercise)) == want
     finally:
         page.screenshot(path=str(ART / "hint-reset-01.png"), full_page=True)
