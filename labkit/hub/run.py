@@ -257,6 +257,10 @@ def start(prefix, state=None, ip="127.0.0.1", port=8000, code=None, instructors=
         slots = str(broker.path)
         snapshots = warm_snapshot(prefix, info["kernel_dir"], say)
         cap = capacity(mem_bytes, float(cpus), disk_bytes, free_disk=shutil.disk_usage(st).free)
+        if float(cpus) > cap["total_cpus"]:  # a student's cgroup may not have more than all students' together
+            say(f"--cpus {float(cpus):g} is more than the {cap['total_cpus']:g} CPUs all students share on this machine: "
+                f"each student gets {cap['total_cpus']:g}")
+            cpus = cap["total_cpus"]
         instructors = [unix_name(a) for a in instructors]
         for name in instructors:
             set_password(str(st / "passwords.dbm"), name, instructor_password(st, name).read_text().strip())
