@@ -44,11 +44,13 @@ from labkit.vm.lab import SPARE, Lab, qemu_alive
 
 HAND = "spare-slot.sock"  # where the keeper hands its slot over, in the run folder (0700)
 CLAIM_WAIT = 60.0
+HAND_WAIT = 60.0  # s a lesson waits for a keeper whose VM is still being restored
 
 
 def start(workdir):
-    """(state, slot): the spare VM restored under this user's running slot; None when none is free
-    or a spare is up already."""
+    """(state, slot, server): the spare VM restored under this user's running slot, and the socket
+    its slot is handed over on; None when none is free or a spare is up already. The socket listens
+    from before the slot is taken: a lesson that asks while the VM restores waits for it."""
     base = paths.run_dir()
     current = base / SPARE / "state.json"
     if current.exists():
@@ -58,9 +60,16 @@ def start(workdir):
         except (OSError, ValueError):
             pass
         shutil.rmtree(base / SPARE, ignore_errors=True)
+    hand = base / HAND
+    hand.unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(hand))
+    server.listen(8)
     try:
         slot = slots.running_slot()
     except slots.SlotsFull:
+        server.close()
+        hand.unlink(missing_ok=True)
         return None  # the cap is full, or this user's lesson has a VM: no spare
     tmp = Path(tempfile.mkdtemp(prefix=f"{SPARE}-new-", dir=base))
     lab = Lab(persistent=True, rundir=tmp, workdir=workdir)
@@ -74,22 +83,20 @@ def start(workdir):
         lab.chan.close()
         lab.chan = None
         os.rename(tmp, base / SPARE)
-        return state, slot
+        return state, slot, server
     except BaseException:
         lab.kill()
         shutil.rmtree(tmp, ignore_errors=True)
         slot.release()
+        server.close()
+        hand.unlink(missing_ok=True)
         raise
 
 
-def keep(state, slot):
-    """Hold the VM's slot until the VM ends; hand it to this user's lesson when it asks."""
+def keep(state, slot, server):
+    """Hold the VM's slot until the VM ends; hand it to this user's lesson when it asks (on server)."""
     base = paths.run_dir()
     hand = base / HAND
-    hand.unlink(missing_ok=True)
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(hand))
-    server.listen(1)
     server.settimeout(1.0)
     handed = None
     try:
@@ -127,7 +134,7 @@ def take_slot():
     if not path.exists():
         return None
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(5.0)
+    s.settimeout(HAND_WAIT)  # the keeper answers once its VM is up
     try:
         s.connect(str(path))
         msg, fds, _flags, _addr = socket.recv_fds(s, 4096, 1)
@@ -153,7 +160,7 @@ def main(argv=None) -> int:
         return 2
     if not started:
         return 0
-    state, slot = started
+    state, slot, server = started
     print(f"spare lab VM up: pid {state['pid']}, working folder {state['workdir']}", flush=True)
     if os.environ.get("LABKIT_SPARE_DETACH") != "0":
         if os.fork():  # the keeper goes on in the background; the caller has its answer
@@ -162,7 +169,7 @@ def main(argv=None) -> int:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-    keep(state, slot)
+    keep(state, slot, server)
     return 0
 
 

@@ -218,3 +218,43 @@ def test_a_spare_vm_is_taken_over_by_the_first_lab_that_fits(vm_ready, tmp_path)
         if os.path.exists(f"/proc/{spare_pid}"):
             os.kill(spare_pid, signal.SIGKILL)
         shutil.rmtree(paths.run_dir() / "spare", ignore_errors=True)
+
+
+def test_a_lesson_that_asks_while_the_spare_restores_gets_its_slot(vm_ready, tmp_path, monkeypatch):
+    """A student's first cell can run before their server's spare VM is up: the lesson asks while
+    the keeper holds the student's one running slot and still restores the VM. It waits for the
+    keeper, gets the slot, and the VM (not a replay for want of a slot)."""
+    from labkit import paths
+    from labkit.course.lesson import running_slot
+    from labkit.vm.lab import Lab
+    from labkit.vm.slotbroker import Broker
+
+    sockdir = tmp_path / "broker"
+    sockdir.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    with Broker(sockdir / "slots.sock", 1, 1) as broker:
+        monkeypatch.setenv("LABKIT_VM_SLOTS", str(sockdir / "slots.sock"))
+        proc = subprocess.Popen([sys.executable, "-m", "labkit.vm.spare", str(work)], cwd=PROJECT, env=dict(os.environ),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        spare_pid = None
+        try:
+            deadline = time.monotonic() + 120
+            while broker.run[0] is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert broker.run[0] is not None, "the keeper took no running slot"
+            slot = running_slot()  # the keeper's: this user has no other
+            try:
+                assert slot.held and slot.capped
+                out, _ = proc.communicate(timeout=300)
+                assert proc.returncode == 0 and "spare lab VM up" in out, out
+                spare_pid = json.loads((paths.run_dir() / "spare" / "state.json").read_text())["pid"]
+                with Lab(workdir=work) as lab:
+                    assert lab.spare and lab.pid == spare_pid
+            finally:
+                slot.release()
+        finally:
+            proc.kill()
+            if spare_pid and os.path.exists(f"/proc/{spare_pid}"):
+                os.kill(spare_pid, signal.SIGKILL)
+            shutil.rmtree(paths.run_dir() / "spare", ignore_errors=True)
