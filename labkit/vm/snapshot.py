@@ -88,8 +88,10 @@ def env_dirs() -> list:
     return sorted({found[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if os.path.isdir(found[k])})
 
 
-def fingerprint(files) -> str:
-    words = [_stat_words(f) for f in files] + [_stat_words(d) for d in env_dirs()]
+def fingerprint(files, dirs=None) -> str:
+    """files and the environment's folders (dirs: those a manifest recorded; default: this
+    process's, which for a snapshot another checkout's Python made are not its own)."""
+    words = [_stat_words(f) for f in files] + [_stat_words(d) for d in (env_dirs() if dirs is None else dirs)]
     return hashlib.sha256("\n".join(words).encode()).hexdigest()
 
 
@@ -179,7 +181,7 @@ def load(key: str):
         return None, "the warm snapshot was made by another labkit"
     if not (d / "state").is_file():
         return None, "the warm snapshot has no saved state"
-    if fingerprint(manifest.get("files", [])) != manifest.get("fingerprint"):
+    if fingerprint(manifest.get("files", []), manifest.get("env_dirs")) != manifest.get("fingerprint"):
         return None, "the warm snapshot is stale: a file the guest loaded before the save has changed since"
     return Snapshot(d, manifest), ""
 
