@@ -126,9 +126,7 @@ def capacity(memory: int, cpus: float, disk: int, cores=None, mem_bytes=None, fr
       machine less ``RESERVE`` for the hub and the system, every core less half of one;
     - ``max_servers`` (active_server_limit): as many servers as fit in that memory, and no more than
       two per CPU they ask for (a TCG VM takes a core only while it boots or runs a scenario);
-    - ``spawn_limit`` (concurrent_spawn_limit): two spawns per core at a time (a spawn restores the
-      warm snapshot, about a second of one core; one per core turned the third of three students
-      on two cores away for seconds), and no more than the servers;
+    - ``spawn_limit`` (concurrent_spawn_limit): one spawn per core at a time;
     - ``max_students``: accounts whose homes fit on the disk, ``DISK_RESERVE`` kept free.
     """
     cores = cores or os.cpu_count() or 1
@@ -138,7 +136,7 @@ def capacity(memory: int, cpus: float, disk: int, cores=None, mem_bytes=None, fr
     servers = max(1, min(total_memory // max(memory, 1), int(2 * cores / max(cpus, 0.1))))
     students = max(1, (free_disk - DISK_RESERVE) // max(disk, 1)) if free_disk is not None else 0
     return {"total_memory": int(total_memory), "total_cpus": float(total_cpus), "max_servers": int(servers),
-            "spawn_limit": max(1, min(2 * cores, servers)), "max_students": int(students)}
+            "spawn_limit": max(1, cores), "max_students": int(students)}
 
 
 def instructor_service(prefix: str, state: str):

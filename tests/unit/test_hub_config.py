@@ -74,9 +74,9 @@ def test_default_vm_cap_follows_cores_and_memory(cores, gib, want):
 
 
 @pytest.mark.parametrize("cores, gib, disk_gib, want", [
-    (2, 24, 60, {"max_servers": 4, "spawn_limit": 4, "max_students": 26, "total_cpus": 1.5}),
-    (16, 64, 500, {"max_servers": 31, "spawn_limit": 31, "max_students": 246, "total_cpus": 15.5}),
-    (64, 256, 2000, {"max_servers": 127, "spawn_limit": 127, "max_students": 996, "total_cpus": 63.5}),
+    (2, 24, 60, {"max_servers": 4, "spawn_limit": 2, "max_students": 26, "total_cpus": 1.5}),
+    (16, 64, 500, {"max_servers": 31, "spawn_limit": 16, "max_students": 246, "total_cpus": 15.5}),
+    (64, 256, 2000, {"max_servers": 127, "spawn_limit": 64, "max_students": 996, "total_cpus": 63.5}),
     (1, 2, 10, {"max_servers": 1, "spawn_limit": 1, "max_students": 1, "total_cpus": 0.5})])
 def test_capacity_follows_the_machine(cores, gib, disk_gib, want):
     """2G, 1 CPU, a 2G home per student: servers bounded by memory and cores, accounts by the disk."""
