@@ -173,8 +173,9 @@ def build(kernel_dir: Path, vmlinux: Path, *, accel, cpus, memory, release=None,
             finally:
                 qmp.close()
             proc.wait(timeout=30)
-            manifest = {"format": snap.FORMAT, "key": key, "files": files, "fingerprint": snap.fingerprint(files),
-                        "env_dirs": snap.env_dirs(),
+            dirs = snap.env_dirs()
+            manifest = {"format": snap.FORMAT, "key": key, "files": files, "fingerprint": snap.fingerprint(files, dirs),
+                        "env_dirs": dirs,
                         "append": append, "tsc_khz": tsc, "release": release, "accel": accel, "cpus": cpus,
                         "memory": memory, "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         "seconds": round(time.monotonic() - t0, 1), "state_bytes": state.stat().st_size, **info}
