@@ -86,8 +86,9 @@ LAB_SECONDS = {"tests/lab/test_api.py": 3, "tests/lab/test_basic.py": 2, "tests/
                "tests/lab/test_cleanup.py": 4, "tests/lab/test_clock.py": 1, "tests/lab/test_designs.py": 65,
                "tests/lab/test_findings.py": 23, "tests/lab/test_flags.py": 64, "tests/lab/test_gated.py": 9,
                "tests/lab/test_inline.py": 46, "tests/lab/test_later_hooks.py": 1, "tests/lab/test_lifetime.py": 26,
-               "tests/lab/test_prog_types.py": 2, "tests/lab/test_scenarios.py": 106, "tests/lab/test_second_read.py": 13,
-               "tests/lab/test_skb_ext.py": 25, "tests/lab/test_tracepoints.py": 13}
+               "tests/lab/test_prog_types.py": 2, "tests/lab/test_scenarios.py": 106,
+               "tests/lab/test_second_read.py": 13, "tests/lab/test_skb_ext.py": 25,
+               "tests/lab/test_tracepoints.py": 13}
 # The lessons tier's last test, run after the tier's workers.
 LAST = "tests/browser/test_zz_clean_checkout.py"
 
